@@ -1,0 +1,16 @@
+//! tobiume-gateway: a FHIR R4 (JP Core 1.1.2) interoperability gateway for Japanese regional health
+//! information networks (とびうめネット first).
+//!
+//! Data flow (see `docs/architecture.md`): `hl7v2` (bytes → decoded segments) → `ssmix2` (storage
+//! layout, versions) → `mapping` (JP Core resources) → `validation` → `store` (versioned resources and
+//! search index) → `api` (FHIR REST). `fhirpath` and `search` serve indexing and queries.
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod fhirpath;
+pub mod hl7v2;
+pub mod mapping;
+pub mod search;
+pub mod ssmix2;
+pub mod store;
+pub mod validation;
