@@ -682,7 +682,7 @@ mod tests {
     fn broken_kanji_run_does_not_corrupt_later_segments() {
         let mut bytes = jis(&format!("{MSH}\r"));
         // A segment that enters kanji mode and never returns to ASCII, followed by a good segment.
-        bytes.extend_from_slice(b"NTE|1||\x1b$B3N");
+        bytes.extend_from_slice(b"NTE|1||\x1b$B3N3");
         bytes.push(b'\r');
         bytes.extend_from_slice(&jis("PID|0001||1||山田^太郎\r"));
         let m = Message::parse(&bytes, &DecodeOptions::default()).unwrap();
