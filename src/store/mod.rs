@@ -378,15 +378,6 @@ pub struct ImportSummary {
     pub deleted: usize,
 }
 
-impl ImportSummary {
-    fn add(&mut self, o: &ImportSummary) {
-        self.created += o.created;
-        self.updated += o.updated;
-        self.unchanged += o.unchanged;
-        self.deleted += o.deleted;
-    }
-}
-
 /// The configured store: one of the two backends, chosen by URL. All API/import code goes through this
 /// type (the single place where consent filtering / audit can later wrap every read and write).
 #[derive(Debug, Clone)]
