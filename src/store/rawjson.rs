@@ -7,6 +7,7 @@
 //! byte (number text, key order, whitespace, unknown members) is kept as received.
 
 use super::StoreError;
+#[cfg(test)]
 use serde_json::Value;
 
 /// One object member found by the scanner: byte spans into the scanned text.
