@@ -1188,3 +1188,25 @@ impl ResourceStore for Me {
         Ok(())
     }
 }
+
+#[cfg(test)]
+impl Me {
+    /// Test hook: writes `body` as `rtype/id` with hand-made index rows (independent of the extractor).
+    pub(crate) async fn test_put_indexed(
+        &self,
+        rtype: &str,
+        id: &str,
+        body: &str,
+        rows: IndexRows,
+    ) -> Result<StoredResource, StoreError> {
+        let mut prep = shared::prepare(&self.registry, rtype, id, ResourceBody::Text(body.to_string()), true)?;
+        prep.index = rows;
+        match self
+            .run_one(Op::Put { rtype: rtype.to_string(), id: id.to_string(), prep, if_match: None, mode: PutMode::Upsert })
+            .await?
+        {
+            OpResult::Written(s, _) => Ok(s),
+            _ => Err(StoreError::Database("unexpected".into())),
+        }
+    }
+}

@@ -19,6 +19,8 @@ mod rawjson;
 mod shared;
 pub mod postgres;
 pub mod sqlite;
+#[cfg(test)]
+mod tests;
 
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
