@@ -21,8 +21,8 @@ const COMMON_PARAMS: &[(&str, &str, &str)] = &[
     ("_lastUpdated", "date", "http://hl7.org/fhir/SearchParameter/Resource-lastUpdated"),
 ];
 
-/// `(code, type, definition)` of the search parameters available on `resource_type`: the common ones and
-/// every registry parameter whose base includes the type.
+/// `(code, type, definition)` of the search parameters available on `resource_type`: `_id`,
+/// `_lastUpdated`, and every registry parameter applicable to the type.
 pub fn search_params(registry: &Registry, resource_type: &str) -> Vec<(String, String, String)> {
     let mut out: Vec<(String, String, String)> =
         COMMON_PARAMS.iter().map(|(c, t, d)| (c.to_string(), t.to_string(), d.to_string())).collect();
@@ -34,27 +34,17 @@ pub fn search_params(registry: &Registry, resource_type: &str) -> Vec<(String, S
     out
 }
 
-/// Registry parameters of one type. The registry currently offers only point look-ups (`get`); probe the
-/// common parameter codes through it so the statement never claims a parameter the parser rejects.
+/// Registry parameters of one type (own, `DomainResource`, `Resource`), sorted by code.
 fn registry_params(registry: &Registry, resource_type: &str) -> Vec<(String, String, String)> {
-    let mut out = Vec::new();
-    for code in PROBE_CODES {
-        if let Some(d) = registry.get(resource_type, code) {
-            out.push((d.code.clone(), d.param_type.as_str().to_string(), d.url.clone()));
-        }
-    }
+    let mut out: Vec<(String, String, String)> = registry
+        .params_for(resource_type)
+        .into_iter()
+        .map(|p| (p.def.code.clone(), p.def.param_type.as_str().to_string(), p.def.url.clone()))
+        .collect();
+    out.sort();
+    out.dedup_by(|a, b| a.0 == b.0);
     out
 }
-
-/// Codes probed in the registry (the R4 parameter codes; a registry iterator will replace this list).
-const PROBE_CODES: &[&str] = &[
-    "identifier", "name", "family", "given", "birthdate", "gender", "address", "telecom", "phone", "email",
-    "active", "patient", "subject", "encounter", "code", "category", "status", "date", "value-quantity",
-    "performer", "organization", "practitioner", "type", "period", "class", "authored", "intent", "medication",
-    "requester", "onset-date", "clinical-status", "verification-status", "url", "version", "title",
-    "based-on", "part-of", "location", "service-provider", "specimen", "issued", "result", "_profile", "_tag",
-    "_security", "_source", "_text", "_content", "kana", "context-type", "created", "recorded-date",
-];
 
 /// The CapabilityStatement resource (R4 4.0.1, `kind = instance`, `format = json`).
 pub fn capability_statement(registry: &Registry, config: &ApiConfig) -> Value {
