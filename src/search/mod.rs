@@ -36,6 +36,7 @@ pub mod index;
 pub mod normalize;
 pub mod query;
 pub mod registry;
+pub mod value;
 
 pub use registry::{Registry, SearchParamDef};
 

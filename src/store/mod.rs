@@ -19,6 +19,8 @@ mod rawjson;
 mod shared;
 pub mod postgres;
 pub mod sqlite;
+#[cfg(test)]
+mod tests;
 
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
@@ -376,15 +378,6 @@ pub struct ImportSummary {
     pub unchanged: usize,
     /// Tombstones written.
     pub deleted: usize,
-}
-
-impl ImportSummary {
-    fn add(&mut self, o: &ImportSummary) {
-        self.created += o.created;
-        self.updated += o.updated;
-        self.unchanged += o.unchanged;
-        self.deleted += o.deleted;
-    }
 }
 
 /// The configured store: one of the two backends, chosen by URL. All API/import code goes through this

@@ -1,0 +1,307 @@
+//! Search SQL planning tests on both backends, with hand-made index rows (so they do not depend on the
+//! extractor in `search::index`). FHIR R4 search.html semantics per parameter type.
+
+#[path = "../../tests/common/pg.rs"]
+mod pg;
+
+use super::shared::IndexRows;
+use super::*;
+use crate::search::{
+    Chain, Include, Modifier, ParamType, Prefix, SearchParam, SearchQuery, SearchValue, SortKey, TokenSystem,
+    TotalMode,
+};
+
+impl Store {
+    async fn put_indexed(&self, rtype: &str, id: &str, body: &str, rows: IndexRows) -> StoredResource {
+        match self {
+            Store::Sqlite(s) => s.test_put_indexed(rtype, id, body, rows).await,
+            Store::Postgres(s) => s.test_put_indexed(rtype, id, body, rows).await,
+        }
+        .expect("put")
+    }
+}
+
+const DAY: i64 = 86_400_000;
+/// Days since 1970-01-01 (UTC) for y-m-d (civil calendar).
+fn day(y: i64, m: i64, d: i64) -> (i64, i64) {
+    let (y, m) = if m <= 2 { (y - 1, m + 9) } else { (y, m - 3) };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * m + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    (days * DAY, days * DAY + DAY - 1)
+}
+
+fn q(rt: &str, params: Vec<SearchParam>) -> SearchQuery {
+    SearchQuery {
+        resource_type: rt.into(),
+        params,
+        sort: vec![],
+        count: 20,
+        offset: 0,
+        total: None,
+        summary: None,
+        elements: vec![],
+        includes: vec![],
+        revincludes: vec![],
+        ignored: vec![],
+    }
+}
+
+fn sp(code: &str, t: ParamType, modifier: Option<Modifier>, values: Vec<SearchValue>) -> SearchParam {
+    SearchParam { code: code.into(), param_type: t, modifier, values, chain: None }
+}
+
+fn s_val(text: &str) -> SearchValue {
+    SearchValue::String { exact: text.into(), normalized: text.replace(' ', "").to_lowercase() }
+}
+
+fn tok(system: TokenSystem, code: Option<&str>) -> SearchValue {
+    SearchValue::Token { system, code: code.map(str::to_string) }
+}
+
+fn date(prefix: Prefix, (lo, hi): (i64, i64)) -> SearchValue {
+    SearchValue::Date { prefix, lo_ms: lo, hi_ms: hi }
+}
+
+fn num(prefix: Prefix, v: f64, half: f64) -> (Prefix, f64, f64, f64) {
+    (prefix, v, v - half, v + half)
+}
+
+async fn ids(s: &Store, query: &SearchQuery) -> Vec<String> {
+    s.search(query).await.expect("search").matches.into_iter().map(|r| r.id).collect()
+}
+
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}
+
+fn strs(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
+
+async fn seed(s: &Store) {
+    let gender = "http://hl7.org/fhir/administrative-gender";
+    let name = |e: &str| ("name".to_string(), e.to_string(), e.replace(' ', "").to_lowercase());
+    let mut r = IndexRows::default();
+    r.string = vec![name("山田 太郎"), name("ヤマダ タロウ")];
+    r.date = vec![("birthdate".into(), day(1970, 1, 1).0, day(1970, 1, 1).1)];
+    r.token = vec![
+        ("gender".into(), Some(gender.into()), "male".into(), None),
+        ("identifier".into(), Some("urn:oid:1.2.392.100495.20.3.51.11234567890".into()), "00001".into(), None),
+    ];
+    s.put_indexed("Patient", "p1", r#"{"resourceType":"Patient"}"#, r).await;
+    let mut r = IndexRows::default();
+    r.string = vec![name("山田 花子")];
+    r.date = vec![("birthdate".into(), day(1985, 5, 5).0, day(1985, 5, 5).1)];
+    r.token = vec![("gender".into(), Some(gender.into()), "female".into(), Some("女性".into()))];
+    s.put_indexed("Patient", "p2", r#"{"resourceType":"Patient"}"#, r).await;
+    let mut r = IndexRows::default();
+    r.string = vec![name("佐藤 次郎")];
+    r.token = vec![("gender".into(), Some(gender.into()), "male".into(), None)];
+    s.put_indexed("Patient", "p3", r#"{"resourceType":"Patient"}"#, r).await;
+
+    let obs = |pid: &str, code: &str, d: (i64, i64), v: f64, half: f64, unit: &str| {
+        let mut r = IndexRows::default();
+        for p in ["subject", "patient"] {
+            r.reference.push((p.into(), Some("Patient".into()), pid.into(), format!("Patient/{pid}")));
+        }
+        r.token = vec![("code".into(), Some("http://loinc.org".into()), code.into(), None)];
+        r.date = vec![("date".into(), d.0, d.1)];
+        r.quantity = vec![(
+            "value-quantity".into(),
+            v,
+            v - half,
+            v + half,
+            Some("http://unitsofmeasure.org".into()),
+            Some(unit.into()),
+            Some(unit.into()),
+        )];
+        r
+    };
+    let t = |h: i64| (day(2024, 1, 1).0 + h * 3_600_000, day(2024, 1, 1).0 + h * 3_600_000);
+    s.put_indexed("Observation", "o1", r#"{"resourceType":"Observation"}"#, obs("p1", "1234-5", t(10), 1.50, 0.005, "mmol/L")).await;
+    s.put_indexed("Observation", "o2", r#"{"resourceType":"Observation"}"#, obs("p1", "1234-5", t(24 * 31), 3.0, 0.05, "mmol/L")).await;
+    s.put_indexed("Observation", "o3", r#"{"resourceType":"Observation"}"#, obs("p2", "9999-9", t(24 * 60), 100.0, 0.5, "mg/dL")).await;
+
+    let mut r = IndexRows::default();
+    r.number = vec![("probability".into(), 0.25, 0.245, 0.255)];
+    s.put_indexed("RiskAssessment", "r1", r#"{"resourceType":"RiskAssessment"}"#, r).await;
+    for (id, url) in [("vs1", "http://example.org/vs/a"), ("vs2", "http://example.org/vs/b")] {
+        let mut r = IndexRows::default();
+        r.uri = vec![("url".into(), url.into())];
+        s.put_indexed("ValueSet", id, r#"{"resourceType":"ValueSet"}"#, r).await;
+    }
+}
+
+async fn search_semantics(s: &Store) {
+    use ParamType as T;
+    seed(s).await;
+    // string: starts-with on normalized, :exact, :contains
+    assert_eq!(sorted(ids(s, &q("Patient", vec![sp("name", T::String, None, vec![s_val("山田")])])).await), strs(&["p1", "p2"]));
+    assert_eq!(ids(s, &q("Patient", vec![sp("name", T::String, Some(Modifier::Exact), vec![s_val("山田 太郎")])])).await, strs(&["p1"]));
+    assert_eq!(ids(s, &q("Patient", vec![sp("name", T::String, Some(Modifier::Exact), vec![s_val("山田太郎")])])).await, Vec::<String>::new());
+    assert_eq!(ids(s, &q("Patient", vec![sp("name", T::String, Some(Modifier::Contains), vec![s_val("太郎")])])).await, strs(&["p1"]));
+    assert_eq!(ids(s, &q("Patient", vec![sp("name", T::String, Some(Modifier::Contains), vec![s_val("%")])])).await, Vec::<String>::new());
+    // OR list
+    assert_eq!(sorted(ids(s, &q("Patient", vec![sp("name", T::String, None, vec![s_val("佐藤"), s_val("ヤマダ")])])).await), strs(&["p1", "p3"]));
+    // AND: name + birthdate
+    let nb = q(
+        "Patient",
+        vec![sp("name", T::String, None, vec![s_val("山田")]), sp("birthdate", T::Date, None, vec![date(Prefix::Eq, day(1970, 1, 1))])],
+    );
+    assert_eq!(ids(s, &nb).await, strs(&["p1"]));
+    // date prefixes and :missing
+    let year = |y| (day(y, 1, 1).0, day(y, 12, 31).1);
+    assert_eq!(ids(s, &q("Patient", vec![sp("birthdate", T::Date, None, vec![date(Prefix::Eq, year(1985))])])).await, strs(&["p2"]));
+    assert_eq!(ids(s, &q("Patient", vec![sp("birthdate", T::Date, None, vec![date(Prefix::Ge, day(1980, 1, 1))])])).await, strs(&["p2"]));
+    assert_eq!(ids(s, &q("Patient", vec![sp("birthdate", T::Date, None, vec![date(Prefix::Lt, day(1980, 1, 1))])])).await, strs(&["p1"]));
+    assert_eq!(ids(s, &q("Patient", vec![sp("birthdate", T::Date, None, vec![date(Prefix::Sa, year(1970))])])).await, strs(&["p2"]));
+    assert_eq!(ids(s, &q("Patient", vec![sp("birthdate", T::Date, None, vec![date(Prefix::Eb, year(1985))])])).await, strs(&["p1"]));
+    assert_eq!(ids(s, &q("Patient", vec![sp("birthdate", T::Date, None, vec![date(Prefix::Ne, year(1985))])])).await, strs(&["p1"]));
+    assert_eq!(ids(s, &q("Patient", vec![sp("birthdate", T::Date, Some(Modifier::Missing), vec![SearchValue::Missing(true)])])).await, strs(&["p3"]));
+    assert_eq!(sorted(ids(s, &q("Patient", vec![sp("birthdate", T::Date, Some(Modifier::Missing), vec![SearchValue::Missing(false)])])).await), strs(&["p1", "p2"]));
+    // token: code, system|code, |code, system|, :not, :text
+    let g = "http://hl7.org/fhir/administrative-gender";
+    assert_eq!(ids(s, &q("Patient", vec![sp("gender", T::Token, None, vec![tok(TokenSystem::Any, Some("male"))])])).await, strs(&["p1", "p3"]));
+    assert_eq!(ids(s, &q("Patient", vec![sp("gender", T::Token, None, vec![tok(TokenSystem::Is(g.into()), Some("female"))])])).await, strs(&["p2"]));
+    assert_eq!(ids(s, &q("Patient", vec![sp("gender", T::Token, None, vec![tok(TokenSystem::NoSystem, Some("male"))])])).await, Vec::<String>::new());
+    assert_eq!(ids(s, &q("Patient", vec![sp("gender", T::Token, None, vec![tok(TokenSystem::Is(g.into()), None)])])).await.len(), 3);
+    assert_eq!(ids(s, &q("Patient", vec![sp("gender", T::Token, Some(Modifier::Not), vec![tok(TokenSystem::Any, Some("male"))])])).await, strs(&["p2"]));
+    assert_eq!(ids(s, &q("Patient", vec![sp("gender", T::Token, Some(Modifier::Text), vec![tok(TokenSystem::Any, Some("女"))])])).await, strs(&["p2"]));
+    assert_eq!(
+        ids(s, &q("Patient", vec![sp("identifier", T::Token, None, vec![tok(TokenSystem::Is("urn:oid:1.2.392.100495.20.3.51.11234567890".into()), Some("00001"))])])).await,
+        strs(&["p1"])
+    );
+    // reference + token + sort by date descending
+    let mut obs_q = q(
+        "Observation",
+        vec![
+            sp("patient", T::Reference, None, vec![SearchValue::Reference { target_type: Some("Patient".into()), id: "p1".into(), url: "Patient/p1".into() }]),
+            sp("code", T::Token, None, vec![tok(TokenSystem::Is("http://loinc.org".into()), Some("1234-5"))]),
+        ],
+    );
+    obs_q.sort = vec![SortKey { code: "date".into(), param_type: T::Date, descending: true }];
+    assert_eq!(ids(s, &obs_q).await, strs(&["o2", "o1"]));
+    obs_q.sort[0].descending = false;
+    assert_eq!(ids(s, &obs_q).await, strs(&["o1", "o2"]));
+    assert_eq!(
+        ids(s, &q("Observation", vec![sp("subject", T::Reference, Some(Modifier::Type("Patient".into())), vec![SearchValue::Reference { target_type: None, id: "p2".into(), url: "p2".into() }])])).await,
+        strs(&["o3"])
+    );
+    assert_eq!(
+        ids(s, &q("Observation", vec![sp("subject", T::Reference, None, vec![SearchValue::Reference { target_type: None, id: String::new(), url: "Patient/p2".into() }])])).await,
+        strs(&["o3"])
+    );
+    // quantity
+    let qty = |(prefix, value, lo, hi): (Prefix, f64, f64, f64), system: Option<&str>, code: Option<&str>| SearchValue::Quantity {
+        prefix,
+        value,
+        lo,
+        hi,
+        system: system.map(str::to_string),
+        code: code.map(str::to_string),
+    };
+    assert_eq!(ids(s, &q("Observation", vec![sp("value-quantity", T::Quantity, None, vec![qty(num(Prefix::Gt, 2.0, 0.5), None, None)])])).await, strs(&["o2", "o3"]));
+    assert_eq!(ids(s, &q("Observation", vec![sp("value-quantity", T::Quantity, None, vec![qty(num(Prefix::Eq, 1.5, 0.05), None, Some("mmol/L"))])])).await, strs(&["o1"]));
+    assert_eq!(ids(s, &q("Observation", vec![sp("value-quantity", T::Quantity, None, vec![qty(num(Prefix::Eq, 1.5, 0.05), None, Some("mg/dL"))])])).await, Vec::<String>::new());
+    assert_eq!(
+        ids(s, &q("Observation", vec![sp("value-quantity", T::Quantity, None, vec![qty(num(Prefix::Le, 100.0, 0.5), Some("http://unitsofmeasure.org"), Some("mg/dL"))])])).await,
+        strs(&["o3"])
+    );
+    // number
+    let n = |(prefix, value, lo, hi): (Prefix, f64, f64, f64)| SearchValue::Number { prefix, value, lo, hi };
+    assert_eq!(ids(s, &q("RiskAssessment", vec![sp("probability", T::Number, None, vec![n(num(Prefix::Eq, 0.25, 0.005))])])).await, strs(&["r1"]));
+    assert_eq!(ids(s, &q("RiskAssessment", vec![sp("probability", T::Number, None, vec![n(num(Prefix::Gt, 0.3, 0.05))])])).await, Vec::<String>::new());
+    assert_eq!(ids(s, &q("RiskAssessment", vec![sp("probability", T::Number, None, vec![n(num(Prefix::Ne, 0.5, 0.05))])])).await, strs(&["r1"]));
+    // uri
+    assert_eq!(ids(s, &q("ValueSet", vec![sp("url", T::Uri, None, vec![SearchValue::Uri("http://example.org/vs/a".into())])])).await, strs(&["vs1"]));
+    assert_eq!(ids(s, &q("ValueSet", vec![sp("url", T::Uri, Some(Modifier::Contains), vec![SearchValue::Uri("vs/".into())])])).await, strs(&["vs1", "vs2"]));
+    // chains
+    let chain = |code: &str, inner: SearchParam| SearchParam {
+        code: code.into(),
+        param_type: T::Reference,
+        modifier: None,
+        values: vec![],
+        chain: Some(Chain { target_type: "Patient".into(), param: Box::new(inner) }),
+    };
+    assert_eq!(ids(s, &q("Observation", vec![chain("subject", sp("name", T::String, None, vec![s_val("山田 花")]))])).await, strs(&["o3"]));
+    assert_eq!(
+        ids(s, &q("Observation", vec![chain("patient", sp("birthdate", T::Date, None, vec![date(Prefix::Lt, day(1980, 1, 1))]))])).await,
+        strs(&["o1", "o2"])
+    );
+    assert_eq!(
+        ids(s, &q("Observation", vec![chain("patient", sp("_id", T::Token, None, vec![tok(TokenSystem::Any, Some("p2"))]))])).await,
+        strs(&["o3"])
+    );
+    // _id, _lastUpdated
+    assert_eq!(ids(s, &q("Patient", vec![sp("_id", T::Token, None, vec![tok(TokenSystem::Any, Some("p2")), tok(TokenSystem::Any, Some("p3"))])])).await, strs(&["p2", "p3"]));
+    assert_eq!(ids(s, &q("Patient", vec![sp("_lastUpdated", T::Date, None, vec![date(Prefix::Gt, day(2000, 1, 1))])])).await.len(), 3);
+    assert_eq!(ids(s, &q("Patient", vec![sp("_lastUpdated", T::Date, None, vec![date(Prefix::Lt, day(2000, 1, 1))])])).await.len(), 0);
+    // _include / _revinclude
+    let mut inc = q("Observation", vec![sp("_id", T::Token, None, vec![tok(TokenSystem::Any, Some("o1"))])]);
+    inc.includes = vec![Include { source_type: "Observation".into(), param: "patient".into(), target_type: None, iterate: false }];
+    let page = s.search(&inc).await.unwrap();
+    assert_eq!(page.matches.len(), 1);
+    assert_eq!(page.included.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), vec!["p1"]);
+    let mut rev = q("Patient", vec![sp("_id", T::Token, None, vec![tok(TokenSystem::Any, Some("p1"))])]);
+    rev.revincludes = vec![Include { source_type: "Observation".into(), param: "patient".into(), target_type: None, iterate: false }];
+    let page = s.search(&rev).await.unwrap();
+    assert_eq!(sorted(page.included.iter().map(|r| r.id.clone()).collect()), strs(&["o1", "o2"]));
+    // paging, _sort=_id, totals
+    let mut pg = q("Patient", vec![]);
+    pg.sort = vec![SortKey { code: "_id".into(), param_type: T::Token, descending: true }];
+    pg.count = 1;
+    pg.total = Some(TotalMode::Accurate);
+    let page = s.search(&pg).await.unwrap();
+    assert_eq!((page.matches[0].id.as_str(), page.total), ("p3", Some(3)));
+    pg.offset = 1;
+    assert_eq!(ids(s, &pg).await, strs(&["p2"]));
+    pg.total = None;
+    pg.count = 10;
+    pg.offset = 0;
+    assert_eq!(s.search(&pg).await.unwrap().total, Some(3));
+    pg.summary = Some(crate::search::SummaryMode::Count);
+    let page = s.search(&pg).await.unwrap();
+    assert_eq!((page.matches.len(), page.total), (0, Some(3)));
+    // sort by string
+    let mut by_name = q("Patient", vec![]);
+    by_name.sort = vec![SortKey { code: "name".into(), param_type: T::String, descending: false }];
+    assert_eq!(ids(s, &by_name).await, strs(&["p1", "p3", "p2"])); // ヤマダ… < 佐藤… < 山田花子 in code-point order
+    // conditional helpers
+    assert_eq!(s.search_ids(&q("Patient", vec![sp("name", T::String, None, vec![s_val("山田")])]), 2).await.unwrap().len(), 2);
+    // deleted resources leave the index
+    s.delete("Patient", "p3").await.unwrap();
+    assert_eq!(ids(s, &q("Patient", vec![sp("gender", T::Token, None, vec![tok(TokenSystem::Any, Some("male"))])])).await, strs(&["p1"]));
+    assert_eq!(ids(s, &q("Patient", vec![])).await, strs(&["p1", "p2"]));
+    // updates replace the index rows
+    s.put_indexed("Patient", "p2", r#"{"resourceType":"Patient"}"#, IndexRows::default()).await;
+    assert_eq!(ids(s, &q("Patient", vec![sp("name", T::String, None, vec![s_val("山田")])])).await, strs(&["p1"]));
+    // unsupported parameter types are an Invalid error, not a panic
+    assert!(matches!(
+        s.search(&q("Patient", vec![sp("x", T::Composite, None, vec![tok(TokenSystem::Any, Some("a"))])])).await,
+        Err(StoreError::Invalid(_))
+    ));
+    assert!(matches!(
+        s.search(&q("Patient", vec![sp("name", T::String, None, vec![tok(TokenSystem::Any, Some("a"))])])).await,
+        Err(StoreError::Invalid(_))
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn search_semantics_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("s.db").display());
+    let s = Store::connect(&url).await.unwrap();
+    search_semantics(&s).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn search_semantics_postgres() {
+    if let Some(url) = pg::fresh_database_url().await {
+        let s = Store::connect(&url).await.unwrap();
+        search_semantics(&s).await;
+    }
+}
