@@ -31,6 +31,17 @@
 //! | token | `(system, code)`; `:text` matches `display` (folded) | see [`TokenSystem`] |
 //! | date | ranges, per [`Prefix`] | `search.html#prefix` range semantics |
 //! | reference | `(target_type, target_id)` or `url` | see [`SearchValue::Reference`] |
+//!
+//! ## Known limits
+//!
+//! * composite and special parameters are neither indexed nor searchable (query parsing reports
+//!   them as [`SearchError::Unsupported`]); `:above`/`:below`/`:in`/`:not-in`/`:of-type`/
+//!   `:identifier` are rejected;
+//! * `where(resolve() is Patient)` is decided from the reference text (`Patient/…`) or
+//!   `Reference.type`; `urn:uuid:` references must be rewritten to `Type/id` (as a transaction
+//!   does) before extraction, otherwise they are not indexed for such type-restricted parameters;
+//! * decimals in resources arrive as `f64` (serde_json without `arbitrary_precision`), so the
+//!   precision range of a stored `1.50` is that of `1.5`; query values keep their precision.
 
 pub mod index;
 pub mod normalize;
@@ -331,8 +342,8 @@ pub struct SortKey {
     pub descending: bool,
 }
 
-/// `_total` (`search.html#total`). Default [`TotalMode::Accurate`] is *not* implied: the default
-/// is `None` in [`SearchQuery::total`] meaning "server's choice".
+/// `_total` (`search.html#total`). When absent, [`SearchQuery::total`] is `None`: the server
+/// chooses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TotalMode {
     /// `_total=none`
