@@ -116,3 +116,36 @@ async fn bundle_errors() {
         .assert_outcome(400);
     a.send("POST", "/fhir", &[("content-type", "text/plain")], "x").await.assert_outcome(415);
 }
+
+#[tokio::test]
+async fn transaction_conditional_entries() {
+    let a = support::app().await;
+    let ident = "urn:oid:1.2.392.100495.20.3.51.11312345670|000777";
+    let pat = json!({"resourceType": "Patient", "identifier": [{"system": "urn:oid:1.2.392.100495.20.3.51.11312345670", "value": "000777"}]});
+    let r = a.json("POST", "/fhir/Patient", &pat.to_string()).await;
+    assert_eq!(r.status, 201);
+    let existing = r.json()["id"].as_str().unwrap().to_string();
+    // ifNoneExist matches the existing patient: no write, and urn:uuid resolves to the existing id
+    let body = tx(
+        json!([
+            {"fullUrl": "urn:uuid:0b9a4bbb-8d42-4b59-b0e1-8c3b2b1e1a01", "resource": pat,
+             "request": {"method": "POST", "url": "Patient", "ifNoneExist": format!("identifier={ident}")}},
+            {"fullUrl": "urn:uuid:0b9a4bbb-8d42-4b59-b0e1-8c3b2b1e1a02",
+             "resource": {"resourceType": "Encounter", "status": "finished", "class": {"code": "AMB"},
+                          "subject": {"reference": "urn:uuid:0b9a4bbb-8d42-4b59-b0e1-8c3b2b1e1a01"}},
+             "request": {"method": "POST", "url": "Encounter"}},
+            {"resource": {"resourceType": "Patient", "gender": "male",
+                          "identifier": [{"system": "urn:oid:1.2.392.100495.20.3.51.11312345670", "value": "000777"}]},
+             "request": {"method": "PUT", "url": format!("Patient?identifier={ident}")}}
+        ]),
+        "transaction",
+    );
+    let r = a.json("POST", "/fhir", &body).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let b = r.json();
+    assert_eq!(b["entry"][0]["response"]["status"], "200 OK");
+    assert_eq!(b["entry"][0]["resource"]["id"], existing.as_str());
+    assert_eq!(b["entry"][1]["resource"]["subject"]["reference"], format!("Patient/{existing}"));
+    assert_eq!(b["entry"][2]["response"]["location"], format!("Patient/{existing}/_history/2"));
+    assert_eq!(a.get(&format!("/fhir/Patient/{existing}")).await.json()["gender"], "male");
+}
