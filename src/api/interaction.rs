@@ -711,11 +711,7 @@ async fn run_history(
         } else {
             ("PUT", format!("{}/{}", v.resource_type, v.id), "200 OK")
         };
-        let mut resp = json!({"status": status, "etag": etag(v.version_id)});
-        if let Some(d) = response::http_date(&v.last_updated) {
-            let _ = d;
-            resp["lastModified"] = json!(v.last_updated);
-        }
+        let resp = json!({"status": status, "etag": etag(v.version_id), "lastModified": v.last_updated});
         w.entry(Entry {
             full_url: Some(format!("{base}/{}/{}", v.resource_type, v.id)),
             resource: if v.deleted { None } else { Some(&v.json) },
