@@ -40,8 +40,9 @@
 //! * `where(resolve() is Patient)` is decided from the reference text (`Patient/…`) or
 //!   `Reference.type`; `urn:uuid:` references must be rewritten to `Type/id` (as a transaction
 //!   does) before extraction, otherwise they are not indexed for such type-restricted parameters;
-//! * decimals in resources arrive as `f64` (serde_json without `arbitrary_precision`), so the
-//!   precision range of a stored `1.50` is that of `1.5`; query values keep their precision.
+//! * decimal precision comes from the JSON number's text, which serde_json keeps because the
+//!   crate enables `arbitrary_precision`; a `Value` built from an `f64` (e.g. `json!(1.50)`) has
+//!   lost its trailing zeros and is indexed with the precision of `1.5`.
 
 pub mod index;
 pub mod normalize;
