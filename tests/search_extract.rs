@@ -152,6 +152,23 @@ fn r4_observation_example() {
 }
 
 #[test]
+fn decimal_precision_is_kept_from_json_text() {
+    let o: Value = serde_json::from_str(
+        r#"{"resourceType":"Observation","status":"final","code":{"text":"x"},
+            "valueQuantity":{"value":1.50,"system":"http://unitsofmeasure.org","code":"mg"}}"#,
+    )
+    .unwrap();
+    let es = index_of(&o);
+    match values(&es, "value-quantity")[..] {
+        [IndexValue::Quantity { value, lo, hi, .. }] => {
+            assert_eq!(*value, 1.5);
+            assert!((lo - 1.495).abs() < 1e-12 && (hi - 1.505).abs() < 1e-12, "{lo} {hi}");
+        }
+        ref other => panic!("{other:?}"),
+    }
+}
+
+#[test]
 fn jp_clins_examples_and_japanese_names() {
     let mut patients = 0;
     for f in std::fs::read_dir(CLINS_EXAMPLES).unwrap() {

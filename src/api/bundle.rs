@@ -384,10 +384,9 @@ async fn run_transaction(state: &AppState, ctx: &RequestContext, reqs: Vec<Req>)
     let mut w = BundleWriter::new("transaction-response", None, &[]);
     let base = &state.config.base_url;
     let mut get_bodies: Vec<Option<String>> = vec![None; reqs.len()];
-    for (i, r) in reqs.iter().enumerate() {
+    for i in 0..reqs.len() {
         if let Some(Planned::Get { url }) = &planned[i] {
             get_bodies[i] = Some(get_entry(state, ctx, url).await.map_err(|e| prefix_entry(e, i))?.1);
-            let _ = r;
         }
     }
     for i in 0..reqs.len() {

@@ -174,18 +174,21 @@ pub async fn read(
     if let Some(r) = not_modified(&headers, &sr) {
         return Ok(r);
     }
-    Ok(resource_ok(&state, &sr, &params))
+    Ok(resource_ok(&state, sr, &params))
 }
 
-fn resource_ok(state: &AppState, sr: &StoredResource, params: &[(String, String)]) -> Response {
-    let (summary, elements) = summary_of(params);
+/// 200 with the stored text served as-is (no re-serialisation; `_summary`/`_elements` edit the top level
+/// only), plus `ETag`/`Last-Modified`.
+fn resource_ok(state: &AppState, mut sr: StoredResource, params: &[(String, String)]) -> Response {
+    let (summary, elements) = if params.is_empty() { (None, Vec::new()) } else { summary_of(params) };
+    let text = std::mem::take(&mut sr.json);
     let body = if summary.is_some() && summary != Some(SummaryMode::False) || !elements.is_empty() {
-        shape(&sr.resource_type, &sr.json, summary, &elements).into_bytes()
+        shape(&sr.resource_type, &text, summary, &elements).into_bytes()
     } else {
-        sr.json.clone().into_bytes()
+        text.into_bytes()
     };
     let mut r = fhir_bytes(StatusCode::OK, body);
-    response::version_headers(&mut r, &state.config.base_url, sr, false);
+    response::version_headers(&mut r, &state.config.base_url, &sr, false);
     r
 }
 
@@ -236,7 +239,7 @@ pub async fn vread(
         response::version_headers(&mut r, &state.config.base_url, &sr, false);
         return Ok(r);
     }
-    Ok(resource_ok(&state, &sr, &params))
+    Ok(resource_ok(&state, sr, &params))
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -708,11 +711,7 @@ async fn run_history(
         } else {
             ("PUT", format!("{}/{}", v.resource_type, v.id), "200 OK")
         };
-        let mut resp = json!({"status": status, "etag": etag(v.version_id)});
-        if let Some(d) = response::http_date(&v.last_updated) {
-            let _ = d;
-            resp["lastModified"] = json!(v.last_updated);
-        }
+        let resp = json!({"status": status, "etag": etag(v.version_id), "lastModified": v.last_updated});
         w.entry(Entry {
             full_url: Some(format!("{base}/{}/{}", v.resource_type, v.id)),
             resource: if v.deleted { None } else { Some(&v.json) },

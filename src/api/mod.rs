@@ -207,3 +207,23 @@ async fn method_not_allowed() -> Response {
 async fn not_found() -> Response {
     ApiError::not_found("no FHIR endpoint at this URL").into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower::ServiceExt;
+
+    #[tokio::test]
+    async fn panics_become_operation_outcome_500() {
+        async fn boom() -> &'static str {
+            panic!("patient 山田 exploded")
+        }
+        let app: Router = Router::new().route("/x", get(boom)).layer(CatchPanicLayer::custom(panic_response));
+        let res = app.oneshot(Request::builder().uri("/x").body(Body::empty()).unwrap()).await.unwrap();
+        assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(res.headers()[header::CONTENT_TYPE], outcome::FHIR_JSON);
+        let body = axum::body::to_bytes(res.into_body(), usize::MAX).await.unwrap();
+        let text = String::from_utf8_lossy(&body);
+        assert!(text.contains("OperationOutcome") && !text.contains("山田"), "{text}");
+    }
+}

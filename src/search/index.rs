@@ -26,8 +26,9 @@ use serde_json::{Map, Value};
 /// * date: date/dateTime/instant (see [`super::value::parse_date_range`], zone-less values in
 ///   Asia/Tokyo), Period (`start`..`end`, open ends `i64::MIN`/`MAX`), Timing (`event`s and
 ///   `repeat.boundsPeriod`);
-/// * reference: Reference (`Type/id`, absolute `…/Type/id[/_history/n]`, `urn:uuid:`, `#local`),
-///   canonical / uri strings (url only);
+/// * reference: Reference (`Type/id`, absolute `…/Type/id[/_history/n]`, `urn:uuid:`, `#local`;
+///   References with only `identifier`/`display` are not indexed), canonical / uri strings (url
+///   only), an inline resource (`Bundle.entry[0].resource` → `Type/id`);
 /// * quantity: Quantity and its profiles (Age, Duration, …), Money (system
 ///   `urn:iso:std:iso:4217`), Range (`low`..`high`);
 /// * number: JSON numbers; uri: strings.
@@ -253,6 +254,12 @@ pub(crate) fn split_reference(r: &str) -> Option<(&str, &str)> {
 fn reference(v: &Value, out: &mut Vec<IndexValue>) {
     match v {
         Value::Object(o) => {
+            if let (Some(rt), Some(id)) = (s(o, "resourceType"), s(o, "id")) {
+                // a resource itself (e.g. `Bundle.entry[0].resource` for Bundle `composition`)
+                let url = format!("{rt}/{id}");
+                out.push(IndexValue::Reference { target_type: Some(rt.to_string()), target_id: id.to_string(), url });
+                return;
+            }
             let Some(r) = s(o, "reference") else { return };
             let (target_type, target_id) = match split_reference(r) {
                 Some((t, id)) => (Some(t.to_string()), id.to_string()),

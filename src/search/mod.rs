@@ -31,6 +31,18 @@
 //! | token | `(system, code)`; `:text` matches `display` (folded) | see [`TokenSystem`] |
 //! | date | ranges, per [`Prefix`] | `search.html#prefix` range semantics |
 //! | reference | `(target_type, target_id)` or `url` | see [`SearchValue::Reference`] |
+//!
+//! ## Known limits
+//!
+//! * composite and special parameters are neither indexed nor searchable (query parsing reports
+//!   them as [`SearchError::Unsupported`]); `:above`/`:below`/`:in`/`:not-in`/`:of-type`/
+//!   `:identifier` are rejected;
+//! * `where(resolve() is Patient)` is decided from the reference text (`Patient/…`) or
+//!   `Reference.type`; `urn:uuid:` references must be rewritten to `Type/id` (as a transaction
+//!   does) before extraction, otherwise they are not indexed for such type-restricted parameters;
+//! * decimal precision comes from the JSON number's text, which serde_json keeps because the
+//!   crate enables `arbitrary_precision`; a `Value` built from an `f64` (e.g. `json!(1.50)`) has
+//!   lost its trailing zeros and is indexed with the precision of `1.5`.
 
 pub mod index;
 pub mod normalize;
@@ -331,8 +343,8 @@ pub struct SortKey {
     pub descending: bool,
 }
 
-/// `_total` (`search.html#total`). Default [`TotalMode::Accurate`] is *not* implied: the default
-/// is `None` in [`SearchQuery::total`] meaning "server's choice".
+/// `_total` (`search.html#total`). When absent, [`SearchQuery::total`] is `None`: the server
+/// chooses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TotalMode {
     /// `_total=none`

@@ -188,23 +188,17 @@ pub enum RegistryError {
     Io { path: String, message: String },
 }
 
-#[derive(Deserialize)]
-struct BundleIn {
-    #[serde(default)]
-    entry: Vec<EntryIn>,
-}
-#[derive(Deserialize)]
-struct EntryIn {
-    resource: SpIn,
-}
+/// One JSON document: a SearchParameter, or a Bundle whose entries are SearchParameters. A single
+/// struct so the (2 MB) R4 bundle is scanned exactly once.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct SpIn {
     resource_type: String,
     #[serde(default)]
     url: String,
+    #[serde(default)]
     code: String,
-    #[serde(rename = "type")]
+    #[serde(rename = "type", default)]
     ty: String,
     #[serde(default)]
     base: Vec<String>,
@@ -213,6 +207,12 @@ struct SpIn {
     expression: Option<String>,
     #[serde(default)]
     component: Vec<CompIn>,
+    #[serde(default)]
+    entry: Vec<EntryIn>,
+}
+#[derive(Deserialize)]
+struct EntryIn {
+    resource: Option<SpIn>,
 }
 #[derive(Deserialize)]
 struct CompIn {
@@ -265,26 +265,19 @@ impl Registry {
     /// [`RegistryError::UnknownType`]. Definitions with the same (`base`, `code`) replace older.
     pub fn add_json_str(&mut self, source_name: &str, text: &str) -> Result<usize, RegistryError> {
         let invalid = |m: String| RegistryError::Invalid { source_name: source_name.into(), message: m };
-        #[derive(Deserialize)]
-        #[serde(rename_all = "camelCase")]
-        struct Probe {
-            resource_type: String,
-        }
-        let probe: Probe = serde_json::from_str(text).map_err(|e| invalid(e.to_string()))?;
-        let sps: Vec<SpIn> = match probe.resource_type.as_str() {
-            "Bundle" => serde_json::from_str::<BundleIn>(text)
-                .map_err(|e| invalid(e.to_string()))?
-                .entry
-                .into_iter()
-                .map(|e| e.resource)
-                .collect(),
-            "SearchParameter" => vec![serde_json::from_str::<SpIn>(text).map_err(|e| invalid(e.to_string()))?],
+        let doc: SpIn = serde_json::from_str(text).map_err(|e| invalid(e.to_string()))?;
+        let sps: Vec<SpIn> = match doc.resource_type.as_str() {
+            "Bundle" => doc.entry.into_iter().filter_map(|e| e.resource).collect(),
+            "SearchParameter" => vec![doc],
             other => return Err(invalid(format!("resourceType is {other}, expected SearchParameter or Bundle"))),
         };
         let mut n = 0;
         for sp in sps {
             if sp.resource_type != "SearchParameter" {
                 continue;
+            }
+            if sp.code.is_empty() || sp.base.is_empty() {
+                return Err(invalid(format!("SearchParameter {} has no code or base", sp.url)));
             }
             let param_type = ParamType::from_code(&sp.ty)
                 .ok_or_else(|| RegistryError::UnknownType { url: sp.url.clone(), ty: sp.ty.clone() })?;

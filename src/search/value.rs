@@ -136,8 +136,8 @@ pub fn decimal_range(s: &str) -> Option<(f64, f64, f64)> {
     Some((v, v - half, v + half))
 }
 
-/// [`decimal_range`] for a JSON number (serde_json keeps no trailing zeros, so `1.50` in a
-/// resource is seen as `1.5`; integers keep their full precision).
+/// [`decimal_range`] for a JSON number, using its text: with serde_json's `arbitrary_precision`
+/// (enabled in this crate) a parsed `1.50` keeps its two decimals → `[1.495, 1.505)`.
 pub fn json_number_range(n: &serde_json::Number) -> Option<(f64, f64, f64)> {
     decimal_range(&n.to_string())
 }

@@ -1,0 +1,1 @@
+//! Synthetic SS-MIX2 corpus generator (being written).
