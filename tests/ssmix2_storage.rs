@@ -160,3 +160,18 @@ fn missing_path_and_bad_names() {
     assert!(matches!(items[1], Err(WalkError::FileName { .. })));
     assert_eq!(w.skipped().len(), 1);
 }
+
+#[test]
+fn synthetic_tree_walks_cleanly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let stats = ssmix2::synth::generate(tmp.path(), 5, 99).unwrap();
+    assert_eq!(stats.files, 5 * ssmix2::synth::FILES_PER_PATIENT);
+    let groups: Vec<_> = ssmix2::walk_patients(tmp.path()).collect::<Result<_, _>>().unwrap();
+    assert_eq!(groups.len(), 5);
+    for g in &groups {
+        assert!(g.errors.is_empty());
+        assert_eq!(g.files.len(), 19);
+        assert!(g.files.iter().all(|f| f.is_well_placed()), "{:?}", g.files);
+        assert!(g.resolve().iter().all(|d| d.status == VersionStatus::Current { newer_invalid: false }));
+    }
+}

@@ -1,0 +1,26 @@
+//! Writes a synthetic SS-MIX2 storage (see `tobiume_gateway::ssmix2::synth`).
+//!
+//! Usage: `cargo run --release --example synth -- <out_root> <patients> [seed]`
+//! Prints `patients files bytes seconds` on stdout.
+use std::time::Instant;
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.len() < 3 {
+        eprintln!("usage: synth <out_root> <patients> [seed]");
+        std::process::exit(2);
+    }
+    let patients: usize = args[2].parse().unwrap_or_else(|_| {
+        eprintln!("patients must be a number");
+        std::process::exit(2)
+    });
+    let seed: u64 = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(1);
+    let t = Instant::now();
+    match tobiume_gateway::ssmix2::synth::generate(std::path::Path::new(&args[1]), patients, seed) {
+        Ok(s) => println!("{} {} {} {:.3}", s.patients, s.files, s.bytes, t.elapsed().as_secs_f64()),
+        Err(e) => {
+            eprintln!("synth: {e}");
+            std::process::exit(1);
+        }
+    }
+}
