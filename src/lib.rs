@@ -7,8 +7,10 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod config;
 pub mod fhirpath;
 pub mod hl7v2;
+pub mod import;
 pub mod mapping;
 pub mod search;
 pub mod ssmix2;

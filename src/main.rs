@@ -1,1 +1,387 @@
-fn main() {}
+//! `tobiume-gateway` command line: `serve`, `convert ssmix2`, `import ssmix2`, `synth ssmix2`.
+
+use clap::{Parser, Subcommand, ValueEnum};
+use std::io::{BufWriter, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use tobiume_gateway::config::Config;
+use tobiume_gateway::hl7v2::Charset;
+use tobiume_gateway::import::{import_ssmix2, ImportOptions};
+use tobiume_gateway::mapping::ssmix2::convert::{convert_patient, ConvertOptions, FileStatus, IdentityMode, Summary};
+use tobiume_gateway::{api, search, ssmix2, store};
+
+#[derive(Parser)]
+#[command(name = "tobiume-gateway", version, about = "FHIR R4 (JP Core) gateway for Japanese regional health information networks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the FHIR server (`/fhir`); with an empty embedded store it imports synthetic demo patients.
+    Serve {
+        /// Listen address [env: TOBIUME_LISTEN] (default 127.0.0.1:8080).
+        #[arg(long)]
+        listen: Option<String>,
+        /// Database URL: sqlite://FILE?mode=rwc or postgres://… [env: TOBIUME_DATABASE].
+        #[arg(long)]
+        database: Option<String>,
+        /// TOML configuration file (see README "Configuration").
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Convert SS-MIX2 data to FHIR R4 NDJSON.
+    Convert {
+        #[command(subcommand)]
+        source: ConvertSource,
+    },
+    /// Import SS-MIX2 data into the store (idempotent, resumable).
+    Import {
+        #[command(subcommand)]
+        source: ImportSource,
+    },
+    /// Generate synthetic SS-MIX2 data (templated from a real sample) for demos and benchmarks.
+    Synth {
+        #[command(subcommand)]
+        source: SynthSource,
+    },
+}
+
+#[derive(clap::Args, Clone)]
+struct SourceArgs {
+    /// SS-MIX2 storage root, one patient's directory inside a root, or one file.
+    path: PathBuf,
+    /// What to do when a file's PID disagrees with its storage directory.
+    #[arg(long, value_enum, default_value_t = Identity::Lenient)]
+    identity: Identity,
+    /// Charset override (auto = trust MSH-18): auto, iso-2022-jp, utf-8, shift_jis.
+    #[arg(long, default_value = "auto")]
+    charset: String,
+    /// 10-digit 医療機関コード of the source facility (prefixes ids; JP Core identifier systems).
+    #[arg(long)]
+    facility: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum ConvertSource {
+    /// SS-MIX2 standardized storage → NDJSON (one FHIR resource per line).
+    Ssmix2 {
+        #[command(flatten)]
+        args: SourceArgs,
+        /// Write NDJSON here instead of stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ImportSource {
+    /// SS-MIX2 standardized storage → the store.
+    Ssmix2 {
+        #[command(flatten)]
+        args: SourceArgs,
+        /// Database URL [env: TOBIUME_DATABASE] (default sqlite://tobiume.db?mode=rwc).
+        #[arg(long)]
+        database: Option<String>,
+        /// Directory for failed files and their JSON report (default ./quarantine).
+        #[arg(long, default_value = "quarantine")]
+        quarantine: PathBuf,
+        /// Files per database transaction.
+        #[arg(long, default_value_t = 256)]
+        batch: usize,
+        /// No progress bar.
+        #[arg(long)]
+        quiet: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum SynthSource {
+    /// Write a synthetic SS-MIX2 storage tree.
+    Ssmix2 {
+        /// Output storage root.
+        out: PathBuf,
+        /// Number of patients (each gets one file per data type of the real sample).
+        #[arg(long, default_value_t = 100)]
+        patients: usize,
+        /// PRNG seed (same seed → same data).
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Identity {
+    Lenient,
+    Strict,
+}
+
+fn convert_options(a: &SourceArgs) -> Result<ConvertOptions, String> {
+    let charset = Charset::from_name(&a.charset).ok_or_else(|| format!("unknown charset {:?}", a.charset))?;
+    if let Some(f) = &a.facility {
+        if f.len() != 10 || !f.bytes().all(|b| b.is_ascii_digit()) {
+            return Err("--facility must be a 10-digit 医療機関コード".into());
+        }
+    }
+    Ok(ConvertOptions {
+        charset,
+        identity: match a.identity {
+            Identity::Lenient => IdentityMode::Lenient,
+            Identity::Strict => IdentityMode::Strict,
+        },
+        facility_code: a.facility.clone(),
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Convert { source: ConvertSource::Ssmix2 { args, out } } => convert(&args, out),
+        Command::Synth { source: SynthSource::Ssmix2 { out, patients, seed } } => {
+            match ssmix2::synth::generate(&out, patients, seed) {
+                Ok(s) => {
+                    eprintln!("wrote {} patients, {} files to {}", s.patients, s.files, out.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Command::Import { source: ImportSource::Ssmix2 { args, database, quarantine, batch, quiet } } => {
+            runtime().block_on(import(args, database, quarantine, batch, quiet))
+        }
+        Command::Serve { listen, database, config } => runtime().block_on(serve(listen, database, config)),
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime")
+}
+
+/// `convert ssmix2`: NDJSON to stdout/--out, one JSON error object per failed file on stderr, then a
+/// summary line. Exit 0 = all converted, 2 = some failed, 1 = PATH unreadable.
+fn convert(args: &SourceArgs, out: Option<PathBuf>) -> ExitCode {
+    let opts = match convert_options(args) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    if !args.path.exists() {
+        eprintln!("{}", serde_json::json!({"error": "cannot read PATH", "path": args.path}));
+        return ExitCode::from(1);
+    }
+    let sink: Box<dyn Write> = match &out {
+        Some(p) => match std::fs::File::create(p) {
+            Ok(f) => Box::new(f),
+            Err(e) => {
+                eprintln!("error: cannot write {}: {e}", p.display());
+                return ExitCode::from(1);
+            }
+        },
+        None => Box::new(std::io::stdout().lock()),
+    };
+    let mut w = BufWriter::with_capacity(1 << 16, sink);
+    let mut summary = Summary::default();
+    let stderr = std::io::stderr();
+    let mut walk = ssmix2::walk_patients(&args.path);
+    for patient in walk.by_ref() {
+        match patient {
+            Err(e) => {
+                summary.files += 1;
+                summary.failed += 1;
+                let _ = writeln!(stderr.lock(), "{}", serde_json::json!({"file": e.path(), "error": e.to_string(), "location": "file name"}));
+            }
+            Ok(p) => {
+                for r in convert_patient(&p, &opts) {
+                    summary.add(&r);
+                    match &r.status {
+                        FileStatus::Converted => {
+                            for res in &r.resources {
+                                if serde_json::to_writer(&mut w, res).is_err() || w.write_all(b"\n").is_err() {
+                                    eprintln!("error: cannot write output");
+                                    return ExitCode::from(1);
+                                }
+                            }
+                            for warn in &r.warnings {
+                                let _ = writeln!(
+                                    stderr.lock(),
+                                    "{}",
+                                    serde_json::json!({"file": r.path, "data_type": r.data_type, "warning": warn})
+                                );
+                            }
+                        }
+                        FileStatus::Failed(err) => {
+                            let _ = writeln!(stderr.lock(), "{}", serde_json::to_string(err).unwrap_or_default());
+                        }
+                        FileStatus::Superseded | FileStatus::Deleted => {}
+                    }
+                }
+            }
+        }
+    }
+    if w.flush().is_err() {
+        eprintln!("error: cannot write output");
+        return ExitCode::from(1);
+    }
+    if summary.files == 0 && walk.level().is_none() {
+        eprintln!("{}", serde_json::json!({"error": "cannot read PATH as an SS-MIX2 storage", "path": args.path}));
+        return ExitCode::from(1);
+    }
+    eprintln!(
+        "summary: files={} converted={} superseded={} deleted={} failed={} warnings={} resources={}",
+        summary.files, summary.converted, summary.superseded, summary.deleted, summary.failed, summary.warnings, summary.resources
+    );
+    if summary.failed > 0 {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+async fn import(args: SourceArgs, database: Option<String>, quarantine: PathBuf, batch: usize, quiet: bool) -> ExitCode {
+    let opts = match convert_options(&args) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let cfg = match Config::load(None, |k| std::env::var(k).ok()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let url = database.unwrap_or(cfg.database);
+    let store = match store::Store::connect(&url).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: cannot open database: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let bar = if quiet { indicatif::ProgressBar::hidden() } else { indicatif::ProgressBar::new_spinner() };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {elapsed_precise} {pos} files ({per_sec}) {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+    );
+    let iopts = ImportOptions { convert: opts, quarantine: Some(quarantine.clone()), batch_files: batch.max(1) };
+    let started = std::time::Instant::now();
+    let result = import_ssmix2(&store, &args.path, &iopts, |s| {
+        bar.set_position(s.files);
+        if s.failed > 0 {
+            bar.set_message(format!("{} failed", s.failed));
+        }
+    })
+    .await;
+    bar.finish_and_clear();
+    match result {
+        Ok(r) => {
+            let secs = started.elapsed().as_secs_f64().max(1e-9);
+            let c = &r.conversion;
+            eprintln!(
+                "summary: files={} converted={} superseded={} deleted={} failed={} warnings={} skipped_unchanged={} created={} updated={} unchanged={} deleted_resources={} files_per_s={:.0}",
+                c.files, c.converted, c.superseded, c.deleted, c.failed, c.warnings, r.unchanged_files,
+                r.store.created, r.store.updated, r.store.unchanged, r.store.deleted, c.files as f64 / secs
+            );
+            if c.failed > 0 {
+                eprintln!("failed files were copied to {} (report.ndjson)", quarantine.display());
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn serve(listen: Option<String>, database: Option<String>, config: Option<PathBuf>) -> ExitCode {
+    let mut cfg = match Config::load(config.as_deref(), |k| std::env::var(k).ok()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    if let Some(l) = listen {
+        cfg.listen = l;
+    }
+    if let Some(d) = database {
+        cfg.database = d;
+    }
+    let filter = tracing_subscriber::EnvFilter::try_new(&cfg.log).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+
+    let registry = Arc::new(search::Registry::standard());
+    let store = match store::Store::connect_with_registry(&cfg.database, registry.clone()).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: cannot open database: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    if let Err(e) = demo_data(&store, &cfg).await {
+        eprintln!("warning: demo data not loaded: {e}");
+    }
+    let listener = match tokio::net::TcpListener::bind(&cfg.listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: cannot listen on {}: {e}", cfg.listen);
+            return ExitCode::from(1);
+        }
+    };
+    let base = cfg.base_url();
+    let api_cfg = api::ApiConfig { base_url: base.clone(), max_body_bytes: cfg.max_body_bytes, ..api::ApiConfig::default() };
+    let state = api::AppState::new(Arc::new(store), registry, api_cfg);
+    let app = api::router(state);
+    eprintln!("tobiume-gateway listening on http://{} (FHIR base {base})", cfg.listen);
+    eprintln!("try:");
+    eprintln!("  curl -s {base}/metadata | head -c 300");
+    eprintln!("  curl -s '{base}/Patient?name=%E3%82%AB%E3%83%B3%E3%82%B8%E3%83%A3&_count=5'   # name=カンジャ (kana)");
+    eprintln!("  curl -s '{base}/Condition?code=20054174&_count=5'   # 胃炎 (MEDIS 病名管理番号)");
+    eprintln!("  curl -s '{base}/Observation?code=http://medis.or.jp/CodeSystem/master-JLAC10-17digits|3A010000002327101&_sort=-date&_count=5'");
+    let shutdown = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    match axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: server failed: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Demo mode: an empty store gets `demo_patients` synthetic SS-MIX2 patients (generated by the
+/// gateway itself, no external files) imported at start.
+async fn demo_data(store: &store::Store, cfg: &Config) -> Result<(), String> {
+    use tobiume_gateway::store::ResourceStore;
+    if cfg.demo_patients == 0 {
+        return Ok(());
+    }
+    let reg = store.registry().clone();
+    let q = search::query::parse(&reg, "Patient", &[("_count".into(), "1".into())]).map_err(|e| e.to_string())?;
+    if !store.search_ids(&q, 1).await.map_err(|e| e.to_string())?.is_empty() {
+        return Ok(());
+    }
+    let dir = std::env::temp_dir().join(format!("tobiume-demo-{}", std::process::id()));
+    let stats = ssmix2::synth::generate(&dir, cfg.demo_patients, 2026).map_err(|e| e.to_string())?;
+    let opts = ImportOptions { quarantine: None, ..ImportOptions::default() };
+    let r = import_ssmix2(store, &dir, &opts, |_| {}).await.map_err(|e| e.to_string())?;
+    let _ = std::fs::remove_dir_all(&dir);
+    eprintln!(
+        "demo data: {} synthetic patients, {} SS-MIX2 files → {} resources",
+        stats.patients, stats.files, r.store.created
+    );
+    Ok(())
+}

@@ -15,6 +15,7 @@
 //! [`WarningKind::Identity`] warnings; demographics are taken only from ADT-00.
 
 mod adt;
+pub mod convert;
 mod omg;
 mod oml;
 mod omp;
@@ -594,11 +595,6 @@ pub fn order_status(orc1: &str, orc5: &str) -> &'static str {
         (_, "HD") => "on-hold",
         _ => "active",
     }
-}
-
-/// Reads a field as unescaped text (shorthand used by the mappers).
-pub(crate) fn t<'m>(v: V<'m>) -> Cow<'m, str> {
-    v.text()
 }
 
 #[cfg(test)]
