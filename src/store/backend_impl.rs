@@ -352,7 +352,12 @@ fn push_date_cond(qb: &mut QueryBuilder<Db>, lo: &str, hi: &str, prefix: Prefix,
         qb.push("(").push(lo).push(" >= ").push_bind(qlo).push(" AND ").push(hi).push(" <= ").push_bind(qhi).push(")");
     };
     match prefix {
-        Prefix::Eq => contained(qb),
+        // `lo <= qhi` is implied (lo <= hi <= qhi) but bounds the index range scan on `lo`.
+        Prefix::Eq => {
+            qb.push("(").push(lo).push(" <= ").push_bind(qhi).push(" AND ");
+            contained(qb);
+            qb.push(")");
+        }
         Prefix::Ne => {
             qb.push("NOT ");
             contained(qb);
@@ -568,12 +573,59 @@ fn push_resource_column_cond(qb: &mut QueryBuilder<Db>, alias: &'static str, p: 
     Ok(())
 }
 
-/// Pushes the condition of one AND-ed parameter on resource alias `alias` of type `rtype`.
+/// Token parameters with few distinct values: poor drivers for a search.
+const LOW_CARDINALITY_TOKENS: [&str; 14] = [
+    "gender", "status", "active", "deceased", "intent", "category", "priority", "clinical-status",
+    "verification-status", "_tag", "_security", "language", "type", "class",
+];
+
+/// Heuristic selectivity rank of a parameter (lower = fewer matching rows), used to pick the condition
+/// that drives the search (`rid IN (…)`); all other conditions become per-row `EXISTS` probes on the
+/// `(rid, param)` indexes. `None` = never a driver (chains, `:missing`, `:not`, result-less).
+fn driver_rank(p: &SearchParam) -> Option<u8> {
+    if p.chain.is_some() || matches!(p.modifier, Some(Modifier::Missing) | Some(Modifier::Not)) {
+        return None;
+    }
+    if matches!(p.values.first(), None | Some(SearchValue::Missing(_))) {
+        return None;
+    }
+    if p.code == "_id" {
+        return Some(0);
+    }
+    if p.code == "_lastUpdated" {
+        return None;
+    }
+    let worst = p.values.iter().map(|v| match v {
+        SearchValue::Reference { id, .. } if !id.is_empty() => 1,
+        SearchValue::Uri(_) if p.modifier.is_none() => 1,
+        SearchValue::Token { code: Some(_), .. }
+            if p.modifier.is_none() && !LOW_CARDINALITY_TOKENS.contains(&p.code.as_str()) => 2,
+        SearchValue::String { .. } if p.modifier == Some(Modifier::Exact) => 2,
+        SearchValue::Date { prefix: Prefix::Eq, .. } => 3,
+        SearchValue::String { .. } if p.modifier.is_none() => 4,
+        SearchValue::Number { prefix: Prefix::Eq, .. } | SearchValue::Quantity { prefix: Prefix::Eq, .. } => 5,
+        _ => 6,
+    });
+    worst.max()
+}
+
+/// Pushes the condition of one AND-ed parameter on resource alias `alias` of type `rtype`
+/// (`driver`: as an uncorrelated `rid IN (…)` set; otherwise as a correlated `EXISTS` probe).
 fn push_param_cond(
     qb: &mut QueryBuilder<Db>,
     alias: &'static str,
     rtype: &str,
     p: &SearchParam,
+) -> Result<(), StoreError> {
+    push_param_cond_as(qb, alias, rtype, p, true)
+}
+
+fn push_param_cond_as(
+    qb: &mut QueryBuilder<Db>,
+    alias: &'static str,
+    rtype: &str,
+    p: &SearchParam,
+    driver: bool,
 ) -> Result<(), StoreError> {
     if let Some(chain) = &p.chain {
         if alias == "t" || chain.param.chain.is_some() {
@@ -622,6 +674,18 @@ fn push_param_cond(
         qb.push(")");
         return Ok(());
     }
+    if !driver {
+        qb.push("EXISTS (SELECT 1 FROM ")
+            .push(table)
+            .push(" x WHERE x.rid = ")
+            .push(alias)
+            .push(".rid AND x.param = ")
+            .push_bind(p.code.clone())
+            .push(" AND ");
+        push_or_values(qb, p)?;
+        qb.push(")");
+        return Ok(());
+    }
     qb.push(alias)
         .push(".rid IN (SELECT x.rid FROM ")
         .push(table)
@@ -638,9 +702,25 @@ fn push_param_cond(
 /// ` WHERE …` for the searched type.
 fn push_where(qb: &mut QueryBuilder<Db>, q: &SearchQuery) -> Result<(), StoreError> {
     qb.push(" WHERE r.rtype = ").push_bind(q.resource_type.clone()).push(" AND r.deleted = ").push_bind(false);
-    for p in &q.params {
+    // The most selective indexable condition drives (first, as `rid IN`); the rest probe per row.
+    let driver = q
+        .params
+        .iter()
+        .enumerate()
+        .filter_map(|(i, p)| driver_rank(p).map(|r| (r, i)))
+        .min()
+        .map(|(_, i)| i);
+    if let Some(d) = driver {
         qb.push(" AND ");
-        push_param_cond(qb, "r", &q.resource_type, p)?;
+        push_param_cond_as(qb, "r", &q.resource_type, &q.params[d], true)?;
+    }
+    for (i, p) in q.params.iter().enumerate() {
+        if Some(i) == driver {
+            continue;
+        }
+        qb.push(" AND ");
+        // chains stay set-based (they join through the reference index)
+        push_param_cond_as(qb, "r", &q.resource_type, p, p.chain.is_some())?;
     }
     Ok(())
 }
@@ -1208,5 +1288,20 @@ impl Me {
             OpResult::Written(s, _) => Ok(s),
             _ => Err(StoreError::Database("unexpected".into())),
         }
+    }
+}
+
+#[cfg(test)]
+impl Me {
+    /// Test hook: bulk upsert with hand-made index rows in one transaction.
+    pub(crate) async fn test_bulk_indexed(&self, items: Vec<(String, String, String, IndexRows)>) -> Result<(), StoreError> {
+        let mut ops = Vec::with_capacity(items.len());
+        for (rtype, id, body, rows) in items {
+            let mut prep = shared::prepare(&self.registry, &rtype, &id, ResourceBody::Text(body), true)?;
+            prep.index = rows;
+            ops.push(Op::Put { rtype, id, prep, if_match: None, mode: PutMode::Upsert });
+        }
+        self.run_ops(ops).await.map_err(|(_, e)| e)?;
+        Ok(())
     }
 }

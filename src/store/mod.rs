@@ -419,6 +419,15 @@ impl Store {
         }
     }
 
+    /// Refreshes the query planner's statistics; call after a bulk import (SS-MIX2 initial load).
+    /// Errors: `Database`.
+    pub async fn analyze(&self) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(s) => s.analyze().await,
+            Store::Postgres(s) => s.analyze().await,
+        }
+    }
+
     /// Closes all pooled connections (graceful shutdown).
     pub async fn close(&self) {
         match self {

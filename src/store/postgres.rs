@@ -49,6 +49,12 @@ impl PgStore {
         self.pool.close().await;
     }
 
+    /// Refreshes the planner's statistics (`ANALYZE`). Call after a bulk import. Errors: `Database`.
+    pub async fn analyze(&self) -> Result<(), StoreError> {
+        sqlx::query("ANALYZE").execute(&self.pool).await?;
+        Ok(())
+    }
+
     fn read_pool(&self) -> &PgPool {
         &self.pool
     }

@@ -71,6 +71,14 @@ impl SqliteStore {
         self.writer.close().await;
     }
 
+    /// Refreshes the query planner's statistics (`ANALYZE`, then `PRAGMA optimize`). Call after a bulk
+    /// import; cheap to repeat. Errors: `Database`.
+    pub async fn analyze(&self) -> Result<(), StoreError> {
+        sqlx::query("ANALYZE").execute(&self.writer).await?;
+        sqlx::query("PRAGMA optimize").execute(&self.writer).await?;
+        Ok(())
+    }
+
     fn read_pool(&self) -> &SqlitePool {
         &self.reader
     }

@@ -305,3 +305,196 @@ async fn search_semantics_postgres() {
         search_semantics(&s).await;
     }
 }
+
+impl Store {
+    async fn bulk_indexed(&self, items: Vec<(String, String, String, IndexRows)>) {
+        match self {
+            Store::Sqlite(s) => s.test_bulk_indexed(items).await,
+            Store::Postgres(s) => s.test_bulk_indexed(items).await,
+        }
+        .expect("bulk")
+    }
+}
+
+/// Tiny deterministic PRNG (xorshift) for the perf data set.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+const FAMILIES: [&str; 20] = [
+    "山田", "佐藤", "鈴木", "高橋", "田中", "伊藤", "渡辺", "中村", "小林", "加藤", "吉田", "山本", "松本", "井上",
+    "木村", "林", "清水", "山崎", "森", "池田",
+];
+
+fn pct(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[((v.len() as f64 - 1.0) * p) as usize]
+}
+
+/// Seeds `n` patients with 3 observations each and times the target queries.
+/// Run: `PERF_PATIENTS=100000 cargo test --release --lib store::tests::perf -- --ignored --nocapture`
+async fn perf(s: &Store, label: &str) {
+    use std::time::Instant;
+    let n: usize = std::env::var("PERF_PATIENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
+    let mut rng = Rng(0x9E3779B97F4A7C15);
+    let gender = "http://hl7.org/fhir/administrative-gender";
+    let reuse = std::env::var("PERF_REUSE").is_ok();
+    let t0 = Instant::now();
+    let mut batch = Vec::new();
+    let mut written = 0usize;
+    for i in 0..n {
+        let fam = FAMILIES[rng.below(20) as usize];
+        let given = format!("名{}", rng.below(500));
+        let bd = day(1930 + rng.below(90) as i64, 1 + rng.below(12) as i64, 1 + rng.below(28) as i64);
+        let mut r = IndexRows::default();
+        r.string = vec![("name".into(), format!("{fam} {given}"), format!("{fam}{given}")), ("family".into(), fam.into(), fam.into())];
+        r.date = vec![("birthdate".into(), bd.0, bd.1)];
+        r.token = vec![
+            ("gender".into(), Some(gender.into()), if i % 2 == 0 { "male" } else { "female" }.into(), None),
+            ("identifier".into(), Some("urn:oid:1.2.392.100495.20.3.51.1".into()), format!("{i:08}"), None),
+        ];
+        let body = format!(
+            r#"{{"resourceType":"Patient","identifier":[{{"system":"urn:oid:1.2.392.100495.20.3.51.1","value":"{i:08}"}}],"name":[{{"family":"{fam}","given":["{given}"]}}],"gender":"{}","birthDate":"x"}}"#,
+            if i % 2 == 0 { "male" } else { "female" }
+        );
+        batch.push(("Patient".to_string(), format!("p{i}"), body, r));
+        for k in 0..3 {
+            let code = format!("{}-{}", 1000 + rng.below(50), k);
+            let d = day(2020 + rng.below(5) as i64, 1 + rng.below(12) as i64, 1 + rng.below(28) as i64).0 + rng.below(86_400_000) as i64;
+            let v = rng.below(10_000) as f64 / 100.0;
+            let mut r = IndexRows::default();
+            for p in ["subject", "patient"] {
+                r.reference.push((p.into(), Some("Patient".into()), format!("p{i}"), format!("Patient/p{i}")));
+            }
+            r.token = vec![("code".into(), Some("http://loinc.org".into()), code.clone(), None)];
+            r.date = vec![("date".into(), d, d)];
+            r.quantity = vec![("value-quantity".into(), v, v - 0.005, v + 0.005, Some("http://unitsofmeasure.org".into()), Some("mg/dL".into()), Some("mg/dL".into()))];
+            let body = format!(
+                r#"{{"resourceType":"Observation","status":"final","code":{{"coding":[{{"system":"http://loinc.org","code":"{code}"}}]}},"subject":{{"reference":"Patient/p{i}"}},"valueQuantity":{{"value":{v:.2},"unit":"mg/dL"}}}}"#
+            );
+            batch.push(("Observation".to_string(), format!("o{i}-{k}"), body, r));
+        }
+        if reuse {
+            batch.clear();
+        }
+        if batch.len() >= 4000 {
+            written += batch.len();
+            s.bulk_indexed(std::mem::take(&mut batch)).await;
+        }
+    }
+    written += batch.len();
+    s.bulk_indexed(batch).await;
+    let secs = t0.elapsed().as_secs_f64();
+    eprintln!("[{label}] seeded {written} resources in {secs:.1}s = {:.0} resources/s", written as f64 / secs);
+    let t = Instant::now();
+    s.analyze().await.unwrap();
+    eprintln!("[{label}] analyze {:.1}s", t.elapsed().as_secs_f64());
+
+    use ParamType as T;
+    let mut lat = Vec::new();
+    let mut hits = 0;
+    for _ in 0..500 {
+        let fam = FAMILIES[rng.below(20) as usize];
+        let bd = day(1930 + rng.below(90) as i64, 1 + rng.below(12) as i64, 1 + rng.below(28) as i64);
+        let query = q(
+            "Patient",
+            vec![sp("name", T::String, None, vec![s_val(fam)]), sp("birthdate", T::Date, None, vec![date(Prefix::Eq, bd)])],
+        );
+        let t = Instant::now();
+        hits += s.search(&query).await.unwrap().matches.len();
+        lat.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    eprintln!("[{label}] Patient?name=&birthdate=  p50 {:.2} ms  p99 {:.2} ms  ({hits} hits)", pct(&mut lat, 0.5), pct(&mut lat, 0.99));
+    let mut lat = Vec::new();
+    let mut hits = 0;
+    for _ in 0..500 {
+        let p = rng.below(n as u64);
+        let code = format!("{}-{}", 1000 + rng.below(50), rng.below(3));
+        let mut query = q(
+            "Observation",
+            vec![
+                sp("patient", T::Reference, None, vec![SearchValue::Reference { target_type: Some("Patient".into()), id: format!("p{p}"), url: String::new() }]),
+                sp("code", T::Token, None, vec![tok(TokenSystem::Is("http://loinc.org".into()), Some(&code))]),
+            ],
+        );
+        query.sort = vec![SortKey { code: "date".into(), param_type: T::Date, descending: true }];
+        let t = Instant::now();
+        hits += s.search(&query).await.unwrap().matches.len();
+        lat.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    eprintln!("[{label}] Observation?patient=&code=&_sort=-date  p50 {:.2} ms  p99 {:.2} ms  ({hits} hits)", pct(&mut lat, 0.5), pct(&mut lat, 0.99));
+    let mut lat = Vec::new();
+    for _ in 0..500 {
+        let p = rng.below(n as u64);
+        let mut query = q(
+            "Observation",
+            vec![sp("patient", T::Reference, None, vec![SearchValue::Reference { target_type: Some("Patient".into()), id: format!("p{p}"), url: String::new() }])],
+        );
+        query.sort = vec![SortKey { code: "date".into(), param_type: T::Date, descending: true }];
+        query.revincludes = vec![];
+        query.includes = vec![Include { source_type: "Observation".into(), param: "patient".into(), target_type: None, iterate: false }];
+        query.total = Some(TotalMode::Accurate);
+        let t = Instant::now();
+        s.search(&query).await.unwrap();
+        lat.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    eprintln!("[{label}] Observation?patient=&_sort=-date&_include&_total=accurate  p50 {:.2} ms  p99 {:.2} ms", pct(&mut lat, 0.5), pct(&mut lat, 0.99));
+    let mut lat = Vec::new();
+    for _ in 0..200 {
+        let query = q("Patient", vec![sp("identifier", T::Token, None, vec![tok(TokenSystem::Any, Some(&format!("{:08}", rng.below(n as u64))))])]);
+        let t = Instant::now();
+        assert_eq!(s.search(&query).await.unwrap().matches.len(), 1);
+        lat.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    eprintln!("[{label}] Patient?identifier=  p50 {:.2} ms  p99 {:.2} ms", pct(&mut lat, 0.5), pct(&mut lat, 0.99));
+    // reads: 2 concurrent readers for 2 s
+    let t = Instant::now();
+    let mut hs = Vec::new();
+    for w in 0..4u64 {
+        let s = s.clone();
+        hs.push(tokio::spawn(async move {
+            let mut rng = Rng(w + 7);
+            let mut k = 0u64;
+            while t.elapsed().as_secs_f64() < 2.0 {
+                s.read("Patient", &format!("p{}", rng.below(n as u64))).await.unwrap();
+                k += 1;
+            }
+            k
+        }));
+    }
+    let mut total = 0;
+    for h in hs {
+        total += h.await.unwrap();
+    }
+    eprintln!("[{label}] reads: {:.0}/s (4 tasks)", total as f64 / t.elapsed().as_secs_f64());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "performance run; see fn perf"]
+async fn perf_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = std::env::var("PERF_DB").map(std::path::PathBuf::from).unwrap_or_else(|_| dir.path().join("perf.db"));
+    if std::env::var("PERF_REUSE").is_err() {
+        let _ = std::fs::remove_file(&path);
+    }
+    let s = Store::connect(&format!("sqlite://{}?mode=rwc", path.display())).await.unwrap();
+    perf(&s, "sqlite").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "performance run; see fn perf"]
+async fn perf_postgres() {
+    if let Some(url) = pg::fresh_database_url().await {
+        let s = Store::connect(&url).await.unwrap();
+        perf(&s, "postgres").await;
+    }
+}
