@@ -138,7 +138,9 @@ impl SplitMix64 {
 /// Template holes.
 #[derive(Debug, Clone)]
 enum Piece {
-    Lit(String),
+    /// Literal text, already ISO-2022-JP encoded (every piece starts and ends in ASCII state; holes
+    /// sit between HL7 delimiters, so concatenation gives canonical ISO-2022-JP).
+    Lit(Vec<u8>),
     /// Date token: Julian day of the first 8 digits, followed by the literal rest (time, fraction).
     Date(i32, String),
     /// PID-3 / CX: `<pid>^^^^PI`.
@@ -179,12 +181,9 @@ fn julian(date8: &str) -> Option<i32> {
 }
 
 fn push_date(out: &mut String, jd: i32) {
-    match time::Date::from_julian_day(jd) {
-        Ok(d) => {
-            let _ = write!(out, "{:04}{:02}{:02}", d.year(), d.month() as u8, d.day());
-        }
-        Err(_) => out.push_str("20000101"),
-    }
+    let mut b = Vec::with_capacity(8);
+    push_date_bytes(&mut b, jd);
+    out.push_str(&String::from_utf8_lossy(&b));
 }
 
 /// `YYYYMMDD[HH[MM[SS]]][.f+]` with a valid date (years 1900–2099)?
@@ -228,9 +227,9 @@ enum FieldKind {
 impl Compiler {
     fn lit(&mut self, s: &str) {
         if let Some(Piece::Lit(last)) = self.pieces.last_mut() {
-            last.push_str(s);
+            last.extend_from_slice(s.as_bytes());
         } else {
-            self.pieces.push(Piece::Lit(s.to_owned()));
+            self.pieces.push(Piece::Lit(s.as_bytes().to_vec()));
         }
     }
 
@@ -319,6 +318,13 @@ fn compile(file_name: &str, bytes: &[u8]) -> Template {
         }
         c.lit("\r");
     }
+    // Encode the literal pieces (UTF-8 so far) once.
+    for piece in &mut c.pieces {
+        if let Piece::Lit(utf8) = piece {
+            let text = String::from_utf8_lossy(utf8).into_owned();
+            *utf8 = encoding_rs::ISO_2022_JP.encode(&text).0.into_owned();
+        }
+    }
     let care_jd = name.care_date.as_deref().and_then(julian);
     let ts_jd = julian(&name.timestamp).unwrap_or(0);
     Template { name, name_order_mapped, care_jd, ts_jd, approx_len: bytes.len() + 64, pieces: c.pieces }
@@ -386,73 +392,94 @@ impl Synthesizer {
         for _ in 0..8 {
             r.next();
         }
-        let mut text = String::with_capacity(8192);
+        let xpn = format!("{}^{}^^^^^L^I~{}^{}^^^^^L^P", p.family, p.given, p.family_kana, p.given_kana);
+        let pb = PatientBytes { p: &p, name: encoding_rs::ISO_2022_JP.encode(&xpn).0.into_owned() };
         let files = templates()
             .iter()
             .enumerate()
             .map(|(t_idx, t)| {
                 let serial = (index as u64) * FILES_PER_PATIENT as u64 + t_idx as u64;
-                render(t, &p, serial, &mut r, &mut text)
+                render(t, &pb, serial, &mut r)
             })
             .collect();
         (p, files)
     }
 }
 
-fn order_number(serial: u64, k: usize) -> String {
-    format!("{:015}", (serial * 100 + k as u64) % 1_000_000_000_000_000)
+fn push_date_bytes(out: &mut Vec<u8>, jd: i32) {
+    let (y, m, d) = match time::Date::from_julian_day(jd) {
+        Ok(d) => (d.year().clamp(0, 9999) as u32, d.month() as u32, d.day() as u32),
+        Err(_) => (2000, 1, 1),
+    };
+    let digits = [y / 1000, y / 100 % 10, y / 10 % 10, y % 10, m / 10, m % 10, d / 10, d % 10];
+    out.extend(digits.iter().map(|&x| b'0' + x as u8));
 }
 
-fn render(t: &Template, p: &SynthPatient, serial: u64, r: &mut SplitMix64, text: &mut String) -> SynthFile {
-    text.clear();
+fn push_order_number(out: &mut Vec<u8>, serial: u64, k: usize) {
+    let _ = write!(VecWriter(out), "{:015}", (serial * 100 + k as u64) % 1_000_000_000_000_000);
+}
+
+struct VecWriter<'a>(&'a mut Vec<u8>);
+
+impl std::fmt::Write for VecWriter<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0.extend_from_slice(s.as_bytes());
+        Ok(())
+    }
+}
+
+/// Per-patient values rendered once (the name already ISO-2022-JP encoded).
+struct PatientBytes<'p> {
+    p: &'p SynthPatient,
+    name: Vec<u8>,
+}
+
+fn render(t: &Template, pb: &PatientBytes<'_>, serial: u64, r: &mut SplitMix64) -> SynthFile {
+    let p = pb.p;
+    let mut out = Vec::with_capacity(t.approx_len);
     for piece in &t.pieces {
         match piece {
-            Piece::Lit(s) => text.push_str(s),
+            Piece::Lit(b) => out.extend_from_slice(b),
             Piece::Date(jd, rest) => {
-                push_date(text, jd + p.day_shift);
-                text.push_str(rest);
+                push_date_bytes(&mut out, jd + p.day_shift);
+                out.extend_from_slice(rest.as_bytes());
             }
             Piece::PidCx => {
-                text.push_str(&p.patient_id);
-                text.push_str("^^^^PI");
+                out.extend_from_slice(p.patient_id.as_bytes());
+                out.extend_from_slice(b"^^^^PI");
             }
-            Piece::Name => {
-                let _ = write!(
-                    text,
-                    "{}^{}^^^^^L^I~{}^{}^^^^^L^P",
-                    p.family, p.given, p.family_kana, p.given_kana
-                );
-            }
-            Piece::Birth => text.push_str(&p.birth_date),
-            Piece::Sex => text.push(p.sex),
+            Piece::Name => out.extend_from_slice(&pb.name),
+            Piece::Birth => out.extend_from_slice(p.birth_date.as_bytes()),
+            Piece::Sex => out.push(p.sex as u8),
             Piece::ControlId => {
-                let _ = write!(text, "{}{:02}", p.patient_id, serial % FILES_PER_PATIENT as u64);
+                out.extend_from_slice(p.patient_id.as_bytes());
+                let n = (serial % FILES_PER_PATIENT as u64) as u8;
+                out.extend_from_slice(&[b'0' + n / 10, b'0' + n % 10]);
             }
-            Piece::Order(k) => text.push_str(&order_number(serial, *k)),
+            Piece::Order(k) => push_order_number(&mut out, serial, *k),
             Piece::Num(v, d) => {
                 let f = 1.0 + (r.unit() * 0.2 - 0.1);
-                let _ = write!(text, "{:.*}", *d, v * f);
+                let _ = write!(VecWriter(&mut out), "{:.*}", *d, v * f);
             }
         }
     }
-    let (bytes, _, _) = encoding_rs::ISO_2022_JP.encode(text);
     let mut name = t.name.clone();
     name.patient_id.clone_from(&p.patient_id);
     if let Some(jd) = t.care_jd {
-        let mut s = String::with_capacity(8);
-        push_date(&mut s, jd + p.day_shift);
-        name.care_date = Some(s);
+        let mut s = Vec::with_capacity(8);
+        push_date_bytes(&mut s, jd + p.day_shift);
+        name.care_date = Some(String::from_utf8_lossy(&s).into_owned());
     }
-    let mut ts = String::with_capacity(17);
-    push_date(&mut ts, t.ts_jd + p.day_shift);
-    ts.push_str(&t.name.timestamp[8..]);
-    name.timestamp = ts;
+    let mut ts = Vec::with_capacity(17);
+    push_date_bytes(&mut ts, t.ts_jd + p.day_shift);
+    ts.extend_from_slice(&t.name.timestamp.as_bytes()[8..]);
+    name.timestamp = String::from_utf8_lossy(&ts).into_owned();
     if t.name_order_mapped {
-        name.order_number = order_number(serial, 0);
+        let mut o = Vec::with_capacity(15);
+        push_order_number(&mut o, serial, 0);
+        name.order_number = String::from_utf8_lossy(&o).into_owned();
     }
     debug_assert_eq!(name.condition, ConditionFlag::Valid);
-    let mut out = Vec::with_capacity(t.approx_len);
-    out.extend_from_slice(&bytes);
     SynthFile { name, bytes: out }
 }
 
