@@ -125,8 +125,9 @@ pub fn named_system(key: &str) -> &'static str {
 /// * `MDCDX2`: 8-digit codes → MEDIS 病名管理番号 (`master-disease-keyNumber`), 4-character codes →
 ///   病名交換用コード (`master-disease-exCode`); modifier codes (`ZZZ…`, 4 chars starting with digits
 ///   or letters in ZPR-1/3/4/6) are resolved by the caller with [`modifier_system`].
-/// * `JC10`: 17-character codes → JLAC10 17 桁 (`master-JLAC10-17digits`); shorter JC10 codes (material
-///   or ECG item codes) → a facility-local system, since JP Core defines no URI for them.
+/// * `JC10`: 17-character codes → JLAC10 17 桁 (`master-JLAC10-17digits`); other JC10 codes (15-digit
+///   allergen items, 3-digit materials, ECG items) → the JLAC10 OID `urn:oid:1.2.392.200119.4.504`
+///   (JP Core defines a URL only for the 17-digit table).
 /// * `99xxx` and any unknown ID → `http://tobiume-gateway.local/{facility}/CodeSystem/{table}`.
 /// * an empty ID → `None` (a Coding without system).
 pub fn system_for(table: &str, code: &str, facility: &str) -> Option<String> {
@@ -144,6 +145,8 @@ pub fn system_for(table: &str, code: &str, facility: &str) -> Option<String> {
             return Some(named_system(key).to_string());
         }
         "JC10" | "JLAC10" if code.len() == 17 => return Some(named_system("jlac10").to_string()),
+        // Shorter JLAC10 codes (allergen-specific IgE items, material codes): the JLAC10 OID.
+        "JC10" | "JLAC10" => return Some("urn:oid:1.2.392.200119.4.504".to_string()),
         _ => {}
     }
     if let Some(s) = TABLES.systems.get(table) {
