@@ -249,12 +249,9 @@ async fn concurrent_if_match_updates(s: &Store, url: &str) {
     let c = s.create_raw("Patient", r#"{"resourceType":"Patient"}"#).await.unwrap();
     let id = Arc::new(c.id.clone());
     let stores = [s.clone(), s2.clone()];
-    const TASKS: usize = 400;
-    let mut handles = Vec::new();
-    for i in 0..TASKS {
-        let st = stores[i % 2].clone();
-        let id = id.clone();
-        handles.push(tokio::spawn(async move {
+
+    fn spawn_if_match(st: Store, id: Arc<String>, i: usize) -> tokio::task::JoinHandle<bool> {
+        tokio::spawn(async move {
             let cur = st.read("Patient", &id).await.unwrap();
             let body = format!(r#"{{"resourceType":"Patient","id":"{id}","active":true,"n":{i}}}"#);
             match st.update_raw("Patient", &id, &body, Some(cur.version_id)).await {
@@ -265,41 +262,54 @@ async fn concurrent_if_match_updates(s: &Store, url: &str) {
                 Err(StoreError::VersionConflict { .. }) => false,
                 other => panic!("unexpected {other:?}"),
             }
-        }));
+        })
     }
-    // Unconditional updates interleaved: must never be lost either.
-    let mut blind = Vec::new();
-    for i in 0..100 {
-        let st = stores[i % 2].clone();
-        let id = id.clone();
-        blind.push(tokio::spawn(async move {
-            let body = format!(r#"{{"resourceType":"Patient","id":"{id}","blind":{i}}}"#);
-            st.update_raw("Patient", &id, &body, None).await.unwrap().0.version_id
-        }));
-    }
-    let mut ok = 0;
-    let mut conflicts = 0;
-    for h in handles {
-        if h.await.unwrap() {
-            ok += 1
-        } else {
-            conflicts += 1
+    async fn tally(hs: Vec<tokio::task::JoinHandle<bool>>) -> (usize, usize) {
+        let (mut ok, mut conflict) = (0, 0);
+        for h in hs {
+            if h.await.unwrap() {
+                ok += 1
+            } else {
+                conflict += 1
+            }
         }
+        (ok, conflict)
     }
+
+    // Phase 1: 1,000 conflicting If-Match updates from two "processes": each succeeds or gets 412.
+    const TASKS: usize = 1000;
+    let hs: Vec<_> = (0..TASKS).map(|i| spawn_if_match(stores[i % 2].clone(), id.clone(), i)).collect();
+    let (ok1, conflicts1) = tally(hs).await;
+    assert_eq!(ok1 + conflicts1, TASKS);
+    assert!(ok1 >= 1, "the first writer always holds the current version");
+
+    // Phase 2: If-Match updates interleaved with 100 unconditional updates, none of which may be lost.
+    let hs: Vec<_> = (0..200).map(|i| spawn_if_match(stores[i % 2].clone(), id.clone(), i)).collect();
+    let blind: Vec<_> = (0..100)
+        .map(|i| {
+            let st = stores[i % 2].clone();
+            let id = id.clone();
+            tokio::spawn(async move {
+                let body = format!(r#"{{"resourceType":"Patient","id":"{id}","blind":{i}}}"#);
+                st.update_raw("Patient", &id, &body, None).await.unwrap().0.version_id
+            })
+        })
+        .collect();
+    let (ok2, conflicts2) = tally(hs).await;
+    assert_eq!(ok2 + conflicts2, 200);
     let mut blind_versions = Vec::new();
     for h in blind {
         blind_versions.push(h.await.unwrap());
     }
-    assert_eq!(ok + conflicts, TASKS);
-    assert!(ok >= 1);
+    blind_versions.sort();
+    blind_versions.dedup();
+    assert_eq!(blind_versions.len(), 100, "every unconditional update got its own version");
+
     let final_version = s.read("Patient", &id).await.unwrap().version_id;
-    assert_eq!(final_version as usize, 1 + ok + 100, "every successful update made exactly one version");
+    assert_eq!(final_version as usize, 1 + ok1 + ok2 + 100, "every successful update made exactly one version");
     let h = s.history(Some("Patient"), Some(&id), None, 10_000).await.unwrap();
     let versions: Vec<i64> = h.iter().map(|r| r.version_id).collect();
     assert_eq!(versions, (1..=final_version).rev().collect::<Vec<_>>(), "versions 1..n without gaps");
-    blind_versions.sort();
-    blind_versions.dedup();
-    assert_eq!(blind_versions.len(), 100);
     s2.close().await;
 }
 
