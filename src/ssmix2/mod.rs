@@ -17,6 +17,7 @@
 //! Error messages may contain file paths (which contain patient IDs, acceptable in a per-file operator
 //! report) but never names, birth dates or other message content.
 
+pub mod fuzzing;
 pub mod synth;
 
 use std::cmp::Ordering;
