@@ -260,7 +260,7 @@ async fn import(args: SourceArgs, database: Option<String>, quarantine: PathBuf,
         }
     };
     let url = database.unwrap_or(cfg.database);
-    let store = match store::Store::connect(&url).await {
+    let store = match store::Store::connect_with_registry(&url, Arc::new(search::Registry::standard())).await {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: cannot open database: {e}");
