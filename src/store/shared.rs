@@ -7,9 +7,9 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
-/// The registry used by [`super::Store::connect`].
+/// The registry used by [`super::Store::connect`]: official R4 parameters plus the gateway's own.
 pub(crate) fn default_registry() -> Registry {
-    Registry::default()
+    Registry::standard()
 }
 
 /// Now as epoch milliseconds (UTC).
