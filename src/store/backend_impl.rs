@@ -68,6 +68,52 @@ async fn select_current(tx: &mut Tx, rtype: &str, id: &str) -> Result<Option<Cur
     }
 }
 
+/// Prefetches the current rows of every distinct `(rtype, id)` written by a multi-op batch with one
+/// statement per chunk (PostgreSQL: row-locked like [`select_current`]). Keys absent from the database map
+/// to `None`.
+async fn prefetch_current(
+    tx: &mut Tx,
+    ops: &[Op],
+    cache: &mut HashMap<(String, String), Option<Current>>,
+) -> Result<(), StoreError> {
+    let mut keys: Vec<(&str, &str)> = Vec::with_capacity(ops.len());
+    let mut seen: HashSet<(&str, &str)> = HashSet::with_capacity(ops.len());
+    for op in ops {
+        let k = match op {
+            Op::Put { rtype, id, .. } | Op::Delete { rtype, id } => (rtype.as_str(), id.as_str()),
+        };
+        if seen.insert(k) {
+            keys.push(k);
+        }
+    }
+    for chunk in keys.chunks(MAX_BINDS / 2) {
+        let mut qb = QueryBuilder::<Db>::new(
+            "SELECT r.rid, r.version, r.deleted, r.last_updated, r.content_hash, r.rtype, r.id FROM (",
+        );
+        qb.push_values(chunk, |mut b, (t, i)| {
+            b.push_bind(t.to_string()).push_bind(i.to_string());
+        });
+        qb.push(") k JOIN resources r ON r.rtype = k.column1 AND r.id = k.column2").push(SQL_LOCK_SUFFIX);
+        for (t, i) in chunk {
+            cache.insert((t.to_string(), i.to_string()), None);
+        }
+        for r in qb.build().fetch_all(&mut **tx).await? {
+            let key: (String, String) = (r.try_get(5)?, r.try_get(6)?);
+            cache.insert(
+                key,
+                Some(Current {
+                    rid: r.try_get(0)?,
+                    version: r.try_get(1)?,
+                    deleted: r.try_get(2)?,
+                    last_updated: r.try_get(3)?,
+                    content_hash: r.try_get(4)?,
+                }),
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Row → StoredResource for `RES_COLS` order (rid first, skipped).
 fn stored_from_row(r: &<Db as sqlx::Database>::Row) -> Result<(i64, StoredResource), StoreError> {
     let rid: i64 = r.try_get(0)?;
@@ -96,6 +142,12 @@ async fn apply_ops(tx: &mut Tx, ops: Vec<Op>) -> Result<Vec<OpResult>, (Option<u
     let mut clear_set: HashSet<i64> = HashSet::new();
     let mut new_rids: HashSet<i64> = HashSet::new();
     let mut index: HashMap<i64, (String, IndexRows)> = HashMap::new();
+    // Current rows known before each op; an entry is consumed by its first op, later ops on the same
+    // key (and retries) re-read inside the transaction.
+    let mut cache: HashMap<(String, String), Option<Current>> = HashMap::new();
+    if ops.len() > 1 {
+        prefetch_current(tx, &ops, &mut cache).await.map_err(|e| (None, e))?;
+    }
 
     for (i, op) in ops.into_iter().enumerate() {
         let fail = |e: StoreError| (Some(i), e);
@@ -105,7 +157,10 @@ async fn apply_ops(tx: &mut Tx, ops: Vec<Op>) -> Result<Vec<OpResult>, (Option<u
                 let mut attempts = 0;
                 loop {
                     attempts += 1;
-                    let cur = select_current(tx, &rtype, &id).await.map_err(fail)?;
+                    let cur = match cache.remove(&(rtype.clone(), id.clone())) {
+                        Some(c) => c,
+                        None => select_current(tx, &rtype, &id).await.map_err(fail)?,
+                    };
                     if let Some(expected) = if_match {
                         let current = cur.as_ref().map(|c| c.version).unwrap_or(0);
                         if current != expected {
@@ -184,7 +239,10 @@ async fn apply_ops(tx: &mut Tx, ops: Vec<Op>) -> Result<Vec<OpResult>, (Option<u
                 }
             }
             Op::Delete { rtype, id } => {
-                let cur = select_current(tx, &rtype, &id).await.map_err(fail)?;
+                let cur = match cache.remove(&(rtype.clone(), id.clone())) {
+                    Some(c) => c,
+                    None => select_current(tx, &rtype, &id).await.map_err(fail)?,
+                };
                 match cur {
                     Some(c) if !c.deleted => {
                         let version = c.version + 1;

@@ -14,6 +14,9 @@ use sqlx::postgres::{PgPool, PgPoolOptions};
 use crate::search::Registry;
 
 type Db = sqlx::Postgres;
+/// Appended to the batched current-row prefetch (see `prefetch_current`).
+const SQL_LOCK_SUFFIX: &str = " FOR UPDATE OF r";
+
 type Me = PgStore;
 
 /// Row lock held until commit: serialises writers of one resource across connections and processes.

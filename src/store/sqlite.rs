@@ -14,6 +14,9 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 use crate::search::Registry;
 
 type Db = sqlx::Sqlite;
+/// Appended to the batched current-row prefetch (see `prefetch_current`).
+const SQL_LOCK_SUFFIX: &str = "";
+
 type Me = SqliteStore;
 
 /// SQLite has database-level write locking (`BEGIN IMMEDIATE`), so no row lock is needed.
