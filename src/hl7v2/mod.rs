@@ -459,8 +459,7 @@ impl<'m> Value<'m> {
     /// All repetitions of a field (one, possibly empty, for a field without `~`).
     pub fn reps(&self) -> impl Iterator<Item = Value<'m>> + 'm {
         let d = self.d;
-        let raw = if self.level < Level::Repetition { self.raw } else { self.raw };
-        raw.split(d.repetition).map(move |r| Value { raw: r, d, level: Level::Repetition })
+        self.raw.split(d.repetition).map(move |r| Value { raw: r, d, level: Level::Repetition })
     }
 
     /// Component `n` (1-based).

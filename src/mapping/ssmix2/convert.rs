@@ -76,6 +76,9 @@ pub struct FileReport {
     pub warnings: Vec<String>,
     /// Size of the file in bytes.
     pub bytes: u64,
+    /// The identity the message's PID asserts (filled for converted files), used to check the other
+    /// files of the patient against its ADT-00.
+    pub identity: Option<Identity>,
 }
 
 /// Converts all files of one patient directory.
@@ -110,6 +113,7 @@ pub fn convert_patient(p: &PatientFiles, opts: &ConvertOptions) -> Vec<FileRepor
                 resources: Vec::new(),
                 warnings: Vec::new(),
                 bytes: file_len(&f.path),
+                identity: None,
             },
             VersionStatus::Current { .. } | VersionStatus::Deleted => {
                 let mut r = convert_file(f, opts, reference.as_ref());
@@ -120,7 +124,7 @@ pub fn convert_patient(p: &PatientFiles, opts: &ConvertOptions) -> Vec<FileRepor
                     r.status = FileStatus::Deleted;
                 }
                 if f.name.data_type.as_str() == "ADT-00" && matches!(r.status, FileStatus::Converted) {
-                    reference = read_identity(&f.path, opts);
+                    reference = r.identity.clone();
                 }
                 r
             }
@@ -128,12 +132,6 @@ pub fn convert_patient(p: &PatientFiles, opts: &ConvertOptions) -> Vec<FileRepor
         reports.push(report);
     }
     reports
-}
-
-fn read_identity(path: &Path, opts: &ConvertOptions) -> Option<Identity> {
-    let bytes = std::fs::read(path).ok()?;
-    let msg = Message::parse(&bytes, &DecodeOptions { charset: opts.charset }).ok()?;
-    identity_of(&msg)
 }
 
 fn file_len(path: &Path) -> u64 {
@@ -153,6 +151,7 @@ fn failed(path: &Path, data_type: Option<&str>, error: String, location: &str) -
         resources: Vec::new(),
         warnings: Vec::new(),
         bytes: 0,
+        identity: None,
     }
 }
 
@@ -177,6 +176,7 @@ pub fn convert_bytes(f: &StorageFile, bytes: &[u8], opts: &ConvertOptions, refer
         resources: Vec::new(),
         warnings: Vec::new(),
         bytes: bytes.len() as u64,
+        identity: None,
     };
     let msg = match Message::parse(bytes, &DecodeOptions { charset: opts.charset }) {
         Ok(m) => m,
@@ -191,6 +191,9 @@ pub fn convert_bytes(f: &StorageFile, bytes: &[u8], opts: &ConvertOptions, refer
         }
     };
     report.warnings.extend(msg.warnings().iter().map(|w| w.to_string()));
+    if dt == "ADT-00" {
+        report.identity = identity_of(&msg);
+    }
     let src = Source {
         patient_id: &f.dir_patient_id_or_name(),
         date: f.name.care_date.as_deref(),
