@@ -10,6 +10,7 @@
 //! output) and `meta.profile` naming its JP Core profile.
 
 pub mod codes;
+pub mod registration;
 pub mod ssmix2;
 
 use serde_json::{Map, Value};
