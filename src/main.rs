@@ -342,14 +342,11 @@ async fn serve(listen: Option<String>, database: Option<String>, config: Option<
     };
     let base = cfg.base_url();
     let api_cfg = api::ApiConfig { base_url: base.clone(), max_body_bytes: cfg.max_body_bytes, ..api::ApiConfig::default() };
-    let state = api::AppState::new(Arc::new(store), registry, api_cfg);
+    let state_store = Arc::new(store);
+    let state = api::AppState::new(state_store.clone(), registry, api_cfg);
     let app = api::router(state);
     eprintln!("tobiume-gateway listening on http://{} (FHIR base {base})", cfg.listen);
-    eprintln!("try:");
-    eprintln!("  curl -s {base}/metadata | head -c 300");
-    eprintln!("  curl -s '{base}/Patient?name=%E3%82%AB%E3%83%B3%E3%82%B8%E3%83%A3&_count=5'   # name=カンジャ (kana)");
-    eprintln!("  curl -s '{base}/Condition?code=20054174&_count=5'   # 胃炎 (MEDIS 病名管理番号)");
-    eprintln!("  curl -s '{base}/Observation?code=http://medis.or.jp/CodeSystem/master-JLAC10-17digits|3A010000002327101&_sort=-date&_count=5'");
+    print_examples(&state_store, &base).await;
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
     };
@@ -384,4 +381,38 @@ async fn demo_data(store: &store::Store, cfg: &Config) -> Result<(), String> {
         stats.patients, stats.files, r.store.created
     );
     Ok(())
+}
+
+/// Prints example `curl` calls built from a patient actually in the store (the demo data or an import).
+async fn print_examples(store: &store::Store, base: &str) {
+    use tobiume_gateway::store::ResourceStore;
+    eprintln!("try:");
+    eprintln!("  curl -s {base}/metadata | head -c 300");
+    let reg = store.registry().clone();
+    let Ok(q) = search::query::parse(&reg, "Patient", &[("_count".into(), "1".into())]) else { return };
+    let Ok(page) = store.search(&q).await else { return };
+    let Some(p) = page.matches.first().and_then(|r| serde_json::from_str::<serde_json::Value>(&r.json).ok()) else {
+        eprintln!("  (the store has no Patient yet: import SS-MIX2 data with `tobiume-gateway import ssmix2 ROOT`)");
+        return;
+    };
+    let id = p["id"].as_str().unwrap_or_default();
+    let kana = p["name"]
+        .as_array()
+        .and_then(|n| n.iter().find(|n| n["extension"][0]["valueCode"] == "SYL"))
+        .and_then(|n| n["family"].as_str())
+        .unwrap_or_default();
+    let birth = p["birthDate"].as_str().unwrap_or_default();
+    eprintln!("  curl -s '{base}/Patient?name={}&birthdate={birth}'   # kana family name + birth date", pct(kana));
+    eprintln!("  curl -s '{base}/Patient/{id}'");
+    eprintln!("  curl -s '{base}/Condition?patient={id}'");
+    eprintln!("  curl -s '{base}/AllergyIntolerance?patient={id}'");
+    eprintln!("  curl -s '{base}/MedicationRequest?patient={id}'");
+    eprintln!("  curl -s '{base}/Observation?patient={id}&category=laboratory&_sort=-date'");
+}
+
+/// Percent-encodes a query value (RFC 3986 unreserved characters kept).
+fn pct(s: &str) -> String {
+    s.bytes()
+        .map(|b| if b.is_ascii_alphanumeric() || b"-._~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
+        .collect()
 }
