@@ -159,6 +159,16 @@ fn missing_path_and_bad_names() {
     assert!(items[0].as_ref().is_ok_and(|f| f.is_well_placed()));
     assert!(matches!(items[1], Err(WalkError::FileName { .. })));
     assert_eq!(w.skipped().len(), 1);
+
+    // Its date directory and a single file: prefix directories are not required outside a storage.
+    let mut w = ssmix2::walk(pdir.join("20200101"));
+    assert_eq!(w.level(), Some(StorageLevel::Date));
+    let items: Vec<_> = w.by_ref().collect();
+    assert!(items[0].as_ref().is_ok_and(|f| f.is_well_placed()), "{:?}", items[0]);
+    let one = pdir.join("20200101/OMP-01/1234567_20200101_OMP-01_000000000000001_20200101100000000_01_1");
+    let items: Vec<_> = ssmix2::walk(&one).collect();
+    assert_eq!(items.len(), 1);
+    assert!(items[0].as_ref().is_ok_and(|f| f.is_well_placed()), "{:?}", items[0]);
 }
 
 #[test]

@@ -805,8 +805,18 @@ impl StorageLevel {
         }
     }
 
-    fn check_prefix(self) -> bool {
-        !matches!(self, StorageLevel::Patient { with_prefix: false })
+    /// Whether the `pid[0:3]/pid[3:6]` directories above the patient directory are checked for files
+    /// walked from `path` at this level: not for a patient folder outside a storage (no prefix
+    /// directories above it).
+    fn check_prefix(self, path: &Path) -> bool {
+        let patient_dir = |up: usize| path.ancestors().nth(up).is_some_and(has_prefix_parents);
+        match self {
+            StorageLevel::Patient { with_prefix } => with_prefix,
+            StorageLevel::Date => patient_dir(1),
+            StorageLevel::DataType => patient_dir(2),
+            StorageLevel::File => patient_dir(3),
+            StorageLevel::Root | StorageLevel::Prefix1 | StorageLevel::Prefix2 => true,
+        }
     }
 }
 
@@ -858,6 +868,10 @@ pub fn detect_level(path: &Path) -> Result<StorageLevel, WalkError> {
     }
     let children = sorted_children(path);
     let dirs: Vec<&str> = children.iter().filter(|(_, d)| *d).map(|(n, _)| n.as_str()).collect();
+    if is_date_dir_name(&name) && !dirs.is_empty() && dirs.iter().all(|n| is_data_type_like(n)) {
+        // A date directory of a patient folder without prefix directories.
+        return Ok(StorageLevel::Date);
+    }
     if !dirs.is_empty() && dirs.iter().all(|n| is_date_dir_name(n)) {
         return Ok(StorageLevel::Patient { with_prefix: false });
     }
@@ -939,6 +953,7 @@ pub struct Walk {
     /// `components(start) - level depth`: subtracting it from an entry's component count gives the
     /// entry's depth below the (possibly virtual) storage root.
     root_components: isize,
+    check_prefix: bool,
     inner: Option<walkdir::IntoIter>,
     skipped: Vec<SkipNote>,
 }
@@ -999,7 +1014,7 @@ impl Iterator for Walk {
             let in_position = depth == 6
                 && is_data_type_like(&component_name(path.parent()))
                 && is_date_dir_name(&component_name(path.parent().and_then(Path::parent)));
-            match StorageFile::from_path_at(path, Some(depth), level.check_prefix()) {
+            match StorageFile::from_path_at(path, Some(depth), self.check_prefix) {
                 Ok(f) => return Some(Ok(f)),
                 Err(source) if in_position => {
                     return Some(Err(WalkError::FileName { path: path.to_path_buf(), source }))
@@ -1034,10 +1049,11 @@ pub fn walk(path: impl AsRef<Path>) -> Walk {
         Ok(level) => Walk {
             level: Ok(level),
             root_components: path.components().count() as isize - level.depth() as isize,
+            check_prefix: level.check_prefix(&path),
             inner: Some(walkdir::WalkDir::new(&path).follow_links(false).sort_by_file_name().into_iter()),
             skipped: Vec::new(),
         },
-        Err(e) => Walk { level: Err(Some(e)), root_components: 0, inner: None, skipped: Vec::new() },
+        Err(e) => Walk { level: Err(Some(e)), root_components: 0, check_prefix: true, inner: None, skipped: Vec::new() },
     }
 }
 
