@@ -210,6 +210,7 @@ pub(crate) enum PutMode {
 
 /// One write of a batch applied in one transaction.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // short-lived, built once per write
 pub(crate) enum Op {
     Put { rtype: String, id: String, prep: Prepared, if_match: Option<i64>, mode: PutMode },
     Delete { rtype: String, id: String },

@@ -38,7 +38,12 @@ impl SqliteStore {
     /// Opens (creating when missing) the database at `url` (`sqlite://path/file.db[?mode=rwc]`), applies
     /// pragmas (WAL, `synchronous=NORMAL`, 10 s busy timeout, 64 MiB page cache, 256 MiB mmap) and runs the
     /// embedded `migrations/sqlite`. Errors: `Invalid` (bad URL), `Database` (cannot open / migrate).
+    /// In-memory databases (`sqlite::memory:`, `mode=memory`) are rejected with `Invalid`: the reader and
+    /// writer pools would each see a different empty database — use a temp file instead.
     pub async fn connect(url: &str, registry: Arc<Registry>) -> Result<SqliteStore, StoreError> {
+        if url.contains(":memory:") || url.contains("mode=memory") {
+            return Err(StoreError::Invalid("in-memory SQLite is not supported by the store; use a file".into()));
+        }
         let base = SqliteConnectOptions::from_str(url)
             .map_err(|e| StoreError::Invalid(format!("bad sqlite URL: {e}")))?
             .create_if_missing(true)

@@ -1,6 +1,8 @@
 //! Search SQL planning tests on both backends, with hand-made index rows (so they do not depend on the
 //! extractor in `search::index`). FHIR R4 search.html semantics per parameter type.
 
+#![allow(clippy::field_reassign_with_default)]
+
 #[path = "../../tests/common/pg.rs"]
 mod pg;
 
