@@ -1,39 +1,55 @@
-//! FHIRPath (a subset of N1 / FHIRPath 2.0 as used by FHIR R4) over `serde_json::Value`.
+//! FHIRPath (FHIRPath N1 / 2.0, as used by FHIR R4) over `serde_json::Value`.
 //!
-//! Used by [`crate::search`] to evaluate `SearchParameter.expression` on resources (FHIR JSON as
-//! received, no typed model) and later by invariant validation.
+//! Shared by [`crate::search`] (evaluating `SearchParameter.expression` on every write) and by
+//! validation (invariants). Resources are FHIR JSON as received; element types come from a compact
+//! table generated from the R4 StructureDefinitions (`fhir_types.txt`, see
+//! `tests/fhirpath_typetable.rs`), so `Observation.value` finds `valueQuantity` typed `Quantity`,
+//! `Patient.birthDate` is a `date`, `Patient.gender` a `code` (⊂ `string`).
 //!
 //! Supported (<http://hl7.org/fhirpath/N1/>):
-//! * paths `Patient.name.given`, a leading type name filters the root (`Patient.x` on an
-//!   Observation yields nothing, so unions over many types select the right branch), `Resource` /
-//!   `DomainResource` match any resource;
-//! * choice elements: `Observation.value` finds `valueQuantity`, `valueString`, … and remembers the
-//!   type (`Quantity`, `string`) for `ofType()` / `is` / `as`;
-//! * `.value` on a primitive yields the primitive itself; indexers `x[0]`;
-//! * literals: `'string'` (with `\'`, `\\`, `\n`, `\uXXXX` escapes), numbers, `true`/`false`, `{}`;
-//! * operators `|`, `=`, `!=`, `~`, `!~`, `<`, `>`, `<=`, `>=`, `and`, `or`, `xor`, `implies`,
-//!   `is T`, `as T`, unary `-`, `&` (string concatenation);
-//! * functions `where`, `select`, `exists`, `empty`, `not`, `first`, `last`, `tail`, `skip`,
-//!   `take`, `single`, `count`, `distinct`, `ofType`, `as`, `is`, `extension(url)`, `resolve`,
-//!   `hasValue`, `children`, `startsWith`, `endsWith`, `contains`, `lower`, `upper`, `length`,
-//!   `iif`, `trace`, `all`, `allTrue`, `anyTrue`;
-//! * variables `$this`, `%resource`, `%rootResource`, `%context`, `%ucum`, `%sct`, `%loinc`.
+//! * the full grammar: paths, `[]` indexers, every operator with N1 precedence
+//!   (`* / div mod`, `+ - &`, `is as`, `|`, `< > <= >=`, `= ~ != !~`, `in contains`, `and`,
+//!   `or xor`, `implies`, unary `+ -`), comments, backtick identifiers;
+//! * literals: strings with escapes, integers, decimals (exact, `rust_decimal`), `@` dates,
+//!   dateTimes and `@T` times with partial precision, quantities with UCUM units (`10 'mg'`) or
+//!   calendar durations (`4 days`), `{}`;
+//! * `$this`, `$index`, `$total`; `%resource`, `%rootResource`, `%context`, `%ucum`, `%sct`,
+//!   `%loinc`, `%"vs-…"`, `%"ext-…"` and caller-supplied variables ([`Env`]);
+//! * all functions of N1 §5–6 (existence, filtering and projection incl. `repeat`, subsetting,
+//!   combining, conversion `toX` / `convertsToX`, string incl. `matches` / `replaceMatches`,
+//!   math, tree navigation, utility incl. `trace now today timeOfDay`, `iif`, `aggregate`) plus
+//!   `sort`, `lowBoundary` / `highBoundary` / `precision` / `comparable`, `trim split join
+//!   encode decode escape unescape` and `type()`;
+//! * FHIR additions: `extension(url)`, `hasValue`, `getValue`, `resolve()` (contained `#id`,
+//!   Bundle entries by `fullUrl` or `Type/id`; otherwise a typed stub so
+//!   `where(resolve() is Patient)` works), `ofType` / `is` / `as` with FHIR and System type names
+//!   (`FHIR.string`, `System.String`, subtypes: `code is string`, `Age is Quantity`),
+//!   `memberOf` (always empty: no terminology server).
 //!
-//! `resolve()` does not fetch anything: a `Reference` whose `reference` is `#id` resolves to the
-//! contained resource; otherwise it yields the Reference itself typed with the target type taken
-//! from the reference text (`Patient/1`, `https://x/fhir/Patient/1/_history/2`) or
-//! `Reference.type`, which is what `where(resolve() is Patient)` needs.
+//! Not supported (parse error [`FhirPathError::UnsupportedFunction`]): `conformsTo`,
+//! `htmlChecks`, `subsumes`, `subsumedBy`, `elementDefinition`, `slice`, `checkModifiers`.
 //!
-//! Evaluation never fails: type mismatches and unknown variables yield the empty collection.
+//! Semantics: three-valued logic and empty propagation; equality and equivalence of dates with
+//! different precision (empty / false), of quantities with unit conversion for common UCUM units
+//! (`mg g kg`, `mL L`, `ms s min h d wk mo a`, `mm cm m`, `[lb_av]`, `[in_i]` …; calendar
+//! `year`/`month` do not compare with UCUM `a`/`mo`). Evaluation errors (type errors such as
+//! `'a' - 1`, more than one item where a singleton is expected) are `Err` from
+//! [`try_evaluate`]; [`evaluate`] keeps the search-friendly contract (errors → empty, `as` on
+//! several items filters like `ofType`). Transcendental math (`sqrt ln log exp power` with a
+//! decimal exponent) goes through `f64`; every other arithmetic is exact decimal.
 
 use serde_json::Value;
 use std::borrow::Cow;
 
 mod eval;
+mod model;
 mod parse;
+pub mod value;
 
-pub use eval::{evaluate, evaluate_on, Item};
+pub use eval::{evaluate, evaluate_on, try_evaluate, try_evaluate_on, try_evaluate_with, Env, Item};
 pub use parse::parse;
+pub use rust_decimal::Decimal;
+pub use value::{Dt, Qty};
 
 /// Errors from [`parse`]. `pos` is a byte offset into the expression text.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -44,9 +60,13 @@ pub enum FhirPathError {
     /// Grammar error (unexpected token, missing `)`, …).
     #[error("FHIRPath syntax error at byte {pos}: {msg}")]
     Syntax { pos: usize, msg: String },
-    /// A function outside the supported subset (e.g. `memberOf`).
+    /// A function that is not supported (e.g. `conformsTo`) or unknown.
     #[error("FHIRPath function `{0}` is not supported")]
     UnsupportedFunction(String),
+    /// An evaluation error: a type error (`'a' - 1`), several items where one is expected,
+    /// an unknown type name, … (only from the `try_evaluate*` functions).
+    #[error("FHIRPath evaluation error: {0}")]
+    Evaluation(String),
 }
 
 /// A literal in an expression.
@@ -58,10 +78,18 @@ pub enum Literal {
     Bool(bool),
     /// `'text'`.
     String(String),
-    /// A number literal (integer or decimal).
-    Number(f64),
-    /// `@2024-01-01…` — kept as text (compared as string).
-    DateTime(String),
+    /// An integer literal (`42`).
+    Integer(i64),
+    /// A decimal literal (`4.50`, scale kept).
+    Decimal(Decimal),
+    /// `@2024-01-01` (partial precision).
+    Date(Dt),
+    /// `@2024-01-01T10:00+09:00`, `@2024T` (partial precision).
+    DateTime(Dt),
+    /// `@T10:30` (partial precision).
+    Time(Dt),
+    /// `10 'mg'`, `4 days`.
+    Quantity(Qty),
 }
 
 /// Binary operators, in FHIRPath terms.
@@ -99,6 +127,14 @@ pub enum BinOp {
     Add,
     /// `-`
     Sub,
+    /// `*`
+    Mul,
+    /// `/`
+    Div,
+    /// `div` (integer division)
+    IntDiv,
+    /// `mod`
+    Mod,
     /// `in` (membership)
     In,
     /// `contains` (membership)
@@ -111,6 +147,10 @@ pub enum BinOp {
 pub enum Expr {
     /// `$this` (the focus item inside `where`/`select`, else the root).
     This,
+    /// `$index` (position of `$this` inside `where`/`select`/`repeat`/`aggregate`…).
+    IndexVar,
+    /// `$total` (the accumulator inside `aggregate`).
+    Total,
     /// `%name` environment variable.
     Var(String),
     /// A literal.
@@ -123,7 +163,7 @@ pub enum Expr {
     Index(Box<Expr>, Box<Expr>),
     /// `lhs op rhs`
     Binary(BinOp, Box<Expr>, Box<Expr>),
-    /// `expr is Type`
+    /// `expr is Type` (`Type` as written: `Patient`, `FHIR.Patient`, `System.String`)
     Is(Box<Expr>, String),
     /// `expr as Type`
     As(Box<Expr>, String),
@@ -167,7 +207,7 @@ impl Expr {
 }
 
 /// Convenience: evaluate and keep only the JSON values (drops the type hints).
-/// Input: a parsed expression and a resource; output: values in document order.
+/// Input: a parsed expression and a resource; output: values in document order (errors → empty).
 pub fn evaluate_values<'a>(expr: &Expr, resource: &'a Value) -> Vec<Cow<'a, Value>> {
     evaluate(expr, resource).into_iter().map(|i| i.value).collect()
 }

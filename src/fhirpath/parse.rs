@@ -1,7 +1,9 @@
-//! Lexer and precedence-climbing parser for the FHIRPath subset (FHIRPath N1 §"Grammar",
-//! operator precedence table §"Operator precedence").
+//! Lexer and precedence-climbing parser for FHIRPath (FHIRPath N1 §"Grammar", operator
+//! precedence table §"Operator precedence").
 
+use super::value::{self, Qty};
 use super::{BinOp, Expr, FhirPathError, Literal};
+use rust_decimal::Decimal;
 
 #[derive(Debug, Clone, PartialEq)]
 enum Tok {
@@ -9,9 +11,12 @@ enum Tok {
     /// A backtick-delimited identifier — never a keyword.
     QIdent(String),
     Str(String),
-    Num(f64),
-    DateTime(String),
+    /// Number text (integer or decimal).
+    Num(String),
+    Lit(Literal),
     This,
+    Index,
+    Total,
     Var(String),
     Sym(&'static str),
     Eof,
@@ -59,11 +64,7 @@ fn lex(src: &str) -> Result<Vec<(Tok, usize)>, FhirPathError> {
                     i += 1;
                 }
             }
-            let n: f64 = src[start..i]
-                .parse()
-                .map_err(|_| FhirPathError::Lex { pos: start, msg: "bad number".into() })?;
-            // quantity literal units ('mg', calendar words) are not supported: plain number
-            out.push((Tok::Num(n), start));
+            out.push((Tok::Num(src[start..i].to_string()), start));
             continue;
         }
         match c {
@@ -113,12 +114,10 @@ fn lex(src: &str) -> Result<Vec<(Tok, usize)>, FhirPathError> {
             }
             b'@' => {
                 i += 1;
-                while i < b.len()
-                    && (b[i].is_ascii_alphanumeric() || matches!(b[i], b'-' | b':' | b'.' | b'+' | b'T' | b'Z'))
-                {
-                    i += 1;
-                }
-                out.push((Tok::DateTime(src[start + 1..i].to_string()), start));
+                let (lit, len) = lex_datetime(&src[i..])
+                    .ok_or_else(|| FhirPathError::Lex { pos: start, msg: "bad date/time literal".into() })?;
+                i += len;
+                out.push((Tok::Lit(lit), start));
             }
             b'$' => {
                 i += 1;
@@ -127,6 +126,8 @@ fn lex(src: &str) -> Result<Vec<(Tok, usize)>, FhirPathError> {
                 }
                 match &src[start..i] {
                     "$this" => out.push((Tok::This, start)),
+                    "$index" => out.push((Tok::Index, start)),
+                    "$total" => out.push((Tok::Total, start)),
                     other => {
                         return Err(FhirPathError::Lex { pos: start, msg: format!("unsupported variable {other}") })
                     }
@@ -142,6 +143,13 @@ fn lex(src: &str) -> Result<Vec<(Tok, usize)>, FhirPathError> {
                     })?;
                     out.push((Tok::Var(src[i + 1..i + 1 + end].to_string()), start));
                     i = i + 1 + end + 1;
+                } else if b.get(i) == Some(&b'"') {
+                    let end = src[i + 1..].find('"').ok_or(FhirPathError::Lex {
+                        pos: start,
+                        msg: "unterminated variable".into(),
+                    })?;
+                    out.push((Tok::Var(src[i + 1..i + 1 + end].to_string()), start));
+                    i = i + 1 + end + 1;
                 } else {
                     while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_' || b[i] == b'-') {
                         i += 1;
@@ -150,16 +158,12 @@ fn lex(src: &str) -> Result<Vec<(Tok, usize)>, FhirPathError> {
                 }
             }
             _ => {
-                const SYMS: [&str; 20] = [
+                const SYMS: [&str; 22] = [
                     "!=", "!~", "<=", ">=", ".", "(", ")", "[", "]", "{", "}", ",", "|", "=", "~", "<", ">",
-                    "&", "+", "-",
+                    "&", "+", "-", "*", "/",
                 ];
                 let rest = &src[i..];
-                let sym = SYMS.iter().find(|s| rest.starts_with(**s)).copied().or(match c {
-                    b'*' => Some("*"),
-                    b'/' => Some("/"),
-                    _ => None,
-                });
+                let sym = SYMS.iter().find(|s| rest.starts_with(**s)).copied();
                 match sym {
                     Some(s) => {
                         i += s.len();
@@ -179,10 +183,32 @@ fn lex(src: &str) -> Result<Vec<(Tok, usize)>, FhirPathError> {
 
 /// Functions the evaluator implements (anything else is rejected at parse time).
 const FUNCTIONS: &[&str] = &[
-    "where", "select", "exists", "empty", "not", "first", "last", "tail", "skip", "take", "single",
-    "count", "distinct", "ofType", "as", "is", "extension", "resolve", "hasValue", "children",
-    "startsWith", "endsWith", "contains", "lower", "upper", "length", "iif", "trace", "all",
-    "allTrue", "anyTrue", "toString", "getValue",
+    // existence
+    "empty", "exists", "all", "allTrue", "anyTrue", "allFalse", "anyFalse", "subsetOf", "supersetOf",
+    "count", "distinct", "isDistinct",
+    // filtering and projection
+    "where", "select", "repeat", "ofType",
+    // subsetting
+    "single", "first", "last", "tail", "skip", "take", "intersect", "exclude",
+    // combining
+    "union", "combine",
+    // conversion
+    "iif", "toBoolean", "convertsToBoolean", "toInteger", "convertsToInteger", "toDecimal",
+    "convertsToDecimal", "toString", "convertsToString", "toDate", "convertsToDate", "toDateTime",
+    "convertsToDateTime", "toTime", "convertsToTime", "toQuantity", "convertsToQuantity",
+    // string manipulation
+    "indexOf", "substring", "startsWith", "endsWith", "contains", "upper", "lower", "replace",
+    "matches", "matchesFull", "replaceMatches", "length", "toChars", "trim", "split", "join",
+    "encode", "decode", "escape", "unescape",
+    // math
+    "abs", "ceiling", "exp", "floor", "ln", "log", "power", "round", "sqrt", "truncate",
+    // tree navigation
+    "children", "descendants",
+    // utility
+    "trace", "now", "timeOfDay", "today", "lowBoundary", "highBoundary", "precision", "comparable",
+    "type", "aggregate", "sort", "not", "is", "as",
+    // FHIR
+    "extension", "hasValue", "getValue", "resolve", "memberOf",
 ];
 
 struct Parser {
@@ -210,9 +236,13 @@ pub fn parse(src: &str) -> Result<Expr, FhirPathError> {
 fn infix(t: &Tok) -> Option<(u8, BinOp)> {
     Some(match t {
         Tok::Sym("|") => (6, BinOp::Union),
-        Tok::Sym("+") => (9, BinOp::Add),
-        Tok::Sym("-") => (9, BinOp::Sub),
-        Tok::Sym("&") => (9, BinOp::Concat),
+        Tok::Sym("*") => (9, BinOp::Mul),
+        Tok::Sym("/") => (9, BinOp::Div),
+        Tok::Ident(s) if s == "div" => (9, BinOp::IntDiv),
+        Tok::Ident(s) if s == "mod" => (9, BinOp::Mod),
+        Tok::Sym("+") => (8, BinOp::Add),
+        Tok::Sym("-") => (8, BinOp::Sub),
+        Tok::Sym("&") => (8, BinOp::Concat),
         Tok::Sym("<") => (5, BinOp::Lt),
         Tok::Sym(">") => (5, BinOp::Gt),
         Tok::Sym("<=") => (5, BinOp::Le),
@@ -232,7 +262,7 @@ fn infix(t: &Tok) -> Option<(u8, BinOp)> {
 }
 
 /// Precedence of `is` / `as` (between additive and union).
-const TYPE_OP_BP: u8 = 8;
+const TYPE_OP_BP: u8 = 7;
 
 impl Parser {
     fn peek(&self) -> &Tok {
@@ -285,10 +315,10 @@ impl Parser {
             Tok::Ident(s) | Tok::QIdent(s) => s,
             _ => return Err(self.err("expected type name")),
         };
-        while self.peek() == &Tok::Sym(".") {
+        if self.peek() == &Tok::Sym(".") {
             self.next();
             match self.next() {
-                Tok::Ident(s) | Tok::QIdent(s) => name = s, // FHIR.Patient / System.String → last part
+                Tok::Ident(s) | Tok::QIdent(s) => name = format!("{name}.{s}"), // FHIR.Patient
                 _ => return Err(self.err("expected type name")),
             }
         }
@@ -330,7 +360,6 @@ impl Parser {
     fn invocation(&mut self, base: Option<Box<Expr>>) -> Result<Expr, FhirPathError> {
         let name = match self.next() {
             Tok::Ident(s) | Tok::QIdent(s) => s,
-            Tok::This => return Ok(Expr::This),
             _ => return Err(self.err("expected identifier")),
         };
         if self.peek() == &Tok::Sym("(") {
@@ -375,15 +404,40 @@ impl Parser {
             }
             Tok::Num(n) => {
                 self.next();
-                Ok(Expr::Literal(Literal::Number(n)))
+                // quantity: number followed by a unit string or a calendar keyword
+                let unit = match self.peek() {
+                    Tok::Str(u) => Some(u.clone()),
+                    Tok::Ident(u) if value::calendar_unit(u).is_some() => Some(u.clone()),
+                    _ => None,
+                };
+                let bad = || FhirPathError::Lex { pos: 0, msg: format!("bad number {n}") };
+                if let Some(unit) = unit {
+                    self.next();
+                    let v = Decimal::from_str_exact(&n).map_err(|_| bad())?;
+                    return Ok(Expr::Literal(Literal::Quantity(Qty { value: v, unit })));
+                }
+                if !n.contains('.') {
+                    if let Ok(i) = n.parse::<i64>() {
+                        return Ok(Expr::Literal(Literal::Integer(i)));
+                    }
+                }
+                Ok(Expr::Literal(Literal::Decimal(Decimal::from_str_exact(&n).map_err(|_| bad())?)))
             }
-            Tok::DateTime(s) => {
+            Tok::Lit(l) => {
                 self.next();
-                Ok(Expr::Literal(Literal::DateTime(s)))
+                Ok(Expr::Literal(l))
             }
             Tok::This => {
                 self.next();
                 Ok(Expr::This)
+            }
+            Tok::Index => {
+                self.next();
+                Ok(Expr::IndexVar)
+            }
+            Tok::Total => {
+                self.next();
+                Ok(Expr::Total)
             }
             Tok::Var(v) => {
                 self.next();
@@ -397,4 +451,65 @@ impl Parser {
             _ => Err(self.err("expected expression")),
         }
     }
+}
+
+/// Lexes the text after `@`: a date, dateTime (`2015T`, `2015-02-04T14:34:28.123+10:00`) or time
+/// (`T14:34`). Returns the literal and the number of bytes consumed.
+fn lex_datetime(s: &str) -> Option<(Literal, usize)> {
+    let b = s.as_bytes();
+    let digits = |from: usize, n: usize| from + n <= b.len() && b[from..from + n].iter().all(u8::is_ascii_digit);
+    // time part: HH(:MM(:SS(.f+)?)?)?
+    let time_len = |from: usize| -> Option<usize> {
+        if !digits(from, 2) {
+            return None;
+        }
+        let mut i = from + 2;
+        if b.get(i) == Some(&b':') && digits(i + 1, 2) {
+            i += 3;
+            if b.get(i) == Some(&b':') && digits(i + 1, 2) {
+                i += 3;
+                if b.get(i) == Some(&b'.') && digits(i + 1, 1) {
+                    i += 1;
+                    while i < b.len() && b[i].is_ascii_digit() {
+                        i += 1;
+                    }
+                }
+            }
+        }
+        Some(i - from)
+    };
+    let tz_len = |from: usize| -> usize {
+        match b.get(from) {
+            Some(b'Z') => 1,
+            Some(b'+' | b'-') if digits(from + 1, 2) && b.get(from + 3) == Some(&b':') && digits(from + 4, 2) => 6,
+            _ => 0,
+        }
+    };
+    if b.first() == Some(&b'T') {
+        let n = time_len(1)?;
+        if tz_len(1 + n) > 0 {
+            return None; // a time has no zone
+        }
+        let t = value::parse_time(&s[1..1 + n])?;
+        return Some((Literal::Time(t), 1 + n));
+    }
+    if !digits(0, 4) {
+        return None;
+    }
+    let mut i = 4;
+    if b.get(i) == Some(&b'-') && digits(i + 1, 2) {
+        i += 3;
+        if b.get(i) == Some(&b'-') && digits(i + 1, 2) {
+            i += 3;
+        }
+    }
+    if b.get(i) != Some(&b'T') {
+        return Some((Literal::Date(value::parse_date(&s[..i])?), i));
+    }
+    i += 1;
+    if let Some(n) = time_len(i) {
+        i += n;
+        i += tz_len(i);
+    }
+    Some((Literal::DateTime(value::parse_datetime(&s[..i])?), i))
 }
