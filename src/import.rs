@@ -10,11 +10,12 @@
 //! * failed files are copied to the quarantine directory with a JSON report line each
 //!   (`quarantine/report.ndjson`), and recorded in the ledger as failed; the rest of the import goes on.
 
-use crate::mapping::ssmix2::convert::{convert_patient, ConvertOptions, FileStatus, Summary};
+use crate::mapping::ssmix2::convert::{convert_patient_with, ConvertOptions, FileStatus, Summary};
 use crate::ssmix2::walk_patients;
-use crate::store::{ImportFile, ImportSummary, ImportWrite, LedgerStatus, ResourceBody, ResourceStore, Store, StoreError};
+use crate::store::{
+    ImportFile, ImportSummary, ImportWrite, LedgerStatus, PreparedImport, ResourceBody, ResourceStore, Store, StoreError,
+};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -60,8 +61,14 @@ pub enum ImportError {
     Quarantine(std::io::Error),
 }
 
-/// Imports the storage at `root` into `store`. `progress` is called after every file with the running
-/// conversion summary (for a progress bar). Errors: see [`ImportError`].
+/// Imports the storage at `root` into `store`. `progress` is called after every committed batch with
+/// the running conversion summary (for a progress bar). Errors: see [`ImportError`].
+///
+/// Two stages run concurrently (one core each on a 2-core machine): a worker thread walks the storage
+/// patient by patient, skips files the ledger already holds with the same sha256 (one ledger query per
+/// patient), converts the rest and prepares the store writes (JSON + search-index extraction,
+/// [`PreparedImport::prepare`]); the calling task commits the prepared batches
+/// ([`Store::apply_import`]). A bounded channel (2 batches) keeps memory flat in corpus size.
 pub async fn import_ssmix2(
     store: &Store,
     root: &Path,
@@ -71,9 +78,7 @@ pub async fn import_ssmix2(
     if !root.exists() {
         return Err(ImportError::Root(root.to_path_buf(), "no such file or directory".into()));
     }
-    let mut report = ImportReport::default();
-    let mut batch: Vec<ImportFile> = Vec::with_capacity(opts.batch_files);
-    let mut quarantine = match &opts.quarantine {
+    let quarantine = match &opts.quarantine {
         Some(dir) => {
             std::fs::create_dir_all(dir).map_err(ImportError::Quarantine)?;
             let f = std::fs::OpenOptions::new()
@@ -85,73 +90,134 @@ pub async fn import_ssmix2(
         }
         None => None,
     };
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<(PreparedImport, Summary), ImportError>>(2);
+    let producer = {
+        let store = store.clone();
+        let root = root.to_path_buf();
+        let opts = opts.clone();
+        let handle = tokio::runtime::Handle::current();
+        std::thread::spawn(move || produce(&store, &root, &opts, quarantine, &handle, &tx))
+    };
+    let mut report = ImportReport::default();
+    let mut result = Ok(());
+    while let Some(msg) = rx.recv().await {
+        match msg {
+            Ok((prepared, summary)) => {
+                if prepared.files() > 0 {
+                    match store.apply_import(prepared).await {
+                        Ok(s) => {
+                            report.store.created += s.created;
+                            report.store.updated += s.updated;
+                            report.store.unchanged += s.unchanged;
+                            report.store.deleted += s.deleted;
+                        }
+                        Err(e) => {
+                            result = Err(ImportError::Store(e));
+                            break;
+                        }
+                    }
+                }
+                report.conversion = summary;
+                progress(&report.conversion);
+            }
+            Err(e) => {
+                result = Err(e);
+                break;
+            }
+        }
+    }
+    drop(rx);
+    let _ = tokio::task::spawn_blocking(move || producer.join()).await;
+    result?;
+    report.unchanged_files = report.conversion.unchanged;
+    Ok(report)
+}
+
+type Sender = tokio::sync::mpsc::Sender<Result<(PreparedImport, Summary), ImportError>>;
+
+/// The worker-thread stage of [`import_ssmix2`]: walk, ledger check, convert, prepare, send.
+fn produce(
+    store: &Store,
+    root: &Path,
+    opts: &ImportOptions,
+    mut quarantine: Option<(PathBuf, std::fs::File)>,
+    handle: &tokio::runtime::Handle,
+    tx: &Sender,
+) {
+    let mut convert = opts.convert.clone();
+    convert.hash_content = true;
+    let registry = store.registry().clone();
+    let mut summary = Summary::default();
+    let mut batch: Vec<ImportFile> = Vec::with_capacity(opts.batch_files);
+    let send_batch = |batch: &mut Vec<ImportFile>, summary: &Summary| -> bool {
+        let files = std::mem::take(batch);
+        let msg = PreparedImport::prepare(&registry, files).map(|p| (p, summary.clone())).map_err(ImportError::Store);
+        tx.blocking_send(msg).is_ok()
+    };
     for patient in walk_patients(root) {
         let patient = match patient {
             Ok(p) => p,
             Err(e) => {
-                report.conversion.files += 1;
-                report.conversion.failed += 1;
-                let key = e.path().to_string_lossy().into_owned();
-                let err = serde_json::json!({"file": key, "error": e.to_string(), "location": "file name"});
-                quarantine_file(&mut quarantine, e.path(), &err)?;
+                summary.files += 1;
+                summary.failed += 1;
+                let err = serde_json::json!({"file": e.path(), "error": e.to_string(), "location": "file name"});
+                if let Err(e) = quarantine_file(&mut quarantine, e.path(), &err) {
+                    let _ = tx.blocking_send(Err(e));
+                    return;
+                }
                 continue;
             }
         };
-        let reports = convert_patient(&patient, &opts.convert);
-        for r in reports {
-            report.conversion.add(&r);
-            let key = ledger_key(root, &r.path);
-            let bytes = std::fs::read(&r.path).unwrap_or_default();
-            let hash = hex::encode(Sha256::digest(&bytes));
-            if let Some(entry) = store.ledger_get(&key).await? {
-                if entry.content_sha256 == hash && entry.status == LedgerStatus::Done {
-                    report.unchanged_files += 1;
-                    progress(&report.conversion);
-                    continue;
-                }
+        let keys: Vec<String> = patient.files.iter().map(|f| ledger_key(root, &f.path)).collect();
+        let ledger = match handle.block_on(store.ledger_get_many(&keys)) {
+            Ok(l) => l,
+            Err(e) => {
+                let _ = tx.blocking_send(Err(ImportError::Store(e)));
+                return;
             }
+        };
+        let unchanged = |path: &Path, sha: &str| {
+            ledger
+                .get(&ledger_key(root, path))
+                .is_some_and(|e| e.content_sha256 == sha && e.status == LedgerStatus::Done)
+        };
+        for r in convert_patient_with(&patient, &convert, &unchanged) {
+            summary.add(&r);
+            let key = ledger_key(root, &r.path);
+            let hash = r.sha256.clone().unwrap_or_default();
             let writes: Vec<ImportWrite> = match &r.status {
+                FileStatus::Unchanged => continue,
                 FileStatus::Converted => r.resources.into_iter().filter_map(|v| write_of(v, true)).collect(),
                 FileStatus::Deleted => r.resources.into_iter().filter_map(|v| write_of(v, false)).collect(),
                 FileStatus::Superseded => Vec::new(),
                 FileStatus::Failed(err) => {
                     let msg = format!("{} ({})", err.error, err.location);
-                    store.ledger_put(&key, &hash, LedgerStatus::Failed, Some(&msg)).await?;
+                    if let Err(e) = handle.block_on(store.ledger_put(&key, &hash, LedgerStatus::Failed, Some(&msg))) {
+                        let _ = tx.blocking_send(Err(ImportError::Store(e)));
+                        return;
+                    }
                     let err_json = serde_json::to_value(err).unwrap_or(Value::Null);
-                    quarantine_file(&mut quarantine, &r.path, &err_json)?;
-                    progress(&report.conversion);
+                    if let Err(e) = quarantine_file(&mut quarantine, &r.path, &err_json) {
+                        let _ = tx.blocking_send(Err(e));
+                        return;
+                    }
                     continue;
                 }
             };
             batch.push(ImportFile { path: key, content_sha256: hash, writes });
-            if batch.len() >= opts.batch_files {
-                flush(store, &mut batch, &mut report).await?;
+            if batch.len() >= opts.batch_files && !send_batch(&mut batch, &summary) {
+                return;
             }
-            progress(&report.conversion);
         }
     }
-    flush(store, &mut batch, &mut report).await?;
-    Ok(report)
+    let _ = send_batch(&mut batch, &summary);
 }
 
 fn write_of(v: Value, keep: bool) -> Option<ImportWrite> {
     let rt = v.get("resourceType")?.as_str()?.to_string();
     let id = v.get("id")?.as_str()?.to_string();
-    let body = if keep { Some(ResourceBody::Text(serde_json::to_string(&v).ok()?)) } else { None };
+    let body = if keep { Some(ResourceBody::Json(v)) } else { None };
     Some(ImportWrite { resource_type: rt, id, body })
-}
-
-async fn flush(store: &Store, batch: &mut Vec<ImportFile>, report: &mut ImportReport) -> Result<(), ImportError> {
-    if batch.is_empty() {
-        return Ok(());
-    }
-    let files = std::mem::take(batch);
-    let s = store.import_files_batch(files).await?;
-    report.store.created += s.created;
-    report.store.updated += s.updated;
-    report.store.unchanged += s.unchanged;
-    report.store.deleted += s.deleted;
-    Ok(())
 }
 
 /// Ledger key: the path relative to the storage root (stable when the root is moved).

@@ -132,6 +132,7 @@ fn convert_options(a: &SourceArgs) -> Result<ConvertOptions, String> {
             Identity::Strict => IdentityMode::Strict,
         },
         facility_code: a.facility.clone(),
+        hash_content: false,
     })
 }
 
@@ -219,7 +220,7 @@ fn convert(args: &SourceArgs, out: Option<PathBuf>) -> ExitCode {
                         FileStatus::Failed(err) => {
                             let _ = writeln!(stderr.lock(), "{}", serde_json::to_string(err).unwrap_or_default());
                         }
-                        FileStatus::Superseded | FileStatus::Deleted => {}
+                        FileStatus::Superseded | FileStatus::Deleted | FileStatus::Unchanged => {}
                     }
                 }
             }

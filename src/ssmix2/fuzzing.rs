@@ -59,6 +59,7 @@ pub fn exercise(data: &[u8]) -> usize {
             charset: Charset::Auto,
             identity: if (first + i) % 2 == 0 { IdentityMode::Lenient } else { IdentityMode::Strict },
             facility_code: if first % 3 == 0 { Some("1312345678".into()) } else { None },
+            ..ConvertOptions::default()
         };
         for r in [None, reference.as_ref()] {
             let report = convert_bytes(&file, data, &opts, r);

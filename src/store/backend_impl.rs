@@ -1238,53 +1238,8 @@ impl ResourceStore for Me {
     }
 
     async fn import_files_batch(&self, files: Vec<ImportFile>) -> Result<ImportSummary, StoreError> {
-        let mut ops = Vec::new();
-        let mut ledger = Vec::with_capacity(files.len());
-        for (fi, f) in files.into_iter().enumerate() {
-            for w in f.writes {
-                match w.body {
-                    Some(body) => {
-                        let prep = shared::prepare(&self.registry, &w.resource_type, &w.id, body, false).map_err(|e| {
-                            StoreError::Invalid(format!("import file #{fi}, {}/{}: {e}", w.resource_type, w.id))
-                        })?;
-                        ops.push(Op::Put { rtype: w.resource_type, id: w.id, prep, if_match: None, mode: PutMode::IfChanged });
-                    }
-                    None => {
-                        shared::check_type(&w.resource_type)?;
-                        ops.push(Op::Delete { rtype: w.resource_type, id: w.id });
-                    }
-                }
-            }
-            ledger.push((f.path, f.content_sha256));
-        }
-        let mut tx = self.begin_write().await?;
-        let results = apply_ops(&mut tx, ops).await.map_err(|(_, e)| e)?;
-        let now = shared::now_ms();
-        for chunk in ledger.chunks(MAX_BINDS / 5) {
-            let mut qb =
-                QueryBuilder::<Db>::new("INSERT INTO import_files (path, content_sha256, status, error, imported_at) ");
-            qb.push_values(chunk, |mut b, (p, h)| {
-                b.push_bind(p.clone())
-                    .push_bind(h.clone())
-                    .push_bind(LedgerStatus::Done.as_str())
-                    .push_bind(None::<String>)
-                    .push_bind(now);
-            });
-            qb.push(LEDGER_UPSERT_TAIL);
-            qb.build().execute(&mut *tx).await?;
-        }
-        tx.commit().await?;
-        let mut s = ImportSummary::default();
-        for r in results {
-            match r {
-                OpResult::Written(_, WriteOutcome::Created) => s.created += 1,
-                OpResult::Written(_, WriteOutcome::Updated) => s.updated += 1,
-                OpResult::Written(_, WriteOutcome::Unchanged) | OpResult::Unchanged => s.unchanged += 1,
-                OpResult::Deleted(Some(_)) => s.deleted += 1,
-                OpResult::Deleted(None) => s.unchanged += 1,
-            }
-        }
-        Ok(s)
+        let prepared = crate::store::PreparedImport::prepare(&self.registry, files)?;
+        self.apply_import(prepared).await
     }
 
     async fn ledger_get(&self, path: &str) -> Result<Option<LedgerEntry>, StoreError> {
@@ -1361,5 +1316,70 @@ impl Me {
         }
         self.run_ops(ops).await.map_err(|(_, e)| e)?;
         Ok(())
+    }
+}
+
+impl Me {
+    /// Writes a [`crate::store::PreparedImport`] (resources + ledger rows) in ONE transaction.
+    /// Errors: `Invalid`, `Database`.
+    pub(crate) async fn apply_import(&self, prepared: crate::store::PreparedImport) -> Result<ImportSummary, StoreError> {
+        let crate::store::PreparedImport { ops, ledger } = prepared;
+        let mut tx = self.begin_write().await?;
+        let results = apply_ops(&mut tx, ops).await.map_err(|(_, e)| e)?;
+        let now = shared::now_ms();
+        for chunk in ledger.chunks(MAX_BINDS / 5) {
+            let mut qb =
+                QueryBuilder::<Db>::new("INSERT INTO import_files (path, content_sha256, status, error, imported_at) ");
+            qb.push_values(chunk, |mut b, (p, h)| {
+                b.push_bind(p.clone())
+                    .push_bind(h.clone())
+                    .push_bind(LedgerStatus::Done.as_str())
+                    .push_bind(None::<String>)
+                    .push_bind(now);
+            });
+            qb.push(LEDGER_UPSERT_TAIL);
+            qb.build().execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        let mut s = ImportSummary::default();
+        for r in results {
+            match r {
+                OpResult::Written(_, WriteOutcome::Created) => s.created += 1,
+                OpResult::Written(_, WriteOutcome::Updated) => s.updated += 1,
+                OpResult::Written(_, WriteOutcome::Unchanged) | OpResult::Unchanged => s.unchanged += 1,
+                OpResult::Deleted(Some(_)) => s.deleted += 1,
+                OpResult::Deleted(None) => s.unchanged += 1,
+            }
+        }
+        Ok(s)
+    }
+
+    /// Ledger rows of many paths in one query per 1,000 paths (absent paths are missing from the map).
+    /// Errors: `Database`.
+    pub(crate) async fn ledger_get_many(&self, paths: &[String]) -> Result<HashMap<String, LedgerEntry>, StoreError> {
+        let mut out = HashMap::with_capacity(paths.len());
+        for chunk in paths.chunks(1000) {
+            let mut qb = QueryBuilder::<Db>::new(
+                "SELECT path, content_sha256, status, error, imported_at FROM import_files WHERE path IN (",
+            );
+            let mut sep = qb.separated(", ");
+            for p in chunk {
+                sep.push_bind(p.clone());
+            }
+            qb.push(")");
+            for r in qb.build().fetch_all(self.read_pool()).await? {
+                let status: String = r.try_get(2)?;
+                let at: i64 = r.try_get(4)?;
+                let e = LedgerEntry {
+                    path: r.try_get(0)?,
+                    content_sha256: r.try_get(1)?,
+                    status: LedgerStatus::parse(&status),
+                    error: r.try_get(3)?,
+                    imported_at: shared::format_ms(at),
+                };
+                out.insert(e.path.clone(), e);
+            }
+        }
+        Ok(out)
     }
 }

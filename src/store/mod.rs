@@ -437,6 +437,77 @@ impl Store {
     }
 }
 
+/// An import batch whose CPU work — JSON handling and search-index extraction — is done
+/// ([`PreparedImport::prepare`], synchronous, run it on a worker thread) and that only needs writing
+/// ([`Store::apply_import`]). This lets an importer use one core for conversion + indexing and the
+/// other for the database.
+#[derive(Debug)]
+pub struct PreparedImport {
+    pub(crate) ops: Vec<shared::Op>,
+    pub(crate) ledger: Vec<(String, String)>,
+}
+
+impl PreparedImport {
+    /// Prepares `files` (each resource parsed/serialised once and its index rows extracted with
+    /// `registry`). Errors: `Invalid` naming the file index and resource (nothing is prepared).
+    pub fn prepare(registry: &Registry, files: Vec<ImportFile>) -> Result<PreparedImport, StoreError> {
+        let mut ops = Vec::new();
+        let mut ledger = Vec::with_capacity(files.len());
+        for (fi, f) in files.into_iter().enumerate() {
+            for w in f.writes {
+                match w.body {
+                    Some(body) => {
+                        let prep = shared::prepare(registry, &w.resource_type, &w.id, body, false).map_err(|e| {
+                            StoreError::Invalid(format!("import file #{fi}, {}/{}: {e}", w.resource_type, w.id))
+                        })?;
+                        ops.push(shared::Op::Put {
+                            rtype: w.resource_type,
+                            id: w.id,
+                            prep,
+                            if_match: None,
+                            mode: shared::PutMode::IfChanged,
+                        });
+                    }
+                    None => {
+                        shared::check_type(&w.resource_type)?;
+                        ops.push(shared::Op::Delete { rtype: w.resource_type, id: w.id });
+                    }
+                }
+            }
+            ledger.push((f.path, f.content_sha256));
+        }
+        Ok(PreparedImport { ops, ledger })
+    }
+
+    /// Number of source files in the batch.
+    pub fn files(&self) -> usize {
+        self.ledger.len()
+    }
+}
+
+impl Store {
+    /// Writes a prepared import batch — every resource and the files' ledger rows — in ONE
+    /// transaction (see [`ResourceStore::import_files_batch`]). Errors: `Invalid`, `Database`.
+    pub async fn apply_import(&self, prepared: PreparedImport) -> Result<ImportSummary, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.apply_import(prepared).await,
+            Store::Postgres(s) => s.apply_import(prepared).await,
+        }
+    }
+
+    /// Import-ledger rows for many paths at once (paths never recorded are absent from the map).
+    /// Errors: `Database`.
+    pub async fn ledger_get_many(
+        &self,
+        paths: &[String],
+    ) -> Result<std::collections::HashMap<String, LedgerEntry>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.ledger_get_many(paths).await,
+            Store::Postgres(s) => s.ledger_get_many(paths).await,
+        }
+    }
+}
+
 macro_rules! delegate {
     ($self:ident, $s:ident => $e:expr) => {
         match $self {

@@ -31,6 +31,8 @@ pub struct ConvertOptions {
     pub identity: IdentityMode,
     /// 10-digit 医療機関コード of the source facility (see [`Options::facility_code`]).
     pub facility_code: Option<String>,
+    /// Compute each file's sha256 ([`FileReport::sha256`]), for an importer's ledger.
+    pub hash_content: bool,
 }
 
 /// Why a file could not be converted (one JSON object per failed file on the CLI's stderr).
@@ -57,6 +59,8 @@ pub enum FileStatus {
     /// The newest file of a group without any valid (flag 1) file: the data were deleted. `resources`
     /// holds what the file maps to, so an importer knows which resource ids to delete.
     Deleted,
+    /// Skipped: the caller's `unchanged` check (an import ledger) says this exact content is already done.
+    Unchanged,
     /// Failed; see the error.
     Failed(FileError),
 }
@@ -76,6 +80,8 @@ pub struct FileReport {
     pub warnings: Vec<String>,
     /// Size of the file in bytes.
     pub bytes: u64,
+    /// sha256 hex of the file's bytes (when [`ConvertOptions::hash_content`] is set and the file was read).
+    pub sha256: Option<String>,
     /// The identity the message's PID asserts (filled for converted files), used to check the other
     /// files of the patient against its ADT-00.
     pub identity: Option<Identity>,
@@ -87,6 +93,18 @@ pub struct FileReport {
 /// file plus one failed report per walk error inside the patient directory. ADT-00 is mapped first so
 /// its identity can be checked against the other files. Never panics on file content.
 pub fn convert_patient(p: &PatientFiles, opts: &ConvertOptions) -> Vec<FileReport> {
+    convert_patient_with(p, opts, &|_, _| false)
+}
+
+/// Like [`convert_patient`], reading each file once and asking `unchanged(path, sha256)` (only when
+/// [`ConvertOptions::hash_content`] is set) whether its exact content was already imported: such files
+/// are reported [`FileStatus::Unchanged`] without being mapped (an unchanged ADT-00 is still parsed for
+/// its identity).
+pub fn convert_patient_with(
+    p: &PatientFiles,
+    opts: &ConvertOptions,
+    unchanged: &dyn Fn(&Path, &str) -> bool,
+) -> Vec<FileReport> {
     let decisions = p.resolve();
     let mut reports = Vec::with_capacity(p.files.len() + p.errors.len());
     for e in &p.errors {
@@ -103,20 +121,67 @@ pub fn convert_patient(p: &PatientFiles, opts: &ConvertOptions) -> Vec<FileRepor
             VersionStatus::Misplaced => {
                 let problems: Vec<String> = f.placement.iter().map(|x| x.to_string()).collect();
                 let mut r = failed(&f.path, Some(f.name.data_type.as_str()), problems.join("; "), "placement");
-                r.bytes = file_len(&f.path);
+                if let Ok(b) = std::fs::read(&f.path) {
+                    r.bytes = b.len() as u64;
+                    r.sha256 = opts.hash_content.then(|| sha256_hex(&b));
+                }
                 r
             }
-            VersionStatus::Superseded { .. } => FileReport {
-                path: f.path.clone(),
-                data_type: f.name.data_type.as_str().to_string(),
-                status: FileStatus::Superseded,
-                resources: Vec::new(),
-                warnings: Vec::new(),
-                bytes: file_len(&f.path),
-                identity: None,
-            },
+            VersionStatus::Superseded { .. } => {
+                let (bytes, sha256) = if opts.hash_content {
+                    match std::fs::read(&f.path) {
+                        Ok(b) => (b.len() as u64, Some(sha256_hex(&b))),
+                        Err(_) => (0, None),
+                    }
+                } else {
+                    (file_len(&f.path), None)
+                };
+                FileReport {
+                    path: f.path.clone(),
+                    data_type: f.name.data_type.as_str().to_string(),
+                    status: FileStatus::Superseded,
+                    resources: Vec::new(),
+                    warnings: Vec::new(),
+                    bytes,
+                    sha256,
+                    identity: None,
+                }
+            }
             VersionStatus::Current { .. } | VersionStatus::Deleted => {
-                let mut r = convert_file(f, opts, reference.as_ref());
+                let bytes = match std::fs::read(&f.path) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        let msg = format!("cannot read file: {e}");
+                        reports.push(failed(&f.path, Some(f.name.data_type.as_str()), msg, "file"));
+                        continue;
+                    }
+                };
+                let sha256 = opts.hash_content.then(|| sha256_hex(&bytes));
+                if let Some(h) = &sha256 {
+                    if unchanged(&f.path, h) {
+                        let identity = if f.name.data_type.as_str() == "ADT-00" {
+                            Message::parse(&bytes, &DecodeOptions { charset: opts.charset }).ok().and_then(|m| identity_of(&m))
+                        } else {
+                            None
+                        };
+                        if identity.is_some() {
+                            reference = identity.clone();
+                        }
+                        reports.push(FileReport {
+                            path: f.path.clone(),
+                            data_type: f.name.data_type.as_str().to_string(),
+                            status: FileStatus::Unchanged,
+                            resources: Vec::new(),
+                            warnings: Vec::new(),
+                            bytes: bytes.len() as u64,
+                            sha256,
+                            identity,
+                        });
+                        continue;
+                    }
+                }
+                let mut r = convert_bytes(f, &bytes, opts, reference.as_ref());
+                r.sha256 = sha256;
                 if let VersionStatus::Current { newer_invalid: true } = status {
                     r.warnings.push("a newer file of this order has condition flag 0/2; the newest valid file is used".into());
                 }
@@ -151,8 +216,14 @@ fn failed(path: &Path, data_type: Option<&str>, error: String, location: &str) -
         resources: Vec::new(),
         warnings: Vec::new(),
         bytes: 0,
+        sha256: None,
         identity: None,
     }
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
 }
 
 /// Reads, decodes and maps one file (no version resolution). See [`convert_bytes`].
@@ -176,6 +247,7 @@ pub fn convert_bytes(f: &StorageFile, bytes: &[u8], opts: &ConvertOptions, refer
         resources: Vec::new(),
         warnings: Vec::new(),
         bytes: bytes.len() as u64,
+        sha256: None,
         identity: None,
     };
     let msg = match Message::parse(bytes, &DecodeOptions { charset: opts.charset }) {
@@ -265,6 +337,8 @@ pub struct Summary {
     pub deleted: u64,
     /// Files that failed.
     pub failed: u64,
+    /// Files skipped as already imported with the same content.
+    pub unchanged: u64,
     /// Warnings over all files.
     pub warnings: u64,
     /// Resources emitted.
@@ -286,6 +360,7 @@ impl Summary {
             }
             FileStatus::Superseded => self.superseded += 1,
             FileStatus::Deleted => self.deleted += 1,
+            FileStatus::Unchanged => self.unchanged += 1,
             FileStatus::Failed(_) => self.failed += 1,
         }
     }
