@@ -2,6 +2,8 @@
 //! survives model → FHIR → model unchanged, every produced resource is structurally valid FHIR R4 and
 //! carries a Tobiume-net profile, and the simple registration JSON follows its JSON Schema.
 
+#![allow(clippy::type_complexity)] // proptest strategy tuples
+
 use std::collections::HashSet;
 use std::path::Path;
 

@@ -293,7 +293,7 @@ pub(crate) mod base64 {
     /// Decodes (white space ignored); `None` on any other non-alphabet character or bad padding.
     pub fn decode(input: &str) -> Option<Vec<u8>> {
         let clean: Vec<u8> = input.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
-        if clean.len() % 4 != 0 {
+        if !clean.len().is_multiple_of(4) {
             return None;
         }
         let mut out = Vec::with_capacity(clean.len() / 4 * 3);

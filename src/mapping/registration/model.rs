@@ -8,7 +8,8 @@
 //! * every item is an [`Item`]: `{"value": …, "meta": {"lastUpdated": "2026-07-01", "author": {"name":
 //!   "…", "facility": "…"}}}`;
 //! * choice-list values are the stable codes of [`super::terminology`] (e.g. `"care-3"`, `"2a"`);
-//! * absent optional items are left out (or `null`); absent lists are left out (or `[]`);
+//! * absent optional items and empty lists are left out (serde also reads `null` and `[]`; the JSON Schema
+//!   accepts `[]` but not `null`);
 //! * unknown members are rejected (`deny_unknown_fields`), so a misspelt item is an error, not a loss.
 //!
 //! Deserialization checks the shape and the date formats only; [`Registration::validate`] checks the

@@ -36,8 +36,11 @@ const JP_COVERAGE_EXT: &str = "http://jpfhir.jp/fhir/core/Extension/StructureDef
 /// Tobiume-net codes.
 const STANDARD_MAP: &str = include_str!("../../../mappings/tobiume/registration-to-standard.json");
 
-/// `(source system, source code)` → target codings, parsed once.
-static STANDARD: LazyLock<HashMap<(String, String), Vec<(String, String, String)>>> = LazyLock::new(|| {
+/// `(source system, source code)` → `(target system, code, display)` list.
+type StandardMap = HashMap<(String, String), Vec<(String, String, String)>>;
+
+/// The standard-code map, parsed once.
+static STANDARD: LazyLock<StandardMap> = LazyLock::new(|| {
     let mut out = HashMap::new();
     // A broken embedded file only loses the extra codings; the `standard_map_loads` test guards it.
     let Ok(cm) = serde_json::from_str::<Value>(STANDARD_MAP) else { return out };
