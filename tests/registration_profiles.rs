@@ -37,7 +37,10 @@ fn code_systems_and_value_sets_match_the_choice_lists() {
     let bless = std::env::var("TOBIUME_BLESS").is_ok_and(|v| v == "1");
     let mut expected: Vec<(String, Value)> = Vec::new();
     for cs in terminology::code_systems() {
-        expected.push((format!("CodeSystem-{}.json", cs["id"].as_str().unwrap()), cs));
+        expected.push((
+            format!("CodeSystem-{}.json", cs["id"].as_str().unwrap()),
+            cs,
+        ));
     }
     for vs in terminology::value_sets() {
         expected.push((format!("ValueSet-{}.json", vs["id"].as_str().unwrap()), vs));
@@ -48,49 +51,94 @@ fn code_systems_and_value_sets_match_the_choice_lists() {
             std::fs::create_dir_all(dir()).unwrap();
             std::fs::write(&path, serde_json::to_string_pretty(want).unwrap() + "\n").unwrap();
         }
-        assert_eq!(&read(&path), want, "{name} differs from the Rust choice list (TOBIUME_BLESS=1 to rewrite)");
+        assert_eq!(
+            &read(&path),
+            want,
+            "{name} differs from the Rust choice list (TOBIUME_BLESS=1 to rewrite)"
+        );
     }
     // No stale CodeSystem / ValueSet files.
     for (path, j) in all_json() {
         let t = j["resourceType"].as_str().unwrap_or("");
         if t == "CodeSystem" || t == "ValueSet" {
             let name = path.file_name().unwrap().to_string_lossy().to_string();
-            assert!(expected.iter().any(|(n, _)| *n == name), "stale file {name}");
+            assert!(
+                expected.iter().any(|(n, _)| *n == name),
+                "stale file {name}"
+            );
         }
     }
 }
 
 #[test]
 fn every_profile_and_extension_has_a_structure_definition() {
-    let sds: Vec<Value> = all_json().into_iter().map(|(_, j)| j).filter(|j| j["resourceType"] == "StructureDefinition").collect();
+    let sds: Vec<Value> = all_json()
+        .into_iter()
+        .map(|(_, j)| j)
+        .filter(|j| j["resourceType"] == "StructureDefinition")
+        .collect();
     for url in profile::ALL.iter().chain(ext::ALL) {
-        let sd = sds.iter().find(|s| s["url"] == *url).unwrap_or_else(|| panic!("no StructureDefinition for {url}"));
+        let sd = sds
+            .iter()
+            .find(|s| s["url"] == *url)
+            .unwrap_or_else(|| panic!("no StructureDefinition for {url}"));
         assert_eq!(sd["fhirVersion"], "4.0.1", "{url}");
         assert_eq!(sd["status"], "active", "{url}");
         assert_eq!(sd["derivation"], "constraint", "{url}");
-        assert!(sd["baseDefinition"].as_str().is_some_and(|b| b.starts_with("http://")), "{url}");
-        assert!(sd["differential"]["element"].as_array().is_some_and(|a| !a.is_empty()), "{url}");
-        let kind = if ext::ALL.contains(url) { "complex-type" } else { "resource" };
+        assert!(
+            sd["baseDefinition"]
+                .as_str()
+                .is_some_and(|b| b.starts_with("http://")),
+            "{url}"
+        );
+        assert!(
+            sd["differential"]["element"]
+                .as_array()
+                .is_some_and(|a| !a.is_empty()),
+            "{url}"
+        );
+        let kind = if ext::ALL.contains(url) {
+            "complex-type"
+        } else {
+            "resource"
+        };
         assert_eq!(sd["kind"], kind, "{url}");
     }
     for sd in &sds {
         let url = sd["url"].as_str().unwrap();
-        assert!(url.starts_with(CANONICAL_BASE), "{url} is under the canonical base");
-        assert!(profile::ALL.contains(&url) || ext::ALL.contains(&url), "{url} is not used by the mapping");
+        assert!(
+            url.starts_with(CANONICAL_BASE),
+            "{url} is under the canonical base"
+        );
+        assert!(
+            profile::ALL.contains(&url) || ext::ALL.contains(&url),
+            "{url} is not used by the mapping"
+        );
     }
 }
 
 #[test]
 fn every_conformance_resource_is_valid_r4() {
     let files = all_json();
-    assert!(files.len() >= 60, "expected all profiles, extensions, CodeSystems and ValueSets, found {}", files.len());
+    assert!(
+        files.len() >= 60,
+        "expected all profiles, extensions, CodeSystems and ValueSets, found {}",
+        files.len()
+    );
     for (path, j) in files {
         if let Err(issues) = schema::check(&j) {
             panic!("{}: {issues:#?}", path.display());
         }
         let id = j["id"].as_str().unwrap();
         let t = j["resourceType"].as_str().unwrap();
-        assert_eq!(path.file_name().unwrap().to_string_lossy(), format!("{t}-{id}.json"));
-        assert!(j["url"].as_str().unwrap().ends_with(&format!("/{id}")), "{}", path.display());
+        assert_eq!(
+            path.file_name().unwrap().to_string_lossy(),
+            format!("{t}-{id}.json")
+        );
+        assert!(
+            j["url"].as_str().unwrap().ends_with(&format!("/{id}")),
+            "{}",
+            path.display()
+        );
     }
 }

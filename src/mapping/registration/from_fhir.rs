@@ -27,16 +27,31 @@ struct Cur<'a> {
 
 impl<'a> Cur<'a> {
     fn root(res: &'a str, rtype: &str, v: &'a Value) -> Self {
-        Cur { res, path: rtype.to_string(), v: Some(v) }
+        Cur {
+            res,
+            path: rtype.to_string(),
+            v: Some(v),
+        }
     }
     fn get(&self, key: &str) -> Cur<'a> {
-        Cur { res: self.res, path: format!("{}.{key}", self.path), v: self.v.and_then(|v| v.get(key)).filter(|v| !v.is_null()) }
+        Cur {
+            res: self.res,
+            path: format!("{}.{key}", self.path),
+            v: self.v.and_then(|v| v.get(key)).filter(|v| !v.is_null()),
+        }
     }
     fn missing(&self) -> RegistrationError {
-        RegistrationError::Missing { resource: self.res.to_string(), path: self.path.clone() }
+        RegistrationError::Missing {
+            resource: self.res.to_string(),
+            path: self.path.clone(),
+        }
     }
     fn invalid(&self, message: &str) -> RegistrationError {
-        RegistrationError::Invalid { resource: self.res.to_string(), path: self.path.clone(), message: message.to_string() }
+        RegistrationError::Invalid {
+            resource: self.res.to_string(),
+            path: self.path.clone(),
+            message: message.to_string(),
+        }
     }
     fn present(&self) -> bool {
         self.v.is_some()
@@ -48,13 +63,21 @@ impl<'a> Cur<'a> {
             Some(Value::Array(a)) => Ok(a
                 .iter()
                 .enumerate()
-                .map(|(i, v)| Cur { res: self.res, path: format!("{}[{i}]", self.path), v: Some(v) })
+                .map(|(i, v)| Cur {
+                    res: self.res,
+                    path: format!("{}[{i}]", self.path),
+                    v: Some(v),
+                })
                 .collect()),
             Some(_) => Err(self.invalid("must be an array")),
         }
     }
     fn first(&self) -> R<Cur<'a>> {
-        Ok(self.items()?.into_iter().next().unwrap_or(Cur { res: self.res, path: format!("{}[0]", self.path), v: None }))
+        Ok(self.items()?.into_iter().next().unwrap_or(Cur {
+            res: self.res,
+            path: format!("{}[0]", self.path),
+            v: None,
+        }))
     }
     /// Optional string (empty → `None`).
     fn str(&self) -> R<Option<&'a str>> {
@@ -76,10 +99,18 @@ impl<'a> Cur<'a> {
         let short = url.rsplit('/').next().unwrap_or(url);
         for e in self.get("extension").items()? {
             if e.get("url").str()? == Some(url) {
-                return Ok(Cur { res: self.res, path: format!("{}.extension('{short}')", self.path), v: e.v });
+                return Ok(Cur {
+                    res: self.res,
+                    path: format!("{}.extension('{short}')", self.path),
+                    v: e.v,
+                });
             }
         }
-        Ok(Cur { res: self.res, path: format!("{}.extension('{short}')", self.path), v: None })
+        Ok(Cur {
+            res: self.res,
+            path: format!("{}.extension('{short}')", self.path),
+            v: None,
+        })
     }
     /// The codings of a CodeableConcept with `system`.
     fn code_in(&self, system: &str) -> R<Option<(Cur<'a>, &'a str)>> {
@@ -93,9 +124,12 @@ impl<'a> Cur<'a> {
     }
     /// A [`Choice`] value from this CodeableConcept's coding in the choice's system (required).
     fn choice<C: Choice>(&self) -> R<C> {
-        let (c, code) = self.code_in(&C::system())?.ok_or_else(|| {
-            RegistrationError::Missing { resource: self.res.to_string(), path: format!("{}.coding('{}')", self.path, C::CS_ID) }
-        })?;
+        let (c, code) = self
+            .code_in(&C::system())?
+            .ok_or_else(|| RegistrationError::Missing {
+                resource: self.res.to_string(),
+                path: format!("{}.coding('{}')", self.path, C::CS_ID),
+            })?;
         C::from_code(code).ok_or_else(|| c.get("code").invalid("unknown code"))
     }
     /// The item's [`ItemMeta`] from the item-meta extension on this element (required).
@@ -115,20 +149,35 @@ impl<'a> Cur<'a> {
                 _ => {}
             }
         }
-        let sub_missing = |name: &str| RegistrationError::Missing { resource: self.res.to_string(), path: format!("{}.extension('{name}')", e.path) };
+        let sub_missing = |name: &str| RegistrationError::Missing {
+            resource: self.res.to_string(),
+            path: format!("{}.extension('{name}')", e.path),
+        };
         let last = last.ok_or_else(|| sub_missing("lastUpdated"))?;
-        let last_updated = DateTime::new(last.req_str()?).ok_or_else(|| last.invalid("not a FHIR dateTime"))?;
-        let author = author.ok_or_else(|| sub_missing("author"))?.req_str()?.to_string();
+        let last_updated =
+            DateTime::new(last.req_str()?).ok_or_else(|| last.invalid("not a FHIR dateTime"))?;
+        let author = author
+            .ok_or_else(|| sub_missing("author"))?
+            .req_str()?
+            .to_string();
         let facility = match facility {
             Some(f) => f.string()?,
             None => None,
         };
-        Ok(ItemMeta { last_updated, author: Author { name: author, facility } })
+        Ok(ItemMeta {
+            last_updated,
+            author: Author {
+                name: author,
+                facility,
+            },
+        })
     }
     fn date(&self) -> R<Option<Date>> {
         match self.str()? {
             None => Ok(None),
-            Some(s) => Date::new(s).map(Some).ok_or_else(|| self.invalid("not a FHIR date")),
+            Some(s) => Date::new(s)
+                .map(Some)
+                .ok_or_else(|| self.invalid("not a FHIR date")),
         }
     }
     fn note(&self) -> R<Option<String>> {
@@ -155,7 +204,11 @@ impl<'a> Res<'a> {
     /// Sort key: the number at the end of the id, then the input position.
     fn order(&self) -> (usize, usize) {
         let id = self.v.get("id").and_then(Value::as_str).unwrap_or("");
-        let n = id.rsplit('-').next().and_then(|s| s.parse().ok()).unwrap_or(usize::MAX);
+        let n = id
+            .rsplit('-')
+            .next()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(usize::MAX);
         (n, self.index)
     }
 }
@@ -174,7 +227,10 @@ impl<'a> Ctx<'a> {
         if !tail.starts_with(&format!("{rtype}/")) {
             return Err(rf.invalid(&format!("must reference a {rtype}")));
         }
-        self.by_key.get(tail).copied().ok_or_else(|| rf.invalid("referenced resource is not in the input"))
+        self.by_key
+            .get(tail)
+            .copied()
+            .ok_or_else(|| rf.invalid("referenced resource is not in the input"))
     }
     /// Checks that `r` (subject / patient / beneficiary) references the registration's Patient.
     fn is_patient(&self, r: &Cur<'a>) -> R<bool> {
@@ -221,7 +277,10 @@ fn person_name(n: &Cur) -> R<PersonName> {
             let text = n.get("text").req_str()?;
             let mut parts = text.splitn(2, [' ', '\u{3000}']);
             let family = parts.next().unwrap_or("").to_string();
-            let given = parts.next().map(|g| g.trim().to_string()).filter(|g| !g.is_empty());
+            let given = parts
+                .next()
+                .map(|g| g.trim().to_string())
+                .filter(|g| !g.is_empty());
             Ok(PersonName { family, given })
         }
     }
@@ -234,7 +293,8 @@ fn phone_of(t: &Cur) -> R<Option<Phone>> {
     let number = t.get("value").req_str()?.to_string();
     let use_ = match t.get("use").str()? {
         None => PhoneUse::Home,
-        Some(u) => PhoneUse::from_code(u).ok_or_else(|| t.get("use").invalid("unsupported ContactPoint.use"))?,
+        Some(u) => PhoneUse::from_code(u)
+            .ok_or_else(|| t.get("use").invalid("unsupported ContactPoint.use"))?,
     };
     Ok(Some(Phone { number, use_ }))
 }
@@ -261,7 +321,12 @@ fn facility(res: &Res, preferred_system: &str) -> R<Facility> {
         }
     }
     let address = c.get("address").first()?.get("text").string()?;
-    Ok(Facility { name, code, phone, address })
+    Ok(Facility {
+        name,
+        code,
+        phone,
+        address,
+    })
 }
 
 fn professional(res: &Res) -> R<Professional> {
@@ -269,7 +334,10 @@ fn professional(res: &Res) -> R<Professional> {
     let mut name = None;
     let mut kana = None;
     for n in c.get("name").items()? {
-        let rep = n.ext("http://hl7.org/fhir/StructureDefinition/iso21090-EN-representation")?.get("valueCode").str()?;
+        let rep = n
+            .ext("http://hl7.org/fhir/StructureDefinition/iso21090-EN-representation")?
+            .get("valueCode")
+            .str()?;
         let text = match n.get("text").string()? {
             Some(t) => t,
             None => {
@@ -293,7 +361,11 @@ fn professional(res: &Res) -> R<Professional> {
             break;
         }
     }
-    Ok(Professional { name, name_kana: kana, phone })
+    Ok(Professional {
+        name,
+        name_kana: kana,
+        phone,
+    })
 }
 
 fn decode_text(att: &Cur) -> R<String> {
@@ -323,7 +395,13 @@ pub fn from_fhir(resources: &[Value]) -> Result<Registration, RegistrationError>
                 .and_then(Value::as_array)
                 .map(|a| a.iter().filter_map(Value::as_str).collect())
                 .unwrap_or_default();
-            Some(Res { v, rtype, key: format!("{rtype}/{id}"), profiles, index })
+            Some(Res {
+                v,
+                rtype,
+                key: format!("{rtype}/{id}"),
+                profiles,
+                index,
+            })
         })
         .collect();
 
@@ -334,12 +412,14 @@ pub fn from_fhir(resources: &[Value]) -> Result<Registration, RegistrationError>
         for ident in r.cur().get("identifier").items()? {
             if ident.get("system").str()? == Some(CARD_ID_SYSTEM) {
                 let v = ident.get("value");
-                let c = CardId::new(v.req_str()?).ok_or_else(|| v.invalid("not a Tobiume-net card id"))?;
+                let c = CardId::new(v.req_str()?)
+                    .ok_or_else(|| v.invalid("not a Tobiume-net card id"))?;
                 if patient.is_some() {
                     return Err(RegistrationError::Invalid {
                         resource: r.key.clone(),
                         path: "Patient".into(),
-                        message: "more than one Patient with a Tobiume-net card id in the input".into(),
+                        message: "more than one Patient with a Tobiume-net card id in the input"
+                            .into(),
                     });
                 }
                 patient = Some(r);
@@ -351,28 +431,47 @@ pub fn from_fhir(resources: &[Value]) -> Result<Registration, RegistrationError>
     let (Some(patient), Some(card_id)) = (patient, card) else {
         return Err(RegistrationError::Missing {
             resource: "Patient".into(),
-            path: "Patient.identifier.where(system='http://tobiume-gateway.local/fhir/sid/card-id')".into(),
+            path:
+                "Patient.identifier.where(system='http://tobiume-gateway.local/fhir/sid/card-id')"
+                    .into(),
         });
     };
-    let cx = Ctx { by_key: all.iter().map(|r| (r.key.clone(), r)).collect(), patient_key: patient.key.clone() };
+    let cx = Ctx {
+        by_key: all.iter().map(|r| (r.key.clone(), r)).collect(),
+        patient_key: patient.key.clone(),
+    };
     let p = patient.cur();
 
     let mut kanji = None;
     let mut kana = None;
     for n in p.get("name").items()? {
-        let rep = n.ext("http://hl7.org/fhir/StructureDefinition/iso21090-EN-representation")?.get("valueCode");
+        let rep = n
+            .ext("http://hl7.org/fhir/StructureDefinition/iso21090-EN-representation")?
+            .get("valueCode");
         match rep.str()? {
             Some("IDE") => set_once(&mut kanji, Item::new(person_name(&n)?, n.meta()?), &n)?,
             Some("SYL") => set_once(&mut kana, Item::new(person_name(&n)?, n.meta()?), &n)?,
             _ => {}
         }
     }
-    let name_kanji = kanji.ok_or_else(|| RegistrationError::Missing { resource: patient.key.clone(), path: "Patient.name(IDE)".into() })?;
-    let name_kana = kana.ok_or_else(|| RegistrationError::Missing { resource: patient.key.clone(), path: "Patient.name(SYL)".into() })?;
+    let name_kanji = kanji.ok_or_else(|| RegistrationError::Missing {
+        resource: patient.key.clone(),
+        path: "Patient.name(IDE)".into(),
+    })?;
+    let name_kana = kana.ok_or_else(|| RegistrationError::Missing {
+        resource: patient.key.clone(),
+        path: "Patient.name(SYL)".into(),
+    })?;
     let bd = p.get("birthDate");
-    let birth_date = Item::new(bd.date()?.ok_or_else(|| bd.missing())?, p.get("_birthDate").meta()?);
+    let birth_date = Item::new(
+        bd.date()?.ok_or_else(|| bd.missing())?,
+        p.get("_birthDate").meta()?,
+    );
     let g = p.get("gender");
-    let sex = Item::new(Sex::from_code(g.req_str()?).ok_or_else(|| g.invalid("unknown gender"))?, p.get("_gender").meta()?);
+    let sex = Item::new(
+        Sex::from_code(g.req_str()?).ok_or_else(|| g.invalid("unknown gender"))?,
+        p.get("_gender").meta()?,
+    );
     let address = match p.get("address").items()?.into_iter().next() {
         None => None,
         Some(a) => {
@@ -392,7 +491,13 @@ pub fn from_fhir(resources: &[Value]) -> Result<Registration, RegistrationError>
                     t
                 }
             };
-            Some(Item::new(Address { postal_code: a.get("postalCode").string()?, text }, a.meta()?))
+            Some(Item::new(
+                Address {
+                    postal_code: a.get("postalCode").string()?,
+                    text,
+                },
+                a.meta()?,
+            ))
         }
     };
     let mut phones = Vec::new();
@@ -407,11 +512,17 @@ pub fn from_fhir(resources: &[Value]) -> Result<Registration, RegistrationError>
         let mut relationship = None;
         let mut relationship_text = None;
         for rel in c.get("relationship").items()? {
-            if rel.code_in("http://terminology.hl7.org/CodeSystem/v2-0131")?.is_some_and(|(_, code)| code == "C") {
+            if rel
+                .code_in("http://terminology.hl7.org/CodeSystem/v2-0131")?
+                .is_some_and(|(_, code)| code == "C")
+            {
                 is_emergency = true;
             }
             if let Some((cd, code)) = rel.code_in(&Relationship::system())? {
-                relationship = Some(Relationship::from_code(code).ok_or_else(|| cd.get("code").invalid("unknown code"))?);
+                relationship = Some(
+                    Relationship::from_code(code)
+                        .ok_or_else(|| cd.get("code").invalid("unknown code"))?,
+                );
                 relationship_text = rel.get("text").string()?;
             }
         }
@@ -422,7 +533,9 @@ pub fn from_fhir(resources: &[Value]) -> Result<Registration, RegistrationError>
             Some(t) => t,
             None => {
                 let n = person_name(&c.get("name"))?;
-                n.given.map(|g| format!("{} {g}", n.family)).unwrap_or(n.family)
+                n.given
+                    .map(|g| format!("{} {g}", n.family))
+                    .unwrap_or(n.family)
             }
         };
         let mut cphones = Vec::new();
@@ -432,7 +545,12 @@ pub fn from_fhir(resources: &[Value]) -> Result<Registration, RegistrationError>
             }
         }
         emergency_contacts.push(Item::new(
-            EmergencyContact { name, relationship: relationship.unwrap_or(Relationship::Other), relationship_text, phones: cphones },
+            EmergencyContact {
+                name,
+                relationship: relationship.unwrap_or(Relationship::Other),
+                relationship_text,
+                phones: cphones,
+            },
             c.meta()?,
         ));
     }
@@ -440,7 +558,10 @@ pub fn from_fhir(resources: &[Value]) -> Result<Registration, RegistrationError>
     if !mo.present() {
         return Err(mo.missing());
     }
-    let registering_clinic = Item::new(facility(cx.resolve(&mo, "Organization")?, MEDICAL_INSTITUTION_SYSTEM)?, mo.meta()?);
+    let registering_clinic = Item::new(
+        facility(cx.resolve(&mo, "Organization")?, MEDICAL_INSTITUTION_SYSTEM)?,
+        mo.meta()?,
+    );
     let org_ext = |url: &str, system: &str| -> R<Option<Item<Facility>>> {
         let e = p.ext(url)?;
         if !e.present() {
@@ -450,14 +571,25 @@ pub fn from_fhir(resources: &[Value]) -> Result<Registration, RegistrationError>
         if !vr.present() {
             return Err(vr.missing());
         }
-        Ok(Some(Item::new(facility(cx.resolve(&vr, "Organization")?, system)?, vr.meta()?)))
+        Ok(Some(Item::new(
+            facility(cx.resolve(&vr, "Organization")?, system)?,
+            vr.meta()?,
+        )))
     };
-    let emergency_referral_hospital = org_ext(ext::EMERGENCY_REFERRAL_HOSPITAL, MEDICAL_INSTITUTION_SYSTEM)?;
+    let emergency_referral_hospital =
+        org_ext(ext::EMERGENCY_REFERRAL_HOSPITAL, MEDICAL_INSTITUTION_SYSTEM)?;
     let care_facility = org_ext(ext::CARE_FACILITY, LTC_PROVIDER_SYSTEM)?;
 
     let mut reg = Registration {
         card_id,
-        demographics: Demographics { name_kanji, name_kana, birth_date, sex, address, phones },
+        demographics: Demographics {
+            name_kanji,
+            name_kana,
+            birth_date,
+            sex,
+            address,
+            phones,
+        },
         registration: RegistrationInfo {
             registering_clinic,
             emergency_referral_hospital,
@@ -501,14 +633,26 @@ pub fn from_fhir(resources: &[Value]) -> Result<Registration, RegistrationError>
     for r in &all {
         let c = r.cur();
         let subject = match r.rtype {
-            "CareTeam" | "Observation" | "Condition" | "MedicationStatement" | "DeviceUseStatement" | "Procedure" => c.get("subject"),
+            "CareTeam"
+            | "Observation"
+            | "Condition"
+            | "MedicationStatement"
+            | "DeviceUseStatement"
+            | "Procedure" => c.get("subject"),
             "AllergyIntolerance" | "Consent" => c.get("patient"),
             "Coverage" => c.get("beneficiary"),
             _ => continue,
         };
         // Only Tobiume-net resources (by profile, or an Observation with a registration-item code).
-        let ours = r.profiles.iter().any(|p| profile::ALL.contains(&p.split('|').next().unwrap_or("")));
-        let obs_item = if r.rtype == "Observation" { c.get("code").code_in(&item_system)? } else { None };
+        let ours = r
+            .profiles
+            .iter()
+            .any(|p| profile::ALL.contains(&p.split('|').next().unwrap_or("")));
+        let obs_item = if r.rtype == "Observation" {
+            c.get("code").code_in(&item_system)?
+        } else {
+            None
+        };
         if !ours && obs_item.is_none() {
             continue;
         }
@@ -529,17 +673,38 @@ pub fn from_fhir(resources: &[Value]) -> Result<Registration, RegistrationError>
                     let m = part.get("member");
                     let meta = part.meta()?;
                     match role {
-                        CareTeamRole::AttendingDoctor => set_once(&mut ri.attending_doctor, Item::new(professional(cx.resolve(&m, "Practitioner")?)?, meta), &part)?,
-                        CareTeamRole::VisitingNurse => set_once(&mut ri.visiting_nurse, Item::new(professional(cx.resolve(&m, "Practitioner")?)?, meta), &part)?,
-                        CareTeamRole::CareManager => set_once(&mut ri.care_manager, Item::new(professional(cx.resolve(&m, "Practitioner")?)?, meta), &part)?,
+                        CareTeamRole::AttendingDoctor => set_once(
+                            &mut ri.attending_doctor,
+                            Item::new(professional(cx.resolve(&m, "Practitioner")?)?, meta),
+                            &part,
+                        )?,
+                        CareTeamRole::VisitingNurse => set_once(
+                            &mut ri.visiting_nurse,
+                            Item::new(professional(cx.resolve(&m, "Practitioner")?)?, meta),
+                            &part,
+                        )?,
+                        CareTeamRole::CareManager => set_once(
+                            &mut ri.care_manager,
+                            Item::new(professional(cx.resolve(&m, "Practitioner")?)?, meta),
+                            &part,
+                        )?,
                         CareTeamRole::VisitingNurseStation => set_once(
                             &mut ri.visiting_nurse_station,
-                            Item::new(facility(cx.resolve(&m, "Organization")?, MEDICAL_INSTITUTION_SYSTEM)?, meta),
+                            Item::new(
+                                facility(
+                                    cx.resolve(&m, "Organization")?,
+                                    MEDICAL_INSTITUTION_SYSTEM,
+                                )?,
+                                meta,
+                            ),
                             &part,
                         )?,
                         CareTeamRole::HomeCareSupportOffice => set_once(
                             &mut ri.home_care_support_office,
-                            Item::new(facility(cx.resolve(&m, "Organization")?, LTC_PROVIDER_SYSTEM)?, meta),
+                            Item::new(
+                                facility(cx.resolve(&m, "Organization")?, LTC_PROVIDER_SYSTEM)?,
+                                meta,
+                            ),
                             &part,
                         )?,
                     }
@@ -557,77 +722,178 @@ pub fn from_fhir(resources: &[Value]) -> Result<Registration, RegistrationError>
                         insurer_number = idn.get("value").string()?;
                     }
                 }
-                let ins = Insurance { insurer_number, symbol: sym.get("valueString").string()?, number, branch: sub.get("valueString").string()? };
-                set_once(&mut reg.registration.insurance, Item::new(ins, c.meta()?), &c)?;
+                let ins = Insurance {
+                    insurer_number,
+                    symbol: sym.get("valueString").string()?,
+                    number,
+                    branch: sub.get("valueString").string()?,
+                };
+                set_once(
+                    &mut reg.registration.insurance,
+                    Item::new(ins, c.meta()?),
+                    &c,
+                )?;
             }
             "Condition" => {
                 let code = c.get("code");
                 let name = match code.get("text").string()? {
                     Some(t) => t,
-                    None => code.get("coding").first()?.get("display").req_str()?.to_string(),
+                    None => code
+                        .get("coding")
+                        .first()?
+                        .get("display")
+                        .req_str()?
+                        .to_string(),
                 };
                 let mut dcode = None;
                 for cd in code.get("coding").items()? {
-                    if let Some(sys) = cd.get("system").str()?.and_then(DiseaseCodeSystem::from_uri) {
-                        dcode = Some(DiseaseCode { system: sys, code: cd.get("code").req_str()?.to_string() });
+                    if let Some(sys) = cd
+                        .get("system")
+                        .str()?
+                        .and_then(DiseaseCodeSystem::from_uri)
+                    {
+                        dcode = Some(DiseaseCode {
+                            system: sys,
+                            code: cd.get("code").req_str()?.to_string(),
+                        });
                         break;
                     }
                 }
                 let onset = c.get("onsetDateTime").date()?;
-                diagnoses.push((r.order(), Item::new(Diagnosis { name, code: dcode, onset }, c.meta()?)));
+                diagnoses.push((
+                    r.order(),
+                    Item::new(
+                        Diagnosis {
+                            name,
+                            code: dcode,
+                            onset,
+                        },
+                        c.meta()?,
+                    ),
+                ));
             }
             "MedicationStatement" => {
                 let mc = c.get("medicationCodeableConcept");
-                if mc.code_in(&item_system)?.is_some_and(|(_, code)| code == RegistrationItem::PrescriptionText.code()) {
+                if mc
+                    .code_in(&item_system)?
+                    .is_some_and(|(_, code)| code == RegistrationItem::PrescriptionText.code())
+                {
                     let text = mc.get("text").req_str()?.to_string();
                     set_once(&mut reg.prescription_text, Item::new(text, c.meta()?), &c)?;
                     continue;
                 }
                 let drug = match mc.get("text").string()? {
                     Some(t) => t,
-                    None => mc.get("coding").first()?.get("display").req_str()?.to_string(),
+                    None => mc
+                        .get("coding")
+                        .first()?
+                        .get("display")
+                        .req_str()?
+                        .to_string(),
                 };
                 let mut dcode = None;
                 for cd in mc.get("coding").items()? {
                     if let Some(sys) = cd.get("system").str()?.and_then(DrugCodeSystem::from_uri) {
-                        dcode = Some(DrugCode { system: sys, code: cd.get("code").req_str()?.to_string() });
+                        dcode = Some(DrugCode {
+                            system: sys,
+                            code: cd.get("code").req_str()?.to_string(),
+                        });
                         break;
                     }
                 }
                 let dosage = c.get("dosage").first()?.get("text").string()?;
-                prescriptions.push((r.order(), Item::new(Prescription { drug, code: dcode, dosage }, c.meta()?)));
+                prescriptions.push((
+                    r.order(),
+                    Item::new(
+                        Prescription {
+                            drug,
+                            code: dcode,
+                            dosage,
+                        },
+                        c.meta()?,
+                    ),
+                ));
             }
             "AllergyIntolerance" => {
                 let code = c.get("code");
-                if r.has_profile(profile::ALLERGY) || code.code_in(&AllergyKind::system())?.is_some() {
+                if r.has_profile(profile::ALLERGY)
+                    || code.code_in(&AllergyKind::system())?.is_some()
+                {
                     let kind = code.choice::<AllergyKind>()?;
-                    allergies.push((r.order(), Item::new(Allergy { kind, detail: code.get("text").string()? }, c.meta()?)));
+                    allergies.push((
+                        r.order(),
+                        Item::new(
+                            Allergy {
+                                kind,
+                                detail: code.get("text").string()?,
+                            },
+                            c.meta()?,
+                        ),
+                    ));
                 } else if r.has_profile(profile::CONTRAINDICATED_DRUG) {
                     let drug = match code.get("text").string()? {
                         Some(t) => t,
-                        None => code.get("coding").first()?.get("display").req_str()?.to_string(),
+                        None => code
+                            .get("coding")
+                            .first()?
+                            .get("display")
+                            .req_str()?
+                            .to_string(),
                     };
                     let mut dcode = None;
                     for cd in code.get("coding").items()? {
-                        if let Some(sys) = cd.get("system").str()?.and_then(DrugCodeSystem::from_uri) {
-                            dcode = Some(DrugCode { system: sys, code: cd.get("code").req_str()?.to_string() });
+                        if let Some(sys) =
+                            cd.get("system").str()?.and_then(DrugCodeSystem::from_uri)
+                        {
+                            dcode = Some(DrugCode {
+                                system: sys,
+                                code: cd.get("code").req_str()?.to_string(),
+                            });
                             break;
                         }
                     }
                     let reason = c.note()?;
-                    contraindicated.push((r.order(), Item::new(ContraindicatedDrug { drug, code: dcode, reason }, c.meta()?)));
+                    contraindicated.push((
+                        r.order(),
+                        Item::new(
+                            ContraindicatedDrug {
+                                drug,
+                                code: dcode,
+                                reason,
+                            },
+                            c.meta()?,
+                        ),
+                    ));
                 }
             }
             "DeviceUseStatement" => {
                 let dev = cx.resolve(&c.get("device"), "Device")?;
                 let ty = dev.cur().get("type");
                 let kind = ty.choice::<TreatmentKind>()?;
-                treatments.push((r.order(), Item::new(CurrentTreatment { kind, detail: ty.get("text").string()? }, c.meta()?)));
+                treatments.push((
+                    r.order(),
+                    Item::new(
+                        CurrentTreatment {
+                            kind,
+                            detail: ty.get("text").string()?,
+                        },
+                        c.meta()?,
+                    ),
+                ));
             }
             "Procedure" => {
                 let code = c.get("code");
                 let kind = code.choice::<TreatmentKind>()?;
-                treatments.push((r.order(), Item::new(CurrentTreatment { kind, detail: code.get("text").string()? }, c.meta()?)));
+                treatments.push((
+                    r.order(),
+                    Item::new(
+                        CurrentTreatment {
+                            kind,
+                            detail: code.get("text").string()?,
+                        },
+                        c.meta()?,
+                    ),
+                ));
             }
             "Consent" => {
                 if r.has_profile(profile::CONSENT_EMERGENCY_CARE) {
@@ -638,11 +904,19 @@ pub fn from_fhir(resources: &[Value]) -> Result<Registration, RegistrationError>
                                 wishes.push(code.choice::<EmergencyCareWish>()?);
                             }
                         }
-                        set_once(&mut reg.emergency_care_wishes, Item::new(wishes, c.meta()?), &c)?;
+                        set_once(
+                            &mut reg.emergency_care_wishes,
+                            Item::new(wishes, c.meta()?),
+                            &c,
+                        )?;
                     }
                     let att = c.get("sourceAttachment");
                     if att.present() {
-                        set_once(&mut reg.acp, Item::new(decode_text(&att)?, att.meta()?), &att)?;
+                        set_once(
+                            &mut reg.acp,
+                            Item::new(decode_text(&att)?, att.meta()?),
+                            &att,
+                        )?;
                     }
                 } else if r.has_profile(profile::CONSENT_INFORMATION) {
                     let mut sharing = None;
@@ -652,40 +926,160 @@ pub fn from_fhir(resources: &[Value]) -> Result<Registration, RegistrationError>
                         }
                     }
                     let att = c.get("sourceAttachment");
-                    let text = if att.present() { Some(decode_text(&att)?) } else { None };
-                    set_once(&mut reg.information_wishes, Item::new(InformationWishes { sharing, text }, c.meta()?), &c)?;
+                    let text = if att.present() {
+                        Some(decode_text(&att)?)
+                    } else {
+                        None
+                    };
+                    set_once(
+                        &mut reg.information_wishes,
+                        Item::new(InformationWishes { sharing, text }, c.meta()?),
+                        &c,
+                    )?;
                 }
             }
             "Observation" => {
-                let Some((coding, code)) = obs_item else { continue };
-                let item = RegistrationItem::from_code(code).ok_or_else(|| coding.get("code").invalid("unknown code"))?;
+                let Some((coding, code)) = obs_item else {
+                    continue;
+                };
+                let item = RegistrationItem::from_code(code)
+                    .ok_or_else(|| coding.get("code").invalid("unknown code"))?;
                 let meta = c.meta()?;
                 let value = c.get("valueCodeableConcept");
                 use RegistrationItem as I;
                 match item {
-                    I::ResidenceType => set_once(&mut reg.registration.residence_type, Item::new(value.choice()?, meta), &c)?,
-                    I::History => set_once(&mut reg.history, Item::new(c.get("valueString").req_str()?.to_string(), meta), &c)?,
-                    I::Remarks => set_once(&mut reg.remarks, Item::new(c.get("valueString").req_str()?.to_string(), meta), &c)?,
-                    I::AdlEating => set_once(&mut reg.adl.eating, Item::new(Assessment { level: value.choice()?, note: c.note()? }, meta), &c)?,
-                    I::AdlFeedingRoute => set_once(&mut reg.adl.feeding_route, Item::new(Assessment { level: value.choice()?, note: c.note()? }, meta), &c)?,
-                    I::AdlFoodForm => set_once(&mut reg.adl.food_form, Item::new(Assessment { level: value.choice()?, note: c.note()? }, meta), &c)?,
-                    I::AdlExcretion => set_once(&mut reg.adl.excretion, Item::new(Assessment { level: value.choice()?, note: c.note()? }, meta), &c)?,
-                    I::AdlMobility => set_once(&mut reg.adl.mobility, Item::new(Assessment { level: value.choice()?, note: c.note()? }, meta), &c)?,
-                    I::AdlBreathing => set_once(&mut reg.adl.breathing, Item::new(Assessment { level: value.choice()?, note: c.note()? }, meta), &c)?,
-                    I::PhysicalDisability => set_once(&mut reg.disability.physical, Item::new(value.choice()?, meta), &c)?,
-                    I::MentalDisability => set_once(&mut reg.disability.mental, Item::new(value.choice()?, meta), &c)?,
-                    I::RehabilitationCertificate => set_once(&mut reg.disability.rehabilitation, Item::new(value.choice()?, meta), &c)?,
-                    I::CareLevel => set_once(&mut reg.care_level, Item::new(value.choice()?, meta), &c)?,
-                    I::Impairment => impairments.push((r.order(), Item::new(Impairment { kind: value.choice()?, note: c.note()? }, meta))),
-                    I::DementiaLevel => set_once(&mut reg.dementia.level, Item::new(value.choice()?, meta), &c)?,
+                    I::ResidenceType => set_once(
+                        &mut reg.registration.residence_type,
+                        Item::new(value.choice()?, meta),
+                        &c,
+                    )?,
+                    I::History => set_once(
+                        &mut reg.history,
+                        Item::new(c.get("valueString").req_str()?.to_string(), meta),
+                        &c,
+                    )?,
+                    I::Remarks => set_once(
+                        &mut reg.remarks,
+                        Item::new(c.get("valueString").req_str()?.to_string(), meta),
+                        &c,
+                    )?,
+                    I::AdlEating => set_once(
+                        &mut reg.adl.eating,
+                        Item::new(
+                            Assessment {
+                                level: value.choice()?,
+                                note: c.note()?,
+                            },
+                            meta,
+                        ),
+                        &c,
+                    )?,
+                    I::AdlFeedingRoute => set_once(
+                        &mut reg.adl.feeding_route,
+                        Item::new(
+                            Assessment {
+                                level: value.choice()?,
+                                note: c.note()?,
+                            },
+                            meta,
+                        ),
+                        &c,
+                    )?,
+                    I::AdlFoodForm => set_once(
+                        &mut reg.adl.food_form,
+                        Item::new(
+                            Assessment {
+                                level: value.choice()?,
+                                note: c.note()?,
+                            },
+                            meta,
+                        ),
+                        &c,
+                    )?,
+                    I::AdlExcretion => set_once(
+                        &mut reg.adl.excretion,
+                        Item::new(
+                            Assessment {
+                                level: value.choice()?,
+                                note: c.note()?,
+                            },
+                            meta,
+                        ),
+                        &c,
+                    )?,
+                    I::AdlMobility => set_once(
+                        &mut reg.adl.mobility,
+                        Item::new(
+                            Assessment {
+                                level: value.choice()?,
+                                note: c.note()?,
+                            },
+                            meta,
+                        ),
+                        &c,
+                    )?,
+                    I::AdlBreathing => set_once(
+                        &mut reg.adl.breathing,
+                        Item::new(
+                            Assessment {
+                                level: value.choice()?,
+                                note: c.note()?,
+                            },
+                            meta,
+                        ),
+                        &c,
+                    )?,
+                    I::PhysicalDisability => set_once(
+                        &mut reg.disability.physical,
+                        Item::new(value.choice()?, meta),
+                        &c,
+                    )?,
+                    I::MentalDisability => set_once(
+                        &mut reg.disability.mental,
+                        Item::new(value.choice()?, meta),
+                        &c,
+                    )?,
+                    I::RehabilitationCertificate => set_once(
+                        &mut reg.disability.rehabilitation,
+                        Item::new(value.choice()?, meta),
+                        &c,
+                    )?,
+                    I::CareLevel => {
+                        set_once(&mut reg.care_level, Item::new(value.choice()?, meta), &c)?
+                    }
+                    I::Impairment => impairments.push((
+                        r.order(),
+                        Item::new(
+                            Impairment {
+                                kind: value.choice()?,
+                                note: c.note()?,
+                            },
+                            meta,
+                        ),
+                    )),
+                    I::DementiaLevel => set_once(
+                        &mut reg.dementia.level,
+                        Item::new(value.choice()?, meta),
+                        &c,
+                    )?,
                     I::HdsR | I::Mmse => {
                         let q = c.get("valueQuantity").get("value");
                         let score = match q.v {
                             None => return Err(q.missing()),
-                            Some(n) => n.as_u64().filter(|s| *s <= u64::from(MAX_COGNITIVE_SCORE)).ok_or_else(|| q.invalid("must be an integer 0-30"))?,
+                            Some(n) => n
+                                .as_u64()
+                                .filter(|s| *s <= u64::from(MAX_COGNITIVE_SCORE))
+                                .ok_or_else(|| q.invalid("must be an integer 0-30"))?,
                         };
-                        let s = CognitiveScore { score: score as u8, date: c.get("effectiveDateTime").date()? };
-                        let slot = if item == I::HdsR { &mut reg.dementia.hds_r } else { &mut reg.dementia.mmse };
+                        let s = CognitiveScore {
+                            score: score as u8,
+                            date: c.get("effectiveDateTime").date()?,
+                        };
+                        let slot = if item == I::HdsR {
+                            &mut reg.dementia.hds_r
+                        } else {
+                            &mut reg.dementia.mmse
+                        };
                         set_once(slot, Item::new(s, meta), &c)?;
                     }
                     I::Behaviour => {
@@ -693,7 +1087,17 @@ pub fn from_fhir(resources: &[Value]) -> Result<Registration, RegistrationError>
                         for comp in c.get("component").items()? {
                             traits.push(comp.get("code").choice::<BehaviourTrait>()?);
                         }
-                        set_once(&mut reg.behaviour, Item::new(Behaviour { traits, note: c.note()? }, meta), &c)?;
+                        set_once(
+                            &mut reg.behaviour,
+                            Item::new(
+                                Behaviour {
+                                    traits,
+                                    note: c.note()?,
+                                },
+                                meta,
+                            ),
+                            &c,
+                        )?;
                     }
                     _ => return Err(coding.get("code").invalid("not an Observation item")),
                 }

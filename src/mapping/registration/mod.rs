@@ -61,7 +61,8 @@ pub const CARD_ID_SYSTEM: &str = "http://tobiume-gateway.local/fhir/sid/card-id"
 /// Identifier system of 介護保険事業所番号 (care-insurance provider numbers; JP Core defines none).
 pub const LTC_PROVIDER_SYSTEM: &str = "http://tobiume-gateway.local/fhir/sid/ltc-provider-no";
 /// JP Core identifier system of the 10-digit 医療機関コード.
-pub const MEDICAL_INSTITUTION_SYSTEM: &str = "http://jpfhir.jp/fhir/core/IdSystem/insurance-medical-institution-no";
+pub const MEDICAL_INSTITUTION_SYSTEM: &str =
+    "http://jpfhir.jp/fhir/core/IdSystem/insurance-medical-institution-no";
 /// JP Core identifier system of 保険者番号.
 pub const INSURER_NUMBER_SYSTEM: &str = "http://jpfhir.jp/fhir/core/mhlw/IdSystem/InsurerNumber";
 
@@ -80,29 +81,102 @@ pub mod profile {
     tb!(CARE_TEAM, "TobiumeCareTeam", "CareTeam");
     tb!(COVERAGE, "TobiumeCoverage", "JP_Coverage");
     tb!(CONDITION, "TobiumeMainDiagnosis", "JP_Condition");
-    tb!(MEDICATION_STATEMENT, "TobiumeMedicationStatement", "MedicationStatement");
-    tb!(CONTRAINDICATED_DRUG, "TobiumeContraindicatedDrug", "JP_AllergyIntolerance");
-    tb!(ALLERGY, "TobiumeAllergyIntolerance", "JP_AllergyIntolerance");
+    tb!(
+        MEDICATION_STATEMENT,
+        "TobiumeMedicationStatement",
+        "MedicationStatement"
+    );
+    tb!(
+        CONTRAINDICATED_DRUG,
+        "TobiumeContraindicatedDrug",
+        "JP_AllergyIntolerance"
+    );
+    tb!(
+        ALLERGY,
+        "TobiumeAllergyIntolerance",
+        "JP_AllergyIntolerance"
+    );
     tb!(DEVICE, "TobiumeDevice", "JP_Device");
-    tb!(DEVICE_USE_STATEMENT, "TobiumeDeviceUseStatement", "JP_DeviceUseStatement");
+    tb!(
+        DEVICE_USE_STATEMENT,
+        "TobiumeDeviceUseStatement",
+        "JP_DeviceUseStatement"
+    );
     tb!(PROCEDURE, "TobiumeProcedure", "JP_Procedure");
-    tb!(OBSERVATION_NARRATIVE, "TobiumeObservationNarrative", "JP_Observation_Common");
-    tb!(OBSERVATION_RESIDENCE, "TobiumeObservationResidence", "JP_Observation_SocialHistory");
-    tb!(OBSERVATION_ADL, "TobiumeObservationAdl", "JP_Observation_Common");
-    tb!(OBSERVATION_CARE_LEVEL, "TobiumeObservationCareLevel", "JP_Observation_Common");
-    tb!(OBSERVATION_DISABILITY, "TobiumeObservationDisability", "JP_Observation_Common");
-    tb!(OBSERVATION_IMPAIRMENT, "TobiumeObservationImpairment", "JP_Observation_Common");
-    tb!(OBSERVATION_DEMENTIA, "TobiumeObservationDementia", "JP_Observation_Common");
-    tb!(OBSERVATION_BEHAVIOUR, "TobiumeObservationBehaviour", "JP_Observation_Common");
-    tb!(CONSENT_EMERGENCY_CARE, "TobiumeConsentEmergencyCare", "JP_Consent");
-    tb!(CONSENT_INFORMATION, "TobiumeConsentInformation", "JP_Consent");
+    tb!(
+        OBSERVATION_NARRATIVE,
+        "TobiumeObservationNarrative",
+        "JP_Observation_Common"
+    );
+    tb!(
+        OBSERVATION_RESIDENCE,
+        "TobiumeObservationResidence",
+        "JP_Observation_SocialHistory"
+    );
+    tb!(
+        OBSERVATION_ADL,
+        "TobiumeObservationAdl",
+        "JP_Observation_Common"
+    );
+    tb!(
+        OBSERVATION_CARE_LEVEL,
+        "TobiumeObservationCareLevel",
+        "JP_Observation_Common"
+    );
+    tb!(
+        OBSERVATION_DISABILITY,
+        "TobiumeObservationDisability",
+        "JP_Observation_Common"
+    );
+    tb!(
+        OBSERVATION_IMPAIRMENT,
+        "TobiumeObservationImpairment",
+        "JP_Observation_Common"
+    );
+    tb!(
+        OBSERVATION_DEMENTIA,
+        "TobiumeObservationDementia",
+        "JP_Observation_Common"
+    );
+    tb!(
+        OBSERVATION_BEHAVIOUR,
+        "TobiumeObservationBehaviour",
+        "JP_Observation_Common"
+    );
+    tb!(
+        CONSENT_EMERGENCY_CARE,
+        "TobiumeConsentEmergencyCare",
+        "JP_Consent"
+    );
+    tb!(
+        CONSENT_INFORMATION,
+        "TobiumeConsentInformation",
+        "JP_Consent"
+    );
 
     /// Every profile above.
     pub const ALL: &[&str] = &[
-        PATIENT, ORGANIZATION, PRACTITIONER, CARE_TEAM, COVERAGE, CONDITION, MEDICATION_STATEMENT,
-        CONTRAINDICATED_DRUG, ALLERGY, DEVICE, DEVICE_USE_STATEMENT, PROCEDURE, OBSERVATION_NARRATIVE,
-        OBSERVATION_RESIDENCE, OBSERVATION_ADL, OBSERVATION_CARE_LEVEL, OBSERVATION_DISABILITY,
-        OBSERVATION_IMPAIRMENT, OBSERVATION_DEMENTIA, OBSERVATION_BEHAVIOUR, CONSENT_EMERGENCY_CARE,
+        PATIENT,
+        ORGANIZATION,
+        PRACTITIONER,
+        CARE_TEAM,
+        COVERAGE,
+        CONDITION,
+        MEDICATION_STATEMENT,
+        CONTRAINDICATED_DRUG,
+        ALLERGY,
+        DEVICE,
+        DEVICE_USE_STATEMENT,
+        PROCEDURE,
+        OBSERVATION_NARRATIVE,
+        OBSERVATION_RESIDENCE,
+        OBSERVATION_ADL,
+        OBSERVATION_CARE_LEVEL,
+        OBSERVATION_DISABILITY,
+        OBSERVATION_IMPAIRMENT,
+        OBSERVATION_DEMENTIA,
+        OBSERVATION_BEHAVIOUR,
+        CONSENT_EMERGENCY_CARE,
         CONSENT_INFORMATION,
     ];
 }
@@ -117,7 +191,8 @@ pub mod ext {
     pub const EMERGENCY_REFERRAL_HOSPITAL: &str =
         "http://tobiume-gateway.local/fhir/StructureDefinition/emergency-referral-hospital";
     /// Patient extension, valueReference(Organization): 入所施設 (the care facility the patient lives in).
-    pub const CARE_FACILITY: &str = "http://tobiume-gateway.local/fhir/StructureDefinition/care-facility";
+    pub const CARE_FACILITY: &str =
+        "http://tobiume-gateway.local/fhir/StructureDefinition/care-facility";
     /// Every extension above.
     pub const ALL: &[&str] = &[ITEM_META, EMERGENCY_REFERRAL_HOSPITAL, CARE_FACILITY];
 }
@@ -125,7 +200,8 @@ pub mod ext {
 /// Policy URIs referenced by the Consents (`Consent.policy.uri`; FHIR R4 invariant ppc-1).
 pub mod policy {
     /// Wishes for emergency care / advance directive.
-    pub const EMERGENCY_CARE: &str = "http://tobiume-gateway.local/fhir/policy/emergency-care-wishes";
+    pub const EMERGENCY_CARE: &str =
+        "http://tobiume-gateway.local/fhir/policy/emergency-care-wishes";
     /// The patient's wishes about information sharing.
     pub const INFORMATION: &str = "http://tobiume-gateway.local/fhir/policy/information-sharing";
 }
@@ -140,7 +216,9 @@ pub struct Ids {
 
 impl Default for Ids {
     fn default() -> Self {
-        Ids { prefix: "tobiume".into() }
+        Ids {
+            prefix: "tobiume".into(),
+        }
     }
 }
 
@@ -157,25 +235,61 @@ impl Ids {
     /// re-registration no longer produces).
     pub fn owns(&self, card: &CardId, id: &str) -> bool {
         let p = self.patient(card);
-        id == p || id.strip_prefix(&p).is_some_and(|rest| rest.starts_with('-') && !rest[1..].is_empty() && is_part(&rest[1..]))
+        id == p
+            || id.strip_prefix(&p).is_some_and(|rest| {
+                rest.starts_with('-') && !rest[1..].is_empty() && is_part(&rest[1..])
+            })
     }
 }
 
 /// The id parts [`to_fhir`] uses (so that card `A` does not own card `A-org…`'s ids by accident).
 fn is_part(part: &str) -> bool {
     const FIXED: &[&str] = &[
-        "org-registering-clinic", "org-emergency-hospital", "org-care-facility", "org-visiting-nurse-station",
-        "org-home-care-support-office", "practitioner-attending-doctor", "practitioner-visiting-nurse",
-        "practitioner-care-manager", "care-team", "coverage", "history", "prescription-text", "residence-type",
-        "adl-eating", "adl-feeding-route", "adl-food-form", "adl-excretion", "adl-mobility", "adl-breathing",
-        "disability-physical", "disability-mental", "disability-rehabilitation", "care-level", "dementia-level",
-        "hds-r", "mmse", "behaviour", "consent-emergency-care", "consent-information", "remarks",
+        "org-registering-clinic",
+        "org-emergency-hospital",
+        "org-care-facility",
+        "org-visiting-nurse-station",
+        "org-home-care-support-office",
+        "practitioner-attending-doctor",
+        "practitioner-visiting-nurse",
+        "practitioner-care-manager",
+        "care-team",
+        "coverage",
+        "history",
+        "prescription-text",
+        "residence-type",
+        "adl-eating",
+        "adl-feeding-route",
+        "adl-food-form",
+        "adl-excretion",
+        "adl-mobility",
+        "adl-breathing",
+        "disability-physical",
+        "disability-mental",
+        "disability-rehabilitation",
+        "care-level",
+        "dementia-level",
+        "hds-r",
+        "mmse",
+        "behaviour",
+        "consent-emergency-care",
+        "consent-information",
+        "remarks",
     ];
-    const NUMBERED: &[&str] =
-        &["diagnosis-", "medication-", "contraindication-", "allergy-", "device-", "device-use-", "procedure-", "impairment-"];
+    const NUMBERED: &[&str] = &[
+        "diagnosis-",
+        "medication-",
+        "contraindication-",
+        "allergy-",
+        "device-",
+        "device-use-",
+        "procedure-",
+        "impairment-",
+    ];
     FIXED.contains(&part)
         || NUMBERED.iter().any(|n| {
-            part.strip_prefix(n).is_some_and(|k| !k.is_empty() && k.bytes().all(|b| b.is_ascii_digit()))
+            part.strip_prefix(n)
+                .is_some_and(|k| !k.is_empty() && k.bytes().all(|b| b.is_ascii_digit()))
         })
 }
 
@@ -213,7 +327,10 @@ pub enum RegistrationError {
 
 impl RegistrationError {
     pub(crate) fn invalid_model(path: &str, message: &str) -> Self {
-        RegistrationError::InvalidModel { path: path.to_string(), message: message.to_string() }
+        RegistrationError::InvalidModel {
+            path: path.to_string(),
+            message: message.to_string(),
+        }
     }
 }
 
@@ -232,7 +349,16 @@ pub fn section_of(resource: &Value) -> Option<Section> {
         .unwrap_or_default();
     let has = |p: &str| profiles.iter().any(|x| x.split('|').next() == Some(p));
     use profile as P;
-    if [P::PATIENT, P::ORGANIZATION, P::PRACTITIONER, P::CARE_TEAM, P::COVERAGE].iter().any(|p| has(p)) {
+    if [
+        P::PATIENT,
+        P::ORGANIZATION,
+        P::PRACTITIONER,
+        P::CARE_TEAM,
+        P::COVERAGE,
+    ]
+    .iter()
+    .any(|p| has(p))
+    {
         return Some(Section::Registration);
     }
     if has(P::CONDITION) {
@@ -256,7 +382,11 @@ pub fn section_of(resource: &Value) -> Option<Section> {
     if has(P::CONSENT_INFORMATION) {
         return Some(Section::PatientWishes);
     }
-    if resource.get("resourceType").and_then(Value::as_str) == Some("Observation") && profiles.iter().any(|p| p.starts_with(STRUCTURE_DEFINITION_BASE)) {
+    if resource.get("resourceType").and_then(Value::as_str) == Some("Observation")
+        && profiles
+            .iter()
+            .any(|p| p.starts_with(STRUCTURE_DEFINITION_BASE))
+    {
         let system = RegistrationItem::system();
         return resource
             .pointer("/code/coding")
@@ -277,7 +407,11 @@ pub(crate) mod base64 {
     pub fn encode(input: &[u8]) -> String {
         let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
         for chunk in input.chunks(3) {
-            let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+            let b = [
+                chunk[0],
+                *chunk.get(1).unwrap_or(&0),
+                *chunk.get(2).unwrap_or(&0),
+            ];
             let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
             for i in 0..4 {
                 if i <= chunk.len() {
@@ -329,7 +463,16 @@ pub(crate) mod base64 {
     mod tests {
         #[test]
         fn roundtrip() {
-            for s in ["", "f", "fo", "foo", "foob", "fooba", "foobar", "人生会議の記録"] {
+            for s in [
+                "",
+                "f",
+                "fo",
+                "foo",
+                "foob",
+                "fooba",
+                "foobar",
+                "人生会議の記録",
+            ] {
                 let e = super::encode(s.as_bytes());
                 assert_eq!(super::decode(&e).unwrap(), s.as_bytes());
             }

@@ -24,7 +24,10 @@ use super::RegistrationError;
 /// Validates the FHIR `date` lexical form (`YYYY`, `YYYY-MM` or `YYYY-MM-DD`, FHIR R4 §2.24.0.1 date).
 pub fn is_fhir_date(s: &str) -> bool {
     let b = s.as_bytes();
-    let digits = |r: std::ops::Range<usize>| b.get(r.clone()).is_some_and(|x| x.iter().all(u8::is_ascii_digit));
+    let digits = |r: std::ops::Range<usize>| {
+        b.get(r.clone())
+            .is_some_and(|x| x.iter().all(u8::is_ascii_digit))
+    };
     if !digits(0..4) || &s[..4] == "0000" {
         return false;
     }
@@ -54,7 +57,9 @@ pub fn is_fhir_date(s: &str) -> bool {
 /// Validates the FHIR `dateTime` lexical form: a [`is_fhir_date`] date, or `YYYY-MM-DDThh:mm:ss[.f+]`
 /// followed by `Z` or `±hh:mm` (FHIR R4 §2.24.0.1 dateTime: a time requires a time zone).
 pub fn is_fhir_date_time(s: &str) -> bool {
-    let Some((date, time)) = s.split_once('T') else { return is_fhir_date(s) };
+    let Some((date, time)) = s.split_once('T') else {
+        return is_fhir_date(s);
+    };
     if date.len() != 10 || !is_fhir_date(date) {
         return false;
     }
@@ -68,7 +73,8 @@ pub fn is_fhir_date_time(s: &str) -> bool {
     };
     if !zone.is_empty() {
         let zb = zone.as_bytes();
-        if zb.len() != 5 || zb[2] != b':' || !zb[..2].iter().chain(&zb[3..]).all(u8::is_ascii_digit) {
+        if zb.len() != 5 || zb[2] != b':' || !zb[..2].iter().chain(&zb[3..]).all(u8::is_ascii_digit)
+        {
             return false;
         }
     }
@@ -84,7 +90,10 @@ pub fn is_fhir_date_time(s: &str) -> bool {
         return false;
     }
     let num = |r: std::ops::Range<usize>, max: u32| {
-        hms.get(r).filter(|x| x.bytes().all(|c| c.is_ascii_digit())).and_then(|x| x.parse::<u32>().ok()).is_some_and(|v| v <= max)
+        hms.get(r)
+            .filter(|x| x.bytes().all(|c| c.is_ascii_digit()))
+            .and_then(|x| x.parse::<u32>().ok())
+            .is_some_and(|v| v <= max)
     };
     num(0..2, 23) && num(3..5, 59) && num(6..8, 60)
 }
@@ -141,7 +150,9 @@ impl CardId {
     /// Checks and wraps a card id; `None` if it is empty, longer than 32 or has other characters.
     pub fn new(s: impl Into<String>) -> Option<Self> {
         let s = s.into();
-        let ok = !s.is_empty() && s.len() <= 32 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+        let ok = !s.is_empty()
+            && s.len() <= 32
+            && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
         ok.then_some(CardId(s))
     }
     /// The id as printed.
@@ -153,7 +164,9 @@ impl CardId {
 impl<'de> Deserialize<'de> for CardId {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        CardId::new(s).ok_or_else(|| serde::de::Error::custom("cardId must be 1-32 characters of A-Z, a-z, 0-9, '-'"))
+        CardId::new(s).ok_or_else(|| {
+            serde::de::Error::custom("cardId must be 1-32 characters of A-Z, a-z, 0-9, '-'")
+        })
     }
 }
 
@@ -430,7 +443,12 @@ pub enum DiseaseCodeSystem {
 
 impl DiseaseCodeSystem {
     /// All values.
-    pub const ALL: &'static [DiseaseCodeSystem] = &[Self::MedisKeyNumber, Self::MedisExCode, Self::Receipt, Self::Icd10];
+    pub const ALL: &'static [DiseaseCodeSystem] = &[
+        Self::MedisKeyNumber,
+        Self::MedisExCode,
+        Self::Receipt,
+        Self::Icd10,
+    ];
     /// The FHIR system URI (standards-jp.md §1.3).
     pub fn uri(self) -> &'static str {
         match self {
@@ -486,14 +504,17 @@ pub enum DrugCodeSystem {
 
 impl DrugCodeSystem {
     /// All values.
-    pub const ALL: &'static [DrugCodeSystem] = &[Self::Yj, Self::Hot9, Self::Hot13, Self::GeneralName];
+    pub const ALL: &'static [DrugCodeSystem] =
+        &[Self::Yj, Self::Hot9, Self::Hot13, Self::GeneralName];
     /// The FHIR system URI.
     pub fn uri(self) -> &'static str {
         match self {
             Self::Yj => "http://capstandard.jp/iyaku.info/CodeSystem/YJ-code",
             Self::Hot9 => "http://medis.or.jp/CodeSystem/master-HOT9",
             Self::Hot13 => "http://medis.or.jp/CodeSystem/master-HOT13",
-            Self::GeneralName => "http://jpfhir.jp/fhir/core/mhlw/CodeSystem/MedicationGeneralOrderCode",
+            Self::GeneralName => {
+                "http://jpfhir.jp/fhir/core/mhlw/CodeSystem/MedicationGeneralOrderCode"
+            }
         }
     }
     /// The value for a system URI.
@@ -755,9 +776,15 @@ struct Checker {
 impl Checker {
     fn text(&mut self, path: &str, s: &str) {
         if s.trim().is_empty() {
-            self.errors.push(RegistrationError::invalid_model(path, "must not be empty or blank"));
+            self.errors.push(RegistrationError::invalid_model(
+                path,
+                "must not be empty or blank",
+            ));
         } else if s.trim() != s {
-            self.errors.push(RegistrationError::invalid_model(path, "must not start or end with white space"));
+            self.errors.push(RegistrationError::invalid_model(
+                path,
+                "must not start or end with white space",
+            ));
         }
     }
     fn opt(&mut self, path: &str, s: &Option<String>) {
@@ -814,7 +841,10 @@ impl Checker {
         if let Some(s) = s {
             self.meta(path, &s.meta);
             if s.value.score > MAX_COGNITIVE_SCORE {
-                self.errors.push(RegistrationError::invalid_model(&format!("{path}.value.score"), "must be 0-30"));
+                self.errors.push(RegistrationError::invalid_model(
+                    &format!("{path}.value.score"),
+                    "must be 0-30",
+                ));
             }
         }
     }
@@ -837,19 +867,34 @@ impl Registration {
         if let Some(a) = &d.address {
             c.meta("demographics.address", &a.meta);
             c.text("demographics.address.value.text", &a.value.text);
-            c.opt("demographics.address.value.postalCode", &a.value.postal_code);
+            c.opt(
+                "demographics.address.value.postalCode",
+                &a.value.postal_code,
+            );
         }
         for (i, p) in d.phones.iter().enumerate() {
             c.meta(&format!("demographics.phones[{i}]"), &p.meta);
-            c.text(&format!("demographics.phones[{i}].value.number"), &p.value.number);
+            c.text(
+                &format!("demographics.phones[{i}].value.number"),
+                &p.value.number,
+            );
         }
         let r = &self.registration;
         c.facility("registration.registeringClinic", &r.registering_clinic);
         for (path, f) in [
-            ("registration.emergencyReferralHospital", &r.emergency_referral_hospital),
+            (
+                "registration.emergencyReferralHospital",
+                &r.emergency_referral_hospital,
+            ),
             ("registration.careFacility", &r.care_facility),
-            ("registration.visitingNurseStation", &r.visiting_nurse_station),
-            ("registration.homeCareSupportOffice", &r.home_care_support_office),
+            (
+                "registration.visitingNurseStation",
+                &r.visiting_nurse_station,
+            ),
+            (
+                "registration.homeCareSupportOffice",
+                &r.home_care_support_office,
+            ),
         ] {
             if let Some(f) = f {
                 c.facility(path, f);
@@ -867,7 +912,10 @@ impl Registration {
         if let Some(ins) = &r.insurance {
             c.meta("registration.insurance", &ins.meta);
             c.text("registration.insurance.value.number", &ins.value.number);
-            c.opt("registration.insurance.value.insurerNumber", &ins.value.insurer_number);
+            c.opt(
+                "registration.insurance.value.insurerNumber",
+                &ins.value.insurer_number,
+            );
             c.opt("registration.insurance.value.symbol", &ins.value.symbol);
             c.opt("registration.insurance.value.branch", &ins.value.branch);
         }
@@ -876,13 +924,19 @@ impl Registration {
             let p = format!("registration.emergencyContacts[{i}]");
             c.meta(&p, &e.meta);
             c.text(&format!("{p}.value.name"), &e.value.name);
-            c.opt(&format!("{p}.value.relationshipText"), &e.value.relationship_text);
+            c.opt(
+                &format!("{p}.value.relationshipText"),
+                &e.value.relationship_text,
+            );
             for (j, ph) in e.value.phones.iter().enumerate() {
                 c.text(&format!("{p}.value.phones[{j}].number"), &ph.number);
             }
         }
         if self.main_diagnoses.len() > MAX_MAIN_DIAGNOSES {
-            c.errors.push(RegistrationError::invalid_model("mainDiagnoses", "at most 5 main diagnoses (put more into history)"));
+            c.errors.push(RegistrationError::invalid_model(
+                "mainDiagnoses",
+                "at most 5 main diagnoses (put more into history)",
+            ));
         }
         for (i, dx) in self.main_diagnoses.iter().enumerate() {
             let p = format!("mainDiagnoses[{i}]");
@@ -918,7 +972,10 @@ impl Registration {
         }
         for (i, t) in self.current_treatments.iter().enumerate() {
             c.meta(&format!("currentTreatments[{i}]"), &t.meta);
-            c.opt(&format!("currentTreatments[{i}].value.detail"), &t.value.detail);
+            c.opt(
+                &format!("currentTreatments[{i}].value.detail"),
+                &t.value.detail,
+            );
         }
         c.assessment("adl.eating", &self.adl.eating);
         c.assessment("adl.feedingRoute", &self.adl.feeding_route);
@@ -941,13 +998,19 @@ impl Registration {
             c.meta("behaviour", &b.meta);
             c.opt("behaviour.value.note", &b.value.note);
             if b.value.traits.is_empty() && b.value.note.is_none() {
-                c.errors.push(RegistrationError::invalid_model("behaviour.value", "needs at least one trait or a note"));
+                c.errors.push(RegistrationError::invalid_model(
+                    "behaviour.value",
+                    "needs at least one trait or a note",
+                ));
             }
         }
         if let Some(w) = &self.emergency_care_wishes {
             c.meta("emergencyCareWishes", &w.meta);
             if w.value.is_empty() {
-                c.errors.push(RegistrationError::invalid_model("emergencyCareWishes.value", "needs at least one choice"));
+                c.errors.push(RegistrationError::invalid_model(
+                    "emergencyCareWishes.value",
+                    "needs at least one choice",
+                ));
             }
         }
         c.free_text("acp", &self.acp);
@@ -955,7 +1018,10 @@ impl Registration {
             c.meta("informationWishes", &w.meta);
             c.opt("informationWishes.value.text", &w.value.text);
             if w.value.sharing.is_none() && w.value.text.is_none() {
-                c.errors.push(RegistrationError::invalid_model("informationWishes.value", "needs sharing or text"));
+                c.errors.push(RegistrationError::invalid_model(
+                    "informationWishes.value",
+                    "needs sharing or text",
+                ));
             }
         }
         c.free_text("remarks", &self.remarks);
@@ -977,13 +1043,31 @@ mod tests {
             assert!(is_fhir_date(ok), "{ok}");
             assert!(is_fhir_date_time(ok), "{ok}");
         }
-        for bad in ["", "0000", "2026-13", "2026-07-32", "26-07-01", "2026/07/01", "2026-07-01T"] {
+        for bad in [
+            "",
+            "0000",
+            "2026-13",
+            "2026-07-32",
+            "26-07-01",
+            "2026/07/01",
+            "2026-07-01T",
+        ] {
             assert!(!is_fhir_date(bad), "{bad}");
         }
-        for ok in ["2026-07-01T09:30:00+09:00", "2026-07-01T00:00:00Z", "2026-07-01T23:59:59.123-05:00"] {
+        for ok in [
+            "2026-07-01T09:30:00+09:00",
+            "2026-07-01T00:00:00Z",
+            "2026-07-01T23:59:59.123-05:00",
+        ] {
             assert!(is_fhir_date_time(ok), "{ok}");
         }
-        for bad in ["2026-07-01T09:30:00", "2026-07-01T24:00:00Z", "2026-07-01T09:30+09:00", "2026-07T09:30:00Z", "2026-07-01T09:30:00.+09:00"] {
+        for bad in [
+            "2026-07-01T09:30:00",
+            "2026-07-01T24:00:00Z",
+            "2026-07-01T09:30+09:00",
+            "2026-07T09:30:00Z",
+            "2026-07-01T09:30:00.+09:00",
+        ] {
             assert!(!is_fhir_date_time(bad), "{bad}");
         }
     }

@@ -194,19 +194,34 @@ impl RegistrationItem {
     pub fn section(self) -> Section {
         use RegistrationItem::*;
         match self {
-            NameKanji | NameKana | BirthDate | Sex | Address | Phone | RegisteringClinic
-            | EmergencyReferralHospital | Insurance | ResidenceType | CareFacility | EmergencyContact
-            | AttendingDoctor | VisitingNurseStation | VisitingNurse | HomeCareSupportOffice | CareManager => {
-                Section::Registration
-            }
+            NameKanji
+            | NameKana
+            | BirthDate
+            | Sex
+            | Address
+            | Phone
+            | RegisteringClinic
+            | EmergencyReferralHospital
+            | Insurance
+            | ResidenceType
+            | CareFacility
+            | EmergencyContact
+            | AttendingDoctor
+            | VisitingNurseStation
+            | VisitingNurse
+            | HomeCareSupportOffice
+            | CareManager => Section::Registration,
             MainDiagnosis => Section::MainDiagnoses,
             History => Section::History,
             Prescription | PrescriptionText => Section::Prescriptions,
             ContraindicatedDrug => Section::ContraindicatedDrugs,
             Allergy => Section::Allergies,
             CurrentTreatment => Section::CurrentTreatment,
-            AdlEating | AdlFeedingRoute | AdlFoodForm | AdlExcretion | AdlMobility | AdlBreathing => Section::Adl,
-            PhysicalDisability | MentalDisability | RehabilitationCertificate => Section::Disability,
+            AdlEating | AdlFeedingRoute | AdlFoodForm | AdlExcretion | AdlMobility
+            | AdlBreathing => Section::Adl,
+            PhysicalDisability | MentalDisability | RehabilitationCertificate => {
+                Section::Disability
+            }
             CareLevel => Section::LongTermCare,
             Impairment => Section::Impairments,
             DementiaLevel | HdsR | Mmse => Section::Dementia,
@@ -246,7 +261,10 @@ impl TreatmentKind {
     /// `true` for treatments that are an implanted device (Device + DeviceUseStatement); the others are
     /// Procedures.
     pub fn is_device(self) -> bool {
-        matches!(self, TreatmentKind::Pacemaker | TreatmentKind::ImplantedMetal)
+        matches!(
+            self,
+            TreatmentKind::Pacemaker | TreatmentKind::ImplantedMetal
+        )
     }
 }
 
@@ -597,7 +615,10 @@ mod tests {
         }
         assert_eq!(CareLevel::from_code("care-3"), Some(CareLevel::Care3));
         assert_eq!(DementiaLevel::IIa.display(), "Ⅱa");
-        assert_eq!(serde_json::to_value(CareLevel::Support1).unwrap(), json!("support-1"));
+        assert_eq!(
+            serde_json::to_value(CareLevel::Support1).unwrap(),
+            json!("support-1")
+        );
         assert!(serde_json::from_value::<CareLevel>(json!("care-9")).is_err());
     }
 }

@@ -28,9 +28,12 @@ use super::terminology::*;
 use super::*;
 use crate::mapping::json::{put, resource};
 
-const JP_OBS_CATEGORY: &str = "http://jpfhir.jp/fhir/core/CodeSystem/JP_SimpleObservationCategory_CS";
-const NAME_REPRESENTATION: &str = "http://hl7.org/fhir/StructureDefinition/iso21090-EN-representation";
-const JP_COVERAGE_EXT: &str = "http://jpfhir.jp/fhir/core/Extension/StructureDefinition/JP_Coverage_InsuredPerson";
+const JP_OBS_CATEGORY: &str =
+    "http://jpfhir.jp/fhir/core/CodeSystem/JP_SimpleObservationCategory_CS";
+const NAME_REPRESENTATION: &str =
+    "http://hl7.org/fhir/StructureDefinition/iso21090-EN-representation";
+const JP_COVERAGE_EXT: &str =
+    "http://jpfhir.jp/fhir/core/Extension/StructureDefinition/JP_Coverage_InsuredPerson";
 
 /// The embedded ConceptMap of standard codes (LOINC, SNOMED CT, allergy category) added next to the
 /// Tobiume-net codes.
@@ -43,17 +46,27 @@ type StandardMap = HashMap<(String, String), Vec<(String, String, String)>>;
 static STANDARD: LazyLock<StandardMap> = LazyLock::new(|| {
     let mut out = HashMap::new();
     // A broken embedded file only loses the extra codings; the `standard_map_loads` test guards it.
-    let Ok(cm) = serde_json::from_str::<Value>(STANDARD_MAP) else { return out };
+    let Ok(cm) = serde_json::from_str::<Value>(STANDARD_MAP) else {
+        return out;
+    };
     for g in cm["group"].as_array().into_iter().flatten() {
-        let (Some(src), Some(tgt)) = (g["source"].as_str(), g["target"].as_str()) else { continue };
+        let (Some(src), Some(tgt)) = (g["source"].as_str(), g["target"].as_str()) else {
+            continue;
+        };
         for el in g["element"].as_array().into_iter().flatten() {
-            let Some(code) = el["code"].as_str() else { continue };
+            let Some(code) = el["code"].as_str() else {
+                continue;
+            };
             let targets: Vec<_> = el["target"]
                 .as_array()
                 .into_iter()
                 .flatten()
                 .filter_map(|t| {
-                    Some((tgt.to_string(), t["code"].as_str()?.to_string(), t["display"].as_str().unwrap_or("").to_string()))
+                    Some((
+                        tgt.to_string(),
+                        t["code"].as_str()?.to_string(),
+                        t["display"].as_str().unwrap_or("").to_string(),
+                    ))
                 })
                 .collect();
             out.insert((src.to_string(), code.to_string()), targets);
@@ -66,13 +79,20 @@ static STANDARD: LazyLock<StandardMap> = LazyLock::new(|| {
 fn standard<T: Choice>(c: T) -> Vec<Value> {
     STANDARD
         .get(&(T::system(), c.code().to_string()))
-        .map(|v| v.iter().map(|(s, c, d)| json!({"system": s, "code": c, "display": d})).collect())
+        .map(|v| {
+            v.iter()
+                .map(|(s, c, d)| json!({"system": s, "code": c, "display": d}))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
 /// The target codes only (for `AllergyIntolerance.category`, a `code`).
 fn standard_codes<T: Choice>(c: T) -> Vec<String> {
-    STANDARD.get(&(T::system(), c.code().to_string())).map(|v| v.iter().map(|t| t.1.clone()).collect()).unwrap_or_default()
+    STANDARD
+        .get(&(T::system(), c.code().to_string()))
+        .map(|v| v.iter().map(|t| t.1.clone()).collect())
+        .unwrap_or_default()
 }
 
 /// The [`ext::ITEM_META`] extension for `m`.
@@ -125,11 +145,53 @@ fn note(text: Option<&str>) -> Value {
 
 /// The 47 prefectures, for `Address.state` (JP Core address rule).
 const PREFECTURES: &[&str] = &[
-    "北海道", "青森県", "岩手県", "宮城県", "秋田県", "山形県", "福島県", "茨城県", "栃木県", "群馬県", "埼玉県",
-    "千葉県", "東京都", "神奈川県", "新潟県", "富山県", "石川県", "福井県", "山梨県", "長野県", "岐阜県", "静岡県",
-    "愛知県", "三重県", "滋賀県", "京都府", "大阪府", "兵庫県", "奈良県", "和歌山県", "鳥取県", "島根県", "岡山県",
-    "広島県", "山口県", "徳島県", "香川県", "愛媛県", "高知県", "福岡県", "佐賀県", "長崎県", "熊本県", "大分県",
-    "宮崎県", "鹿児島県", "沖縄県",
+    "北海道",
+    "青森県",
+    "岩手県",
+    "宮城県",
+    "秋田県",
+    "山形県",
+    "福島県",
+    "茨城県",
+    "栃木県",
+    "群馬県",
+    "埼玉県",
+    "千葉県",
+    "東京都",
+    "神奈川県",
+    "新潟県",
+    "富山県",
+    "石川県",
+    "福井県",
+    "山梨県",
+    "長野県",
+    "岐阜県",
+    "静岡県",
+    "愛知県",
+    "三重県",
+    "滋賀県",
+    "京都府",
+    "大阪府",
+    "兵庫県",
+    "奈良県",
+    "和歌山県",
+    "鳥取県",
+    "島根県",
+    "岡山県",
+    "広島県",
+    "山口県",
+    "徳島県",
+    "香川県",
+    "愛媛県",
+    "高知県",
+    "福岡県",
+    "佐賀県",
+    "長崎県",
+    "熊本県",
+    "大分県",
+    "宮崎県",
+    "鹿児島県",
+    "沖縄県",
 ];
 
 /// Splits an address text into (state, city, line) following JP Core: state = 都道府県, city = 郡市区町村
@@ -139,10 +201,17 @@ pub(crate) fn split_address(text: &str) -> (Option<&str>, Option<&str>, Option<&
         Some(p) => (Some(&text[..p.len()]), &text[p.len()..]),
         None => (None, text),
     };
-    let end = |s: &str, chars: &[char]| s.char_indices().find(|(_, c)| chars.contains(c)).map(|(i, c)| i + c.len_utf8());
-    let city_end = end(rest, &['市']).or_else(|| {
-        rest.find('郡').and_then(|g| end(&rest[g..], &['町', '村']).map(|e| g + e))
-    }).or_else(|| end(rest, &['区', '町', '村']));
+    let end = |s: &str, chars: &[char]| {
+        s.char_indices()
+            .find(|(_, c)| chars.contains(c))
+            .map(|(i, c)| i + c.len_utf8())
+    };
+    let city_end = end(rest, &['市'])
+        .or_else(|| {
+            rest.find('郡')
+                .and_then(|g| end(&rest[g..], &['町', '村']).map(|e| g + e))
+        })
+        .or_else(|| end(rest, &['区', '町', '村']));
     let (city, line) = match city_end {
         Some(e) if e < rest.len() => (Some(&rest[..e]), Some(&rest[e..])),
         Some(_) => (Some(rest), None),
@@ -203,7 +272,10 @@ impl<'a> Out<'a> {
         if let Some(meta) = meta {
             m.insert("extension".into(), json!([item_meta(meta)]));
         }
-        m.insert("reference".into(), json!(format!("{rtype}/{}", self.id(part))));
+        m.insert(
+            "reference".into(),
+            json!(format!("{rtype}/{}", self.id(part))),
+        );
         m.insert("display".into(), json!(display));
         Value::Object(m)
     }
@@ -211,12 +283,18 @@ impl<'a> Out<'a> {
     fn organization(&mut self, part: &str, f: &Facility, id_system: &str) {
         let mut o = resource("Organization", &self.id(part), profile::ORGANIZATION);
         if let Some(code) = &f.code {
-            o.insert("identifier".into(), json!([{"system": id_system, "value": code}]));
+            o.insert(
+                "identifier".into(),
+                json!([{"system": id_system, "value": code}]),
+            );
         }
         o.insert("active".into(), json!(true));
         o.insert("name".into(), json!(f.name));
         if let Some(p) = &f.phone {
-            o.insert("telecom".into(), json!([{"system": "phone", "value": p, "use": "work"}]));
+            o.insert(
+                "telecom".into(),
+                json!([{"system": "phone", "value": p, "use": "work"}]),
+            );
         }
         if let Some(a) = &f.address {
             o.insert("address".into(), json!([{"use": "work", "text": a}]));
@@ -233,12 +311,22 @@ impl<'a> Out<'a> {
         }
         o.insert("name".into(), Value::Array(names));
         if let Some(ph) = &p.phone {
-            o.insert("telecom".into(), json!([{"system": "phone", "value": ph, "use": "work"}]));
+            o.insert(
+                "telecom".into(),
+                json!([{"system": "phone", "value": ph, "use": "work"}]),
+            );
         }
         self.resources.push(Value::Object(o));
     }
 
-    fn observation(&mut self, part: &str, prof: &str, item: RegistrationItem, jp_category: Option<&str>, meta: &ItemMeta) -> Map<String, Value> {
+    fn observation(
+        &mut self,
+        part: &str,
+        prof: &str,
+        item: RegistrationItem,
+        jp_category: Option<&str>,
+        meta: &ItemMeta,
+    ) -> Map<String, Value> {
         let mut o = resource("Observation", &self.id(part), prof);
         o.insert("extension".into(), json!([item_meta(meta)]));
         o.insert("status".into(), json!("final"));
@@ -255,18 +343,45 @@ impl<'a> Out<'a> {
         o
     }
 
-    fn coded_observation<C: Choice>(&mut self, part: &str, prof: &str, item: RegistrationItem, cat: Option<&str>, it: &Item<C>) {
+    fn coded_observation<C: Choice>(
+        &mut self,
+        part: &str,
+        prof: &str,
+        item: RegistrationItem,
+        cat: Option<&str>,
+        it: &Item<C>,
+    ) {
         let mut o = self.observation(part, prof, item, cat, &it.meta);
-        o.insert("effectiveDateTime".into(), json!(it.meta.last_updated.as_str()));
+        o.insert(
+            "effectiveDateTime".into(),
+            json!(it.meta.last_updated.as_str()),
+        );
         o.insert("valueCodeableConcept".into(), cc(it.value.coding(), None));
         self.resources.push(Value::Object(o));
     }
 
-    fn assessment<C: Choice>(&mut self, part: &str, item: RegistrationItem, it: &Option<Item<Assessment<C>>>) {
+    fn assessment<C: Choice>(
+        &mut self,
+        part: &str,
+        item: RegistrationItem,
+        it: &Option<Item<Assessment<C>>>,
+    ) {
         let Some(it) = it else { return };
-        let mut o = self.observation(part, profile::OBSERVATION_ADL, item, Some("functional-status"), &it.meta);
-        o.insert("effectiveDateTime".into(), json!(it.meta.last_updated.as_str()));
-        o.insert("valueCodeableConcept".into(), cc(it.value.level.coding(), None));
+        let mut o = self.observation(
+            part,
+            profile::OBSERVATION_ADL,
+            item,
+            Some("functional-status"),
+            &it.meta,
+        );
+        o.insert(
+            "effectiveDateTime".into(),
+            json!(it.meta.last_updated.as_str()),
+        );
+        o.insert(
+            "valueCodeableConcept".into(),
+            cc(it.value.level.coding(), None),
+        );
         put(&mut o, "note", note(it.value.note.as_deref()));
         self.resources.push(Value::Object(o));
     }
@@ -274,14 +389,23 @@ impl<'a> Out<'a> {
     fn narrative(&mut self, part: &str, item: RegistrationItem, it: &Option<Item<String>>) {
         let Some(it) = it else { return };
         let mut o = self.observation(part, profile::OBSERVATION_NARRATIVE, item, None, &it.meta);
-        o.insert("effectiveDateTime".into(), json!(it.meta.last_updated.as_str()));
+        o.insert(
+            "effectiveDateTime".into(),
+            json!(it.meta.last_updated.as_str()),
+        );
         o.insert("valueString".into(), json!(it.value));
         self.resources.push(Value::Object(o));
     }
 
     fn score(&mut self, part: &str, item: RegistrationItem, it: &Option<Item<CognitiveScore>>) {
         let Some(it) = it else { return };
-        let mut o = self.observation(part, profile::OBSERVATION_DEMENTIA, item, Some("survey"), &it.meta);
+        let mut o = self.observation(
+            part,
+            profile::OBSERVATION_DEMENTIA,
+            item,
+            Some("survey"),
+            &it.meta,
+        );
         if let Some(d) = &it.value.date {
             o.insert("effectiveDateTime".into(), json!(d.as_str()));
         }
@@ -303,25 +427,51 @@ impl<'a> Out<'a> {
 /// JSON-schema check. Never fails, never panics.
 pub fn to_fhir(r: &Registration, ids: &Ids) -> Vec<Value> {
     let patient_id = ids.patient(&r.card_id);
-    let mut out = Out { r, ids, patient_ref: json!({"reference": format!("Patient/{patient_id}")}), resources: Vec::with_capacity(48) };
+    let mut out = Out {
+        r,
+        ids,
+        patient_ref: json!({"reference": format!("Patient/{patient_id}")}),
+        resources: Vec::with_capacity(48),
+    };
     let reg = &r.registration;
     let d = &r.demographics;
 
     // ---- Patient -----------------------------------------------------------------------------------
     let mut p = resource("Patient", &patient_id, profile::PATIENT);
     if let Some(h) = &reg.emergency_referral_hospital {
-        add_ext(&mut p, json!({"url": ext::EMERGENCY_REFERRAL_HOSPITAL, "valueReference": out.reference("Organization", "org-emergency-hospital", &h.value.name, Some(&h.meta))}));
+        add_ext(
+            &mut p,
+            json!({"url": ext::EMERGENCY_REFERRAL_HOSPITAL, "valueReference": out.reference("Organization", "org-emergency-hospital", &h.value.name, Some(&h.meta))}),
+        );
     }
     if let Some(f) = &reg.care_facility {
-        add_ext(&mut p, json!({"url": ext::CARE_FACILITY, "valueReference": out.reference("Organization", "org-care-facility", &f.value.name, Some(&f.meta))}));
+        add_ext(
+            &mut p,
+            json!({"url": ext::CARE_FACILITY, "valueReference": out.reference("Organization", "org-care-facility", &f.value.name, Some(&f.meta))}),
+        );
     }
-    p.insert("identifier".into(), json!([{"system": CARD_ID_SYSTEM, "value": r.card_id.as_str()}]));
+    p.insert(
+        "identifier".into(),
+        json!([{"system": CARD_ID_SYSTEM, "value": r.card_id.as_str()}]),
+    );
     p.insert("active".into(), json!(true));
     p.insert(
         "name".into(),
-        json!([human_name(&d.name_kanji.value, "IDE", Some(&d.name_kanji.meta)), human_name(&d.name_kana.value, "SYL", Some(&d.name_kana.meta))]),
+        json!([
+            human_name(&d.name_kanji.value, "IDE", Some(&d.name_kanji.meta)),
+            human_name(&d.name_kana.value, "SYL", Some(&d.name_kana.meta))
+        ]),
     );
-    put(&mut p, "telecom", Value::Array(d.phones.iter().map(|ph| phone(&ph.value, Some(&ph.meta))).collect()));
+    put(
+        &mut p,
+        "telecom",
+        Value::Array(
+            d.phones
+                .iter()
+                .map(|ph| phone(&ph.value, Some(&ph.meta)))
+                .collect(),
+        ),
+    );
     p.insert("gender".into(), json!(d.sex.value.code()));
     p.insert("_gender".into(), meta_only(&d.sex.meta));
     p.insert("birthDate".into(), json!(d.birth_date.value.as_str()));
@@ -362,29 +512,60 @@ pub fn to_fhir(r: &Registration, ids: &Ids) -> Vec<Value> {
     put(&mut p, "contact", Value::Array(contacts));
     let mut gp = Vec::new();
     if let Some(doc) = &reg.attending_doctor {
-        gp.push(out.reference("Practitioner", "practitioner-attending-doctor", &doc.value.name, None));
+        gp.push(out.reference(
+            "Practitioner",
+            "practitioner-attending-doctor",
+            &doc.value.name,
+            None,
+        ));
     }
-    gp.push(out.reference("Organization", "org-registering-clinic", &reg.registering_clinic.value.name, None));
+    gp.push(out.reference(
+        "Organization",
+        "org-registering-clinic",
+        &reg.registering_clinic.value.name,
+        None,
+    ));
     p.insert("generalPractitioner".into(), Value::Array(gp));
     p.insert(
         "managingOrganization".into(),
-        out.reference("Organization", "org-registering-clinic", &reg.registering_clinic.value.name, Some(&reg.registering_clinic.meta)),
+        out.reference(
+            "Organization",
+            "org-registering-clinic",
+            &reg.registering_clinic.value.name,
+            Some(&reg.registering_clinic.meta),
+        ),
     );
     out.resources.push(Value::Object(p));
 
     // ---- Organizations, Practitioners, CareTeam, Coverage ------------------------------------------
-    out.organization("org-registering-clinic", &reg.registering_clinic.value, MEDICAL_INSTITUTION_SYSTEM);
+    out.organization(
+        "org-registering-clinic",
+        &reg.registering_clinic.value,
+        MEDICAL_INSTITUTION_SYSTEM,
+    );
     if let Some(h) = &reg.emergency_referral_hospital {
-        out.organization("org-emergency-hospital", &h.value, MEDICAL_INSTITUTION_SYSTEM);
+        out.organization(
+            "org-emergency-hospital",
+            &h.value,
+            MEDICAL_INSTITUTION_SYSTEM,
+        );
     }
     if let Some(f) = &reg.care_facility {
         out.organization("org-care-facility", &f.value, LTC_PROVIDER_SYSTEM);
     }
     if let Some(f) = &reg.visiting_nurse_station {
-        out.organization("org-visiting-nurse-station", &f.value, MEDICAL_INSTITUTION_SYSTEM);
+        out.organization(
+            "org-visiting-nurse-station",
+            &f.value,
+            MEDICAL_INSTITUTION_SYSTEM,
+        );
     }
     if let Some(f) = &reg.home_care_support_office {
-        out.organization("org-home-care-support-office", &f.value, LTC_PROVIDER_SYSTEM);
+        out.organization(
+            "org-home-care-support-office",
+            &f.value,
+            LTC_PROVIDER_SYSTEM,
+        );
     }
     if let Some(x) = &reg.attending_doctor {
         out.practitioner("practitioner-attending-doctor", &x.value);
@@ -404,19 +585,49 @@ pub fn to_fhir(r: &Registration, ids: &Ids) -> Vec<Value> {
         }));
     };
     if let Some(x) = &reg.attending_doctor {
-        member(CareTeamRole::AttendingDoctor, "Practitioner", "practitioner-attending-doctor", &x.value.name, &x.meta);
+        member(
+            CareTeamRole::AttendingDoctor,
+            "Practitioner",
+            "practitioner-attending-doctor",
+            &x.value.name,
+            &x.meta,
+        );
     }
     if let Some(x) = &reg.visiting_nurse_station {
-        member(CareTeamRole::VisitingNurseStation, "Organization", "org-visiting-nurse-station", &x.value.name, &x.meta);
+        member(
+            CareTeamRole::VisitingNurseStation,
+            "Organization",
+            "org-visiting-nurse-station",
+            &x.value.name,
+            &x.meta,
+        );
     }
     if let Some(x) = &reg.visiting_nurse {
-        member(CareTeamRole::VisitingNurse, "Practitioner", "practitioner-visiting-nurse", &x.value.name, &x.meta);
+        member(
+            CareTeamRole::VisitingNurse,
+            "Practitioner",
+            "practitioner-visiting-nurse",
+            &x.value.name,
+            &x.meta,
+        );
     }
     if let Some(x) = &reg.home_care_support_office {
-        member(CareTeamRole::HomeCareSupportOffice, "Organization", "org-home-care-support-office", &x.value.name, &x.meta);
+        member(
+            CareTeamRole::HomeCareSupportOffice,
+            "Organization",
+            "org-home-care-support-office",
+            &x.value.name,
+            &x.meta,
+        );
     }
     if let Some(x) = &reg.care_manager {
-        member(CareTeamRole::CareManager, "Practitioner", "practitioner-care-manager", &x.value.name, &x.meta);
+        member(
+            CareTeamRole::CareManager,
+            "Practitioner",
+            "practitioner-care-manager",
+            &x.value.name,
+            &x.meta,
+        );
     }
     let has_care_team = !participants.is_empty();
     if has_care_team {
@@ -427,7 +638,12 @@ pub fn to_fhir(r: &Registration, ids: &Ids) -> Vec<Value> {
         t.insert("participant".into(), Value::Array(participants));
         t.insert(
             "managingOrganization".into(),
-            json!([out.reference("Organization", "org-registering-clinic", &reg.registering_clinic.value.name, None)]),
+            json!([out.reference(
+                "Organization",
+                "org-registering-clinic",
+                &reg.registering_clinic.value.name,
+                None
+            )]),
         );
         out.resources.push(Value::Object(t));
     }
@@ -437,7 +653,9 @@ pub fn to_fhir(r: &Registration, ids: &Ids) -> Vec<Value> {
         if let Some(s) = &ins.value.symbol {
             exts.push(json!({"url": format!("{JP_COVERAGE_EXT}Symbol"), "valueString": s}));
         }
-        exts.push(json!({"url": format!("{JP_COVERAGE_EXT}Number"), "valueString": ins.value.number}));
+        exts.push(
+            json!({"url": format!("{JP_COVERAGE_EXT}Number"), "valueString": ins.value.number}),
+        );
         if let Some(b) = &ins.value.branch {
             exts.push(json!({"url": format!("{JP_COVERAGE_EXT}SubNumber"), "valueString": b}));
         }
@@ -452,12 +670,22 @@ pub fn to_fhir(r: &Registration, ids: &Ids) -> Vec<Value> {
         out.resources.push(Value::Object(c));
     }
     if let Some(rt) = &reg.residence_type {
-        out.coded_observation("residence-type", profile::OBSERVATION_RESIDENCE, RegistrationItem::ResidenceType, Some("social-history"), rt);
+        out.coded_observation(
+            "residence-type",
+            profile::OBSERVATION_RESIDENCE,
+            RegistrationItem::ResidenceType,
+            Some("social-history"),
+            rt,
+        );
     }
 
     // ---- Main diagnoses, history ------------------------------------------------------------------
     for (i, dx) in r.main_diagnoses.iter().enumerate() {
-        let mut c = resource("Condition", &out.id(&format!("diagnosis-{}", i + 1)), profile::CONDITION);
+        let mut c = resource(
+            "Condition",
+            &out.id(&format!("diagnosis-{}", i + 1)),
+            profile::CONDITION,
+        );
         c.insert("extension".into(), json!([item_meta(&dx.meta)]));
         c.insert("clinicalStatus".into(), json!({"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "active"}]}));
         c.insert("verificationStatus".into(), json!({"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-ver-status", "code": "confirmed"}]}));
@@ -485,7 +713,11 @@ pub fn to_fhir(r: &Registration, ids: &Ids) -> Vec<Value> {
 
     // ---- Prescriptions ----------------------------------------------------------------------------
     for (i, rx) in r.prescriptions.iter().enumerate() {
-        let mut m = resource("MedicationStatement", &out.id(&format!("medication-{}", i + 1)), profile::MEDICATION_STATEMENT);
+        let mut m = resource(
+            "MedicationStatement",
+            &out.id(&format!("medication-{}", i + 1)),
+            profile::MEDICATION_STATEMENT,
+        );
         m.insert("extension".into(), json!([item_meta(&rx.meta)]));
         m.insert("status".into(), json!("active"));
         let codings: Vec<Value> = rx
@@ -494,7 +726,10 @@ pub fn to_fhir(r: &Registration, ids: &Ids) -> Vec<Value> {
             .iter()
             .map(|k| json!({"system": k.system.uri(), "code": k.code, "display": rx.value.drug}))
             .collect();
-        m.insert("medicationCodeableConcept".into(), cc_many(codings, Some(&rx.value.drug)));
+        m.insert(
+            "medicationCodeableConcept".into(),
+            cc_many(codings, Some(&rx.value.drug)),
+        );
         m.insert("subject".into(), out.patient_ref.clone());
         m.insert("dateAsserted".into(), json!(rx.meta.last_updated.as_str()));
         if let Some(dose) = &rx.value.dosage {
@@ -503,10 +738,17 @@ pub fn to_fhir(r: &Registration, ids: &Ids) -> Vec<Value> {
         out.resources.push(Value::Object(m));
     }
     if let Some(t) = &r.prescription_text {
-        let mut m = resource("MedicationStatement", &out.id("prescription-text"), profile::MEDICATION_STATEMENT);
+        let mut m = resource(
+            "MedicationStatement",
+            &out.id("prescription-text"),
+            profile::MEDICATION_STATEMENT,
+        );
         m.insert("extension".into(), json!([item_meta(&t.meta)]));
         m.insert("status".into(), json!("active"));
-        m.insert("medicationCodeableConcept".into(), cc(RegistrationItem::PrescriptionText.coding(), Some(&t.value)));
+        m.insert(
+            "medicationCodeableConcept".into(),
+            cc(RegistrationItem::PrescriptionText.coding(), Some(&t.value)),
+        );
         m.insert("subject".into(), out.patient_ref.clone());
         m.insert("dateAsserted".into(), json!(t.meta.last_updated.as_str()));
         out.resources.push(Value::Object(m));
@@ -514,27 +756,46 @@ pub fn to_fhir(r: &Registration, ids: &Ids) -> Vec<Value> {
 
     // ---- Contraindicated drugs, allergies -----------------------------------------------------------
     for (i, x) in r.contraindicated_drugs.iter().enumerate() {
-        let mut a = resource("AllergyIntolerance", &out.id(&format!("contraindication-{}", i + 1)), profile::CONTRAINDICATED_DRUG);
+        let mut a = resource(
+            "AllergyIntolerance",
+            &out.id(&format!("contraindication-{}", i + 1)),
+            profile::CONTRAINDICATED_DRUG,
+        );
         a.insert("extension".into(), json!([item_meta(&x.meta)]));
         a.insert("clinicalStatus".into(), json!({"coding": [{"system": "http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical", "code": "active"}]}));
         a.insert("verificationStatus".into(), json!({"coding": [{"system": "http://terminology.hl7.org/CodeSystem/allergyintolerance-verification", "code": "confirmed"}]}));
         a.insert("category".into(), json!(["medication"]));
         a.insert("criticality".into(), json!("high"));
-        let codings: Vec<Value> =
-            x.value.code.iter().map(|k| json!({"system": k.system.uri(), "code": k.code, "display": x.value.drug})).collect();
+        let codings: Vec<Value> = x
+            .value
+            .code
+            .iter()
+            .map(|k| json!({"system": k.system.uri(), "code": k.code, "display": x.value.drug}))
+            .collect();
         a.insert("code".into(), cc_many(codings, Some(&x.value.drug)));
         a.insert("patient".into(), out.patient_ref.clone());
         put(&mut a, "note", note(x.value.reason.as_deref()));
         out.resources.push(Value::Object(a));
     }
     for (i, x) in r.allergies.iter().enumerate() {
-        let mut a = resource("AllergyIntolerance", &out.id(&format!("allergy-{}", i + 1)), profile::ALLERGY);
+        let mut a = resource(
+            "AllergyIntolerance",
+            &out.id(&format!("allergy-{}", i + 1)),
+            profile::ALLERGY,
+        );
         a.insert("extension".into(), json!([item_meta(&x.meta)]));
         a.insert("clinicalStatus".into(), json!({"coding": [{"system": "http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical", "code": "active"}]}));
-        let ver = if x.value.kind == AllergyKind::Unknown { "unconfirmed" } else { "confirmed" };
+        let ver = if x.value.kind == AllergyKind::Unknown {
+            "unconfirmed"
+        } else {
+            "confirmed"
+        };
         a.insert("verificationStatus".into(), json!({"coding": [{"system": "http://terminology.hl7.org/CodeSystem/allergyintolerance-verification", "code": ver}]}));
         put(&mut a, "category", json!(standard_codes(x.value.kind)));
-        a.insert("code".into(), cc(x.value.kind.coding(), x.value.detail.as_deref()));
+        a.insert(
+            "code".into(),
+            cc(x.value.kind.coding(), x.value.detail.as_deref()),
+        );
         a.insert("patient".into(), out.patient_ref.clone());
         out.resources.push(Value::Object(a));
     }
@@ -551,17 +812,32 @@ pub fn to_fhir(r: &Registration, ids: &Ids) -> Vec<Value> {
             dev.insert("type".into(), code);
             dev.insert("patient".into(), out.patient_ref.clone());
             out.resources.push(Value::Object(dev));
-            let mut u = resource("DeviceUseStatement", &out.id(&format!("device-use-{n}")), profile::DEVICE_USE_STATEMENT);
+            let mut u = resource(
+                "DeviceUseStatement",
+                &out.id(&format!("device-use-{n}")),
+                profile::DEVICE_USE_STATEMENT,
+            );
             u.insert("extension".into(), json!([item_meta(&t.meta)]));
             u.insert("status".into(), json!("active"));
             u.insert("subject".into(), out.patient_ref.clone());
             u.insert("recordedOn".into(), json!(t.meta.last_updated.as_str()));
-            u.insert("device".into(), json!({"reference": format!("Device/{}", out.id(&format!("device-{n}")))}));
+            u.insert(
+                "device".into(),
+                json!({"reference": format!("Device/{}", out.id(&format!("device-{n}")))}),
+            );
             out.resources.push(Value::Object(u));
         } else {
-            let mut pr = resource("Procedure", &out.id(&format!("procedure-{n}")), profile::PROCEDURE);
+            let mut pr = resource(
+                "Procedure",
+                &out.id(&format!("procedure-{n}")),
+                profile::PROCEDURE,
+            );
             pr.insert("extension".into(), json!([item_meta(&t.meta)]));
-            let status = if t.value.kind == TreatmentKind::Unknown { "unknown" } else { "in-progress" };
+            let status = if t.value.kind == TreatmentKind::Unknown {
+                "unknown"
+            } else {
+                "in-progress"
+            };
             pr.insert("status".into(), json!(status));
             pr.insert("code".into(), code);
             pr.insert("subject".into(), out.patient_ref.clone());
@@ -571,7 +847,11 @@ pub fn to_fhir(r: &Registration, ids: &Ids) -> Vec<Value> {
 
     // ---- Wishes for emergency care + ACP --------------------------------------------------------------
     if r.emergency_care_wishes.is_some() || r.acp.is_some() {
-        let mut c = resource("Consent", &out.id("consent-emergency-care"), profile::CONSENT_EMERGENCY_CARE);
+        let mut c = resource(
+            "Consent",
+            &out.id("consent-emergency-care"),
+            profile::CONSENT_EMERGENCY_CARE,
+        );
         if let Some(w) = &r.emergency_care_wishes {
             c.insert("extension".into(), json!([item_meta(&w.meta)]));
         }
@@ -585,14 +865,29 @@ pub fn to_fhir(r: &Registration, ids: &Ids) -> Vec<Value> {
             ]),
         );
         c.insert("patient".into(), out.patient_ref.clone());
-        let date = r.emergency_care_wishes.as_ref().map(|w| &w.meta).or(r.acp.as_ref().map(|a| &a.meta));
+        let date = r
+            .emergency_care_wishes
+            .as_ref()
+            .map(|w| &w.meta)
+            .or(r.acp.as_ref().map(|a| &a.meta));
         if let Some(m) = date {
             c.insert("dateTime".into(), json!(m.last_updated.as_str()));
         }
         c.insert("performer".into(), json!([out.patient_ref.clone()]));
-        c.insert("organization".into(), json!([out.reference("Organization", "org-registering-clinic", &reg.registering_clinic.value.name, None)]));
+        c.insert(
+            "organization".into(),
+            json!([out.reference(
+                "Organization",
+                "org-registering-clinic",
+                &reg.registering_clinic.value.name,
+                None
+            )]),
+        );
         if let Some(a) = &r.acp {
-            c.insert("sourceAttachment".into(), text_attachment(&a.value, "ACP（人生会議）の記録", &a.meta));
+            c.insert(
+                "sourceAttachment".into(),
+                text_attachment(&a.value, "ACP（人生会議）の記録", &a.meta),
+            );
         }
         c.insert("policy".into(), json!([{"uri": policy::EMERGENCY_CARE}]));
         if let Some(w) = &r.emergency_care_wishes {
@@ -601,58 +896,143 @@ pub fn to_fhir(r: &Registration, ids: &Ids) -> Vec<Value> {
                 .iter()
                 .map(|x| json!({"type": x.provision_type(), "code": [cc(x.coding(), None)]}))
                 .collect();
-            c.insert("provision".into(), json!({"type": "permit", "provision": nested}));
+            c.insert(
+                "provision".into(),
+                json!({"type": "permit", "provision": nested}),
+            );
         }
         out.resources.push(Value::Object(c));
     }
 
     // ---- ADL, disability, care level, impairments, dementia, behaviour -------------------------------
     out.assessment("adl-eating", RegistrationItem::AdlEating, &r.adl.eating);
-    out.assessment("adl-feeding-route", RegistrationItem::AdlFeedingRoute, &r.adl.feeding_route);
-    out.assessment("adl-food-form", RegistrationItem::AdlFoodForm, &r.adl.food_form);
-    out.assessment("adl-excretion", RegistrationItem::AdlExcretion, &r.adl.excretion);
-    out.assessment("adl-mobility", RegistrationItem::AdlMobility, &r.adl.mobility);
-    out.assessment("adl-breathing", RegistrationItem::AdlBreathing, &r.adl.breathing);
+    out.assessment(
+        "adl-feeding-route",
+        RegistrationItem::AdlFeedingRoute,
+        &r.adl.feeding_route,
+    );
+    out.assessment(
+        "adl-food-form",
+        RegistrationItem::AdlFoodForm,
+        &r.adl.food_form,
+    );
+    out.assessment(
+        "adl-excretion",
+        RegistrationItem::AdlExcretion,
+        &r.adl.excretion,
+    );
+    out.assessment(
+        "adl-mobility",
+        RegistrationItem::AdlMobility,
+        &r.adl.mobility,
+    );
+    out.assessment(
+        "adl-breathing",
+        RegistrationItem::AdlBreathing,
+        &r.adl.breathing,
+    );
     if let Some(x) = &r.disability.physical {
-        out.coded_observation("disability-physical", profile::OBSERVATION_DISABILITY, RegistrationItem::PhysicalDisability, Some("disability-status"), x);
+        out.coded_observation(
+            "disability-physical",
+            profile::OBSERVATION_DISABILITY,
+            RegistrationItem::PhysicalDisability,
+            Some("disability-status"),
+            x,
+        );
     }
     if let Some(x) = &r.disability.mental {
-        out.coded_observation("disability-mental", profile::OBSERVATION_DISABILITY, RegistrationItem::MentalDisability, Some("disability-status"), x);
+        out.coded_observation(
+            "disability-mental",
+            profile::OBSERVATION_DISABILITY,
+            RegistrationItem::MentalDisability,
+            Some("disability-status"),
+            x,
+        );
     }
     if let Some(x) = &r.disability.rehabilitation {
-        out.coded_observation("disability-rehabilitation", profile::OBSERVATION_DISABILITY, RegistrationItem::RehabilitationCertificate, Some("disability-status"), x);
+        out.coded_observation(
+            "disability-rehabilitation",
+            profile::OBSERVATION_DISABILITY,
+            RegistrationItem::RehabilitationCertificate,
+            Some("disability-status"),
+            x,
+        );
     }
     if let Some(x) = &r.care_level {
-        out.coded_observation("care-level", profile::OBSERVATION_CARE_LEVEL, RegistrationItem::CareLevel, Some("functional-status"), x);
+        out.coded_observation(
+            "care-level",
+            profile::OBSERVATION_CARE_LEVEL,
+            RegistrationItem::CareLevel,
+            Some("functional-status"),
+            x,
+        );
     }
     for (i, x) in r.impairments.iter().enumerate() {
-        let mut o = out.observation(&format!("impairment-{}", i + 1), profile::OBSERVATION_IMPAIRMENT, RegistrationItem::Impairment, Some("disability-status"), &x.meta);
-        o.insert("effectiveDateTime".into(), json!(x.meta.last_updated.as_str()));
-        o.insert("valueCodeableConcept".into(), cc(x.value.kind.coding(), None));
+        let mut o = out.observation(
+            &format!("impairment-{}", i + 1),
+            profile::OBSERVATION_IMPAIRMENT,
+            RegistrationItem::Impairment,
+            Some("disability-status"),
+            &x.meta,
+        );
+        o.insert(
+            "effectiveDateTime".into(),
+            json!(x.meta.last_updated.as_str()),
+        );
+        o.insert(
+            "valueCodeableConcept".into(),
+            cc(x.value.kind.coding(), None),
+        );
         put(&mut o, "note", note(x.value.note.as_deref()));
         out.resources.push(Value::Object(o));
     }
     if let Some(x) = &r.dementia.level {
-        out.coded_observation("dementia-level", profile::OBSERVATION_DEMENTIA, RegistrationItem::DementiaLevel, Some("cognitive-status"), x);
+        out.coded_observation(
+            "dementia-level",
+            profile::OBSERVATION_DEMENTIA,
+            RegistrationItem::DementiaLevel,
+            Some("cognitive-status"),
+            x,
+        );
     }
     out.score("hds-r", RegistrationItem::HdsR, &r.dementia.hds_r);
     out.score("mmse", RegistrationItem::Mmse, &r.dementia.mmse);
     if let Some(b) = &r.behaviour {
-        let mut o = out.observation("behaviour", profile::OBSERVATION_BEHAVIOUR, RegistrationItem::Behaviour, Some("cognitive-status"), &b.meta);
-        o.insert("effectiveDateTime".into(), json!(b.meta.last_updated.as_str()));
+        let mut o = out.observation(
+            "behaviour",
+            profile::OBSERVATION_BEHAVIOUR,
+            RegistrationItem::Behaviour,
+            Some("cognitive-status"),
+            &b.meta,
+        );
+        o.insert(
+            "effectiveDateTime".into(),
+            json!(b.meta.last_updated.as_str()),
+        );
         put(&mut o, "note", note(b.value.note.as_deref()));
-        let comps: Vec<Value> = b.value.traits.iter().map(|t| json!({"code": cc(t.coding(), None), "valueBoolean": true})).collect();
+        let comps: Vec<Value> = b
+            .value
+            .traits
+            .iter()
+            .map(|t| json!({"code": cc(t.coding(), None), "valueBoolean": true}))
+            .collect();
         put(&mut o, "component", Value::Array(comps));
         out.resources.push(Value::Object(o));
     }
 
     // ---- Patient's wishes, remarks ----------------------------------------------------------------------
     if let Some(w) = &r.information_wishes {
-        let mut c = resource("Consent", &out.id("consent-information"), profile::CONSENT_INFORMATION);
+        let mut c = resource(
+            "Consent",
+            &out.id("consent-information"),
+            profile::CONSENT_INFORMATION,
+        );
         c.insert("extension".into(), json!([item_meta(&w.meta)]));
         c.insert("status".into(), json!("active"));
         c.insert("scope".into(), json!({"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy", "display": "Privacy Consent"}]}));
-        let mut cats = vec![json!({"coding": [{"system": "http://loinc.org", "code": "59284-0", "display": "Patient Consent"}]})];
+        let mut cats = vec![
+            json!({"coding": [{"system": "http://loinc.org", "code": "59284-0", "display": "Patient Consent"}]}),
+        ];
         cats.push(json!({"coding": [RegistrationItem::InformationWishes.coding()]}));
         if let Some(s) = w.value.sharing {
             cats.push(cc(s.coding(), None));
@@ -661,19 +1041,36 @@ pub fn to_fhir(r: &Registration, ids: &Ids) -> Vec<Value> {
         c.insert("patient".into(), out.patient_ref.clone());
         c.insert("dateTime".into(), json!(w.meta.last_updated.as_str()));
         c.insert("performer".into(), json!([out.patient_ref.clone()]));
-        c.insert("organization".into(), json!([out.reference("Organization", "org-registering-clinic", &reg.registering_clinic.value.name, None)]));
+        c.insert(
+            "organization".into(),
+            json!([out.reference(
+                "Organization",
+                "org-registering-clinic",
+                &reg.registering_clinic.value.name,
+                None
+            )]),
+        );
         if let Some(t) = &w.value.text {
-            c.insert("sourceAttachment".into(), text_attachment(t, "患者の意向", &w.meta));
+            c.insert(
+                "sourceAttachment".into(),
+                text_attachment(t, "患者の意向", &w.meta),
+            );
         }
         c.insert("policy".into(), json!([{"uri": policy::INFORMATION}]));
         if let Some(s) = w.value.sharing {
             let purpose = |code: &str| json!([{"system": "http://terminology.hl7.org/CodeSystem/v3-ActReason", "code": code}]);
             let prov = match s {
-                InformationSharing::AllParticipants => json!({"type": "permit", "purpose": purpose("TREAT")}),
-                InformationSharing::EmergencyOnly => json!({"type": "permit", "purpose": purpose("ETREAT")}),
+                InformationSharing::AllParticipants => {
+                    json!({"type": "permit", "purpose": purpose("TREAT")})
+                }
+                InformationSharing::EmergencyOnly => {
+                    json!({"type": "permit", "purpose": purpose("ETREAT")})
+                }
                 InformationSharing::CareTeamOnly => {
                     let role = json!({"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "code": "IRCP"}]});
-                    let mut actors = vec![json!({"role": role, "reference": out.reference("Organization", "org-registering-clinic", &reg.registering_clinic.value.name, None)})];
+                    let mut actors = vec![
+                        json!({"role": role, "reference": out.reference("Organization", "org-registering-clinic", &reg.registering_clinic.value.name, None)}),
+                    ];
                     if has_care_team {
                         actors.push(json!({"role": role, "reference": {"reference": format!("CareTeam/{}", out.id("care-team"))}}));
                     }
@@ -709,7 +1106,10 @@ mod tests {
         assert_eq!(standard_codes(AllergyKind::Food), vec!["food".to_string()]);
         assert!(standard_codes(AllergyKind::Asthma).is_empty());
         assert_eq!(standard(TreatmentKind::Pacemaker)[0]["code"], "14106009");
-        assert_eq!(standard(RegistrationItem::Mmse)[0]["system"], "http://loinc.org");
+        assert_eq!(
+            standard(RegistrationItem::Mmse)[0]["system"],
+            "http://loinc.org"
+        );
     }
 
     #[test]
@@ -718,8 +1118,14 @@ mod tests {
             split_address("福岡県福岡市中央区天神1丁目1-1"),
             (Some("福岡県"), Some("福岡市"), Some("中央区天神1丁目1-1"))
         );
-        assert_eq!(split_address("福岡県糟屋郡粕屋町大字仲原1"), (Some("福岡県"), Some("糟屋郡粕屋町"), Some("大字仲原1")));
-        assert_eq!(split_address("東京都千代田区"), (Some("東京都"), Some("千代田区"), None));
+        assert_eq!(
+            split_address("福岡県糟屋郡粕屋町大字仲原1"),
+            (Some("福岡県"), Some("糟屋郡粕屋町"), Some("大字仲原1"))
+        );
+        assert_eq!(
+            split_address("東京都千代田区"),
+            (Some("東京都"), Some("千代田区"), None)
+        );
         assert_eq!(split_address("どこか"), (None, None, Some("どこか")));
     }
 }
