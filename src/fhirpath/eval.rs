@@ -39,8 +39,12 @@ pub struct Env<'a> {
     /// `%name` → collection.
     pub variables: HashMap<String, Vec<Item<'a>>>,
     /// Unknown element names on typed nodes are errors (FHIRPath "strict" / semantic mode);
-    /// a leading type name that does not match the focus is an error too.
+    /// a leading type name that does not match the focus is an error too, and so is
+    /// `(x as T).name` when `T` has no element `name`.
     pub strict: bool,
+    /// `skip` / `take` / `first` / `last` / `tail` directly on `children()` / `descendants()`
+    /// (whose order is undefined) are errors.
+    pub check_ordered_functions: bool,
 }
 
 type Res<T> = Result<T, FhirPathError>;
@@ -277,6 +281,7 @@ struct Ctx<'a, 'e> {
     env: Option<&'e Env<'a>>,
     lenient: bool,
     strict: bool,
+    check_ordered: bool,
     now: Dt,
 }
 
@@ -309,6 +314,7 @@ fn run<'a>(expr: &Expr, focus: Vec<V<'a>>, resource: &'a Value, env: Option<&Env
         env,
         lenient,
         strict: env.is_some_and(|e| e.strict),
+        check_ordered: env.is_some_and(|e| e.check_ordered_functions),
         now: now_dt(),
     };
     let out = eval(expr, &focus, Scope::default(), &ctx)?;
@@ -440,7 +446,7 @@ fn child_ty(_m: &Model, ty: &ElemType, idx: usize) -> Option<&'static str> {
 }
 
 /// Children named `name` of a node.
-fn navigate_node<'a>(n: &Node<'a>, name: &str, strict: bool, out: &mut Vec<V<'a>>) -> Res<()> {
+fn navigate_node<'a>(n: &Node<'a>, name: &str, strict: bool, spec_mode: bool, out: &mut Vec<V<'a>>) -> Res<()> {
     let m = model();
     let v = match &n.val {
         Some(J::B(v)) => Some(*v),
@@ -451,6 +457,12 @@ fn navigate_node<'a>(n: &Node<'a>, name: &str, strict: bool, out: &mut Vec<V<'a>
             let shadow: &Value = o;
             // SAFETY-free approach: clone the children into new Rcs
             if let Value::Object(obj) = shadow {
+                let untyped_prim = |c: &Value| match c {
+                    Value::String(_) => m.type_name("string"),
+                    Value::Bool(_) => m.type_name("boolean"),
+                    Value::Number(x) => m.type_name(if matches!(num_prim(x, None), P::Int(_)) { "integer" } else { "decimal" }),
+                    _ => None,
+                };
                 let push = |c: &Value, ty: Option<&'static str>, tmp: &mut Vec<V<'a>>| match c {
                     Value::Array(a) => {
                         for x in a.iter().filter(|x| !x.is_null()) {
@@ -480,7 +492,8 @@ fn navigate_node<'a>(n: &Node<'a>, name: &str, strict: bool, out: &mut Vec<V<'a>
                     }
                     None => {
                         if let Some(c) = obj.get(name) {
-                            push(c, None, &mut tmp);
+                            let ty = if n.ty.is_none() { untyped_prim(c) } else { None };
+                            push(c, ty, &mut tmp);
                         }
                     }
                 }
@@ -544,6 +557,15 @@ fn navigate_node<'a>(n: &Node<'a>, name: &str, strict: bool, out: &mut Vec<V<'a>
             push_elems(c, x, child_ty(m, &e.ty, 0), None, n.res, out);
             return Ok(());
         }
+        // `valueQuantity` names a choice element by its JSON key: not a FHIRPath element name
+        if spec_mode {
+            for (i, _) in name.char_indices().skip(1) {
+                let (base, suf) = name.split_at(i);
+                if suf.starts_with(|c: char| c.is_ascii_uppercase()) && m.element(t, base).is_some_and(|e| e.choice) {
+                    return err(format!("`{name}` is not an element of {t}: use `{base}` (choice element)"));
+                }
+            }
+        }
         if strict && !name.starts_with(|c: char| c.is_ascii_uppercase()) {
             return err(format!("unknown element `{name}` on type {t}"));
         }
@@ -582,7 +604,7 @@ fn navigate<'a>(focus: &[V<'a>], name: &str, root_position: bool, ctx: &Ctx<'a, 
     }
     for item in focus {
         if let V::Node(n) = item {
-            navigate_node(n, name, ctx.strict, out)?;
+            navigate_node(n, name, ctx.strict, !ctx.lenient, out)?;
         }
     }
     Ok(())
@@ -730,7 +752,7 @@ fn type_matches(v: &V<'_>, spec: &str, exact: bool) -> Res<bool> {
     let (ns, name) = split_type(spec);
     if !known_type(spec) {
         // unknown type names: lenient for untyped JSON (profiles, custom types), else an error
-        if v.is_untyped_node() || matches!(ns, Some(n) if n != "System" && n != "FHIR") {
+        if v.is_untyped_node() || ns.is_some() {
             return Ok(false);
         }
         return err(format!("unknown type {spec}"));
@@ -1294,7 +1316,29 @@ fn escape(s: &str, how: &str) -> Option<String> {
 fn unescape(s: &str, how: &str) -> Option<String> {
     match how {
         "html" => Some(s.replace("&quot;", "\"").replace("&lt;", "<").replace("&gt;", ">").replace("&#39;", "'").replace("&amp;", "&")),
-        "json" => serde_json::from_str::<String>(&format!("\"{s}\"")).ok(),
+        "json" => {
+            let mut out = String::new();
+            let mut it = s.chars();
+            while let Some(c) = it.next() {
+                if c != '\\' {
+                    out.push(c);
+                    continue;
+                }
+                match it.next()? {
+                    'n' => out.push('\n'),
+                    'r' => out.push('\r'),
+                    't' => out.push('\t'),
+                    'b' => out.push('\u{8}'),
+                    'f' => out.push('\u{c}'),
+                    'u' => {
+                        let hex: String = it.by_ref().take(4).collect();
+                        out.push(char::from_u32(u32::from_str_radix(&hex, 16).ok()?)?);
+                    }
+                    other => out.push(other),
+                }
+            }
+            Some(out)
+        }
         _ => None,
     }
 }
@@ -1905,8 +1949,9 @@ fn call<'a>(
                 for (i, (x, y)) in ka.iter().zip(kb).enumerate() {
                     let o = match (x.first(), y.first()) {
                         (None, None) => Ordering::Equal,
-                        (None, Some(_)) => Ordering::Less,
-                        (Some(_), None) => Ordering::Greater,
+                        // empty keys sort first in either direction
+                        (None, Some(_)) => return Ordering::Less,
+                        (Some(_), None) => return Ordering::Greater,
                         (Some(p), Some(q)) => match item_cmp(p, q) {
                             Ok(o) => o.unwrap_or(Ordering::Equal),
                             Err(e) => {
@@ -1988,6 +2033,22 @@ fn env_var<'a>(name: &str, ctx: &Ctx<'a, '_>) -> Res<Vec<V<'a>>> {
     }
 }
 
+/// Strict mode: `(x as T).name` / `x.ofType(T).name` where `T` has no element `name`.
+fn strict_member_check(base: &Expr, name: &str) -> Res<()> {
+    let t = match base {
+        Expr::As(_, t) => Some(t.clone()),
+        Expr::Call(Some(_), f, args) if f == "as" || f == "ofType" => type_arg(args.first()).ok(),
+        _ => None,
+    };
+    let Some(t) = t else { return Ok(()) };
+    let m = model();
+    let (_, tn) = split_type(&t);
+    if m.kind(tn).is_some_and(|k| k != Kind::Primitive) && m.element(tn, name).is_none() {
+        return err(format!("type {tn} has no element `{name}`"));
+    }
+    Ok(())
+}
+
 fn eval<'a>(expr: &Expr, focus: &[V<'a>], scope: Scope<'_, 'a>, ctx: &Ctx<'a, '_>) -> Res<Vec<V<'a>>> {
     match expr {
         Expr::This => Ok(match scope.this {
@@ -2009,6 +2070,11 @@ fn eval<'a>(expr: &Expr, focus: &[V<'a>], scope: Scope<'_, 'a>, ctx: &Ctx<'a, '_
             Literal::Quantity(q) => vec![V::Qty(q.clone())],
         }),
         Expr::Member(base, name) => {
+            if ctx.strict {
+                if let Some(b) = base {
+                    strict_member_check(b, name)?;
+                }
+            }
             let mut out = Vec::new();
             match base {
                 None => navigate(focus, name, true, ctx, &mut out)?,
@@ -2019,7 +2085,15 @@ fn eval<'a>(expr: &Expr, focus: &[V<'a>], scope: Scope<'_, 'a>, ctx: &Ctx<'a, '_
         Expr::Call(base, name, args) => {
             let (b, explicit) = match base {
                 None => (focus.to_vec(), false),
-                Some(b) => (eval(b, focus, scope, ctx)?, true),
+                Some(b) => {
+                    if ctx.check_ordered
+                        && matches!(name.as_str(), "skip" | "take" | "first" | "last" | "tail")
+                        && matches!(&**b, Expr::Call(_, f, _) if f == "children" || f == "descendants")
+                    {
+                        return err(format!("{name}() on the unordered result of a tree navigation"));
+                    }
+                    (eval(b, focus, scope, ctx)?, true)
+                }
             };
             call(b, explicit, name, args, focus, scope, ctx)
         }
@@ -2055,7 +2129,13 @@ fn eval<'a>(expr: &Expr, focus: &[V<'a>], scope: Scope<'_, 'a>, ctx: &Ctx<'a, '_
             let Some(v) = single(&r, "unary -")? else { return Ok(vec![]) };
             Ok(vec![match v.prim() {
                 Some(P::Int(i)) => V::Int(-i),
-                Some(P::Dec(d)) => V::Dec(-d),
+                Some(P::Dec(d)) => {
+                    let mut n = -d;
+                    if n.is_zero() {
+                        n.set_sign_positive(true);
+                    }
+                    V::Dec(n)
+                }
                 Some(P::Qty(q)) => V::Qty(Qty { value: -q.value, unit: q.unit }),
                 _ => return err("unary - expects a number or quantity"),
             }])

@@ -78,3 +78,52 @@ fn every_r4_search_parameter_expression_parses() {
     }
     assert!(failed.is_empty(), "{} of {n} failed: {failed:#?}", failed.len());
 }
+
+fn eval1(expr: &str, res: &Value) -> Result<Vec<Value>, FhirPathError> {
+    let e = parse(expr)?;
+    try_evaluate(&e, res).map(|r| r.into_iter().map(|i| i.value.into_owned()).collect())
+}
+
+#[test]
+fn errors_are_results_not_panics() {
+    let p = json!({"resourceType":"Patient","name":[{"given":["a"]},{"given":["b"]}]});
+    assert!(matches!(eval1("'a' - 1", &p), Err(FhirPathError::Evaluation(_))));
+    assert!(matches!(eval1("Patient.name.single()", &p), Err(FhirPathError::Evaluation(_))));
+    assert!(matches!(eval1("Patient.name.given.startsWith('a')", &p), Err(FhirPathError::Evaluation(_))));
+    assert!(matches!(eval1("Patient.name.as(HumanName)", &p), Err(FhirPathError::Evaluation(_))));
+    // the search-facing API stays lenient: `as` on several items filters
+    let e = parse("Patient.name.as(HumanName).given").unwrap();
+    assert_eq!(evaluate(&e, &p).len(), 2);
+    assert!(evaluate(&parse("'a' - 1").unwrap(), &p).is_empty());
+}
+
+#[test]
+fn exact_decimals_quantities_dates() {
+    let r = json!({"resourceType":"Basic"});
+    let t = |x: &str| eval1(x, &r).unwrap_or_else(|e| panic!("{x}: {e}"));
+    assert_eq!(t("0.1 + 0.2 = 0.3"), [json!(true)]);
+    assert_eq!(t("(1.2 / 1.8).round(2)"), [serde_json::from_str::<Value>("0.67").unwrap()]);
+    assert_eq!(t("1 'kg' = 1000 'g'"), [json!(true)]);
+    assert_eq!(t("1000 'mL' = 1 'L'"), [json!(true)]);
+    assert_eq!(t("2 'h' = 120 'min'"), [json!(true)]);
+    assert_eq!(t("1 year = 1 'a'"), Vec::<Value>::new());
+    assert_eq!(t("@2024-01-31 + 1 month"), [json!("2024-02-29")]);
+    assert_eq!(t("@2024-01 = @2024-01-05"), Vec::<Value>::new());
+    assert_eq!(t("@2024-01-05T10:00+09:00 = @2024-01-05T01:00Z"), [json!(true)]);
+}
+
+#[test]
+fn primitive_extensions_and_bundle_resolve() {
+    let p = json!({"resourceType":"Patient","birthDate":"1974-12-25",
+        "_birthDate":{"extension":[{"url":"http://x/bt","valueDateTime":"1974-12-25T14:35:45-05:00"}]},
+        "name":[{"given":["Jim",null],"_given":[null,{"extension":[{"url":"http://x/e","valueString":"v"}]}]}]});
+    assert_eq!(eval1("Patient.birthDate.extension('http://x/bt').value is dateTime", &p).unwrap(), [json!(true)]);
+    assert_eq!(eval1("Patient.name.given.count()", &p).unwrap(), [json!(2)]);
+    assert_eq!(eval1("Patient.name.given.select(hasValue())", &p).unwrap(), [json!(true), json!(false)]);
+    let b = json!({"resourceType":"Bundle","type":"collection","entry":[
+        {"fullUrl":"urn:uuid:1","resource":{"resourceType":"Patient","id":"p","gender":"male"}},
+        {"fullUrl":"urn:uuid:2","resource":{"resourceType":"Observation","subject":{"reference":"urn:uuid:1"},
+            "performer":[{"reference":"Patient/p"}]}}]});
+    assert_eq!(eval1("Bundle.entry.resource.ofType(Observation).subject.resolve().gender", &b).unwrap(), [json!("male")]);
+    assert_eq!(eval1("Bundle.entry.resource.ofType(Observation).performer.resolve().id", &b).unwrap(), [json!("p")]);
+}
