@@ -34,7 +34,11 @@ fn render(i: &Item<'_>) -> String {
         Value::Bool(b) => b.to_string(),
         Value::Object(o) if i.fhir_type == Some("System.Quantity") || o.contains_key("unit") => {
             let v = o.get("value").map(|v| v.to_string()).unwrap_or_default();
-            let u = o.get("code").or(o.get("unit")).and_then(Value::as_str).unwrap_or("");
+            let u = o
+                .get("code")
+                .or(o.get("unit"))
+                .and_then(Value::as_str)
+                .unwrap_or("");
             if o.contains_key("code") {
                 format!("{v} '{u}'")
             } else {
@@ -56,7 +60,10 @@ fn lower_first(s: &str) -> String {
 
 fn expected_text(t: &str) -> String {
     let t = t.trim();
-    t.strip_prefix("@T").or_else(|| t.strip_prefix('@')).unwrap_or(t).to_string()
+    t.strip_prefix("@T")
+        .or_else(|| t.strip_prefix('@'))
+        .unwrap_or(t)
+        .to_string()
 }
 
 fn item_matches(i: &Item<'_>, ty: Option<&str>, text: &str) -> bool {
@@ -90,13 +97,21 @@ fn fhirpath_r4_suite() {
     };
     let doc = roxmltree::Document::parse(&xml).expect("suite XML parses");
     let mut inputs: HashMap<String, Option<Value>> = HashMap::new();
-    let (mut passed, mut failed, mut skipped) = (0usize, Vec::<String>::new(), Vec::<String>::new());
-    for test in doc.descendants().filter(|n| n.has_tag_name("test") || n.has_tag_name("modeTest")) {
+    let (mut passed, mut failed, mut skipped) =
+        (0usize, Vec::<String>::new(), Vec::<String>::new());
+    for test in doc
+        .descendants()
+        .filter(|n| n.has_tag_name("test") || n.has_tag_name("modeTest"))
+    {
         let name = test.attribute("name").unwrap_or("?").to_string();
-        let Some(expr_node) = test.children().find(|c| c.has_tag_name("expression")) else { continue };
+        let Some(expr_node) = test.children().find(|c| c.has_tag_name("expression")) else {
+            continue;
+        };
         let expr = expr_node.text().unwrap_or("").to_string();
         if test.has_tag_name("modeTest") {
-            skipped.push(format!("{name}: lenient-mode test (not part of the R4 semantics run here)"));
+            skipped.push(format!(
+                "{name}: lenient-mode test (not part of the R4 semantics run here)"
+            ));
             continue;
         }
         if let Some(r) = skip_reason(&name, &expr) {
@@ -109,22 +124,33 @@ fn fhirpath_r4_suite() {
                 .entry(f.to_string())
                 .or_insert_with(|| {
                     let json = dir.join("input").join(f.replace(".xml", ".json"));
-                    std::fs::read_to_string(json).ok().and_then(|t| serde_json::from_str(&t).ok())
+                    std::fs::read_to_string(json)
+                        .ok()
+                        .and_then(|t| serde_json::from_str(&t).ok())
                 })
                 .clone(),
         };
         let Some(input) = input else {
-            skipped.push(format!("{name}: input {} exists only as XML", test.attribute("inputfile").unwrap_or("")));
+            skipped.push(format!(
+                "{name}: input {} exists only as XML",
+                test.attribute("inputfile").unwrap_or("")
+            ));
             continue;
         };
         let invalid = expr_node.attribute("invalid").is_some();
-        let strict = test.attribute("mode") == Some("strict") || expr_node.attribute("mode") == Some("strict");
+        let strict = test.attribute("mode") == Some("strict")
+            || expr_node.attribute("mode") == Some("strict");
         let predicate = test.attribute("predicate") == Some("true");
         let ordered = test.attribute("ordered") != Some("false");
         let outputs: Vec<(Option<String>, String)> = test
             .children()
             .filter(|c| c.has_tag_name("output"))
-            .map(|o| (o.attribute("type").map(str::to_string), o.text().unwrap_or("").to_string()))
+            .map(|o| {
+                (
+                    o.attribute("type").map(str::to_string),
+                    o.text().unwrap_or("").to_string(),
+                )
+            })
             .collect();
         let env = Env {
             strict,
@@ -132,9 +158,13 @@ fn fhirpath_r4_suite() {
             ..Default::default()
         };
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            fhirpath::parse(&expr).and_then(|e| fhirpath::try_evaluate_with(&e, &input, None, &env).map(|r| {
-                r.iter().map(|i| (i.fhir_type, render(i), i.clone().value.into_owned())).collect::<Vec<_>>()
-            }))
+            fhirpath::parse(&expr).and_then(|e| {
+                fhirpath::try_evaluate_with(&e, &input, None, &env).map(|r| {
+                    r.iter()
+                        .map(|i| (i.fhir_type, render(i), i.clone().value.into_owned()))
+                        .collect::<Vec<_>>()
+                })
+            })
         }));
         let result = match result {
             Ok(r) => r,
@@ -147,32 +177,57 @@ fn fhirpath_r4_suite() {
             // an unsupported function never counts as the expected error
             (Err(e @ fhirpath::FhirPathError::UnsupportedFunction(_)), _) => Err(format!("{e}")),
             (Err(_), true) => Ok(()),
-            (Ok(r), true) => Err(format!("expected an error, got {:?}", r.iter().map(|x| &x.1).collect::<Vec<_>>())),
+            (Ok(r), true) => Err(format!(
+                "expected an error, got {:?}",
+                r.iter().map(|x| &x.1).collect::<Vec<_>>()
+            )),
             (Err(e), false) => Err(format!("error: {e}")),
             (Ok(r), false) => {
                 let items: Vec<Item<'_>> = r
                     .iter()
-                    .map(|(t, _, v)| Item { value: std::borrow::Cow::Owned(v.clone()), type_name: None, fhir_type: *t })
+                    .map(|(t, _, v)| Item {
+                        value: std::borrow::Cow::Owned(v.clone()),
+                        type_name: None,
+                        fhir_type: *t,
+                    })
                     .collect();
-                let got: Vec<String> = r.iter().map(|x| format!("{}:{}", x.0.unwrap_or("?"), x.1)).collect();
+                let got: Vec<String> = r
+                    .iter()
+                    .map(|x| format!("{}:{}", x.0.unwrap_or("?"), x.1))
+                    .collect();
                 if predicate {
-                    let want = outputs.first().map(|o| o.1.trim() == "true").unwrap_or(false);
-                    if !items.is_empty() == want {
+                    let want = outputs
+                        .first()
+                        .map(|o| o.1.trim() == "true")
+                        .unwrap_or(false);
+                    if items.is_empty() != want {
                         Ok(())
                     } else {
                         Err(format!("predicate expected {want}, got {got:?}"))
                     }
                 } else if items.len() != outputs.len() {
-                    Err(format!("expected {} item(s) {:?}, got {got:?}", outputs.len(), outputs))
+                    Err(format!(
+                        "expected {} item(s) {:?}, got {got:?}",
+                        outputs.len(),
+                        outputs
+                    ))
                 } else if ordered {
-                    match items.iter().zip(&outputs).position(|(i, (t, x))| !item_matches(i, t.as_deref(), x)) {
+                    match items
+                        .iter()
+                        .zip(&outputs)
+                        .position(|(i, (t, x))| !item_matches(i, t.as_deref(), x))
+                    {
                         None => Ok(()),
                         Some(p) => Err(format!("item {p}: expected {:?}, got {got:?}", outputs[p])),
                     }
                 } else {
                     let mut used = vec![false; items.len()];
                     let all = outputs.iter().all(|(t, x)| {
-                        match items.iter().enumerate().position(|(k, i)| !used[k] && item_matches(i, t.as_deref(), x)) {
+                        match items
+                            .iter()
+                            .enumerate()
+                            .position(|(k, i)| !used[k] && item_matches(i, t.as_deref(), x))
+                        {
                             Some(k) => {
                                 used[k] = true;
                                 true
@@ -190,11 +245,18 @@ fn fhirpath_r4_suite() {
         };
         match verdict {
             Ok(()) => passed += 1,
-            Err(why) => failed.push(format!("{name}: `{}` — {why}", expr.trim().replace('\n', " "))),
+            Err(why) => failed.push(format!(
+                "{name}: `{}` — {why}",
+                expr.trim().replace('\n', " ")
+            )),
         }
     }
     let runnable = passed + failed.len();
-    let rate = if runnable == 0 { 0.0 } else { passed as f64 * 100.0 / runnable as f64 };
+    let rate = if runnable == 0 {
+        0.0
+    } else {
+        passed as f64 * 100.0 / runnable as f64
+    };
     for s in &skipped {
         println!("SKIP {s}");
     }

@@ -33,9 +33,13 @@ fn type_code(t: &Value, base_path: &str) -> String {
             .as_array()
             .into_iter()
             .flatten()
-            .find(|e| e["url"] == "http://hl7.org/fhir/StructureDefinition/structuredefinition-fhir-type")
+            .find(|e| {
+                e["url"] == "http://hl7.org/fhir/StructureDefinition/structuredefinition-fhir-type"
+            })
             .and_then(|e| e["valueUrl"].as_str().or(e["valueUri"].as_str()));
-        return fhir.map(str::to_string).unwrap_or_else(|| sys.to_lowercase());
+        return fhir
+            .map(str::to_string)
+            .unwrap_or_else(|| sys.to_lowercase());
     }
     code.to_string()
 }
@@ -44,7 +48,8 @@ fn generate(dir: &std::path::Path) -> String {
     let mut types: BTreeMap<String, (String, char)> = BTreeMap::new();
     let mut elems: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for file in ["profiles-types.json", "profiles-resources.json"] {
-        let b: Value = serde_json::from_str(&std::fs::read_to_string(dir.join(file)).unwrap()).unwrap();
+        let b: Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join(file)).unwrap()).unwrap();
         for e in b["entry"].as_array().unwrap() {
             let r = &e["resource"];
             if r["resourceType"] != "StructureDefinition" {
@@ -74,7 +79,9 @@ fn generate(dir: &std::path::Path) -> String {
             for el in r["snapshot"]["element"].as_array().unwrap() {
                 let path = el["path"].as_str().unwrap();
                 let base = el["base"]["path"].as_str().unwrap_or(path);
-                let Some((ctx, elem)) = path.rsplit_once('.') else { continue };
+                let Some((ctx, elem)) = path.rsplit_once('.') else {
+                    continue;
+                };
                 // own elements only: inherited ones are found through the parent chain
                 if base.split('.').next() != Some(name.as_str()) {
                     continue;
@@ -85,20 +92,35 @@ fn generate(dir: &std::path::Path) -> String {
                 let spec = if let Some(cr) = el["contentReference"].as_str() {
                     format!("#{}", cr.trim_start_matches('#'))
                 } else {
-                    let ts: Vec<String> =
-                        el["type"].as_array().into_iter().flatten().map(|t| type_code(t, base)).collect();
-                    let has_children = r["snapshot"]["element"]
+                    let ts: Vec<String> = el["type"]
                         .as_array()
-                        .unwrap()
-                        .iter()
-                        .any(|c| c["path"].as_str().is_some_and(|p| p.starts_with(&format!("{path}."))));
-                    if has_children && ts.len() == 1 && (ts[0] == "BackboneElement" || ts[0] == "Element") {
+                        .into_iter()
+                        .flatten()
+                        .map(|t| type_code(t, base))
+                        .collect();
+                    let has_children =
+                        r["snapshot"]["element"]
+                            .as_array()
+                            .unwrap()
+                            .iter()
+                            .any(|c| {
+                                c["path"]
+                                    .as_str()
+                                    .is_some_and(|p| p.starts_with(&format!("{path}.")))
+                            });
+                    if has_children
+                        && ts.len() == 1
+                        && (ts[0] == "BackboneElement" || ts[0] == "Element")
+                    {
                         format!("={}", ts[0])
                     } else {
                         ts.join(",")
                     }
                 };
-                elems.entry(ctx.to_string()).or_default().push(format!("{elem}:{spec}"));
+                elems
+                    .entry(ctx.to_string())
+                    .or_default()
+                    .push(format!("{elem}:{spec}"));
             }
         }
     }

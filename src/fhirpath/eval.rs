@@ -120,15 +120,24 @@ fn node_json<'x>(n: &'x Node<'_>) -> Option<&'x Value> {
 
 fn num_prim(n: &serde_json::Number, ty: Option<&str>) -> P<'static> {
     let text = n.to_string();
-    let as_dec = || Decimal::from_str_exact(&text).or_else(|_| Decimal::from_scientific(&text)).ok();
-    let integer_type = matches!(ty, Some("integer" | "positiveInt" | "unsignedInt" | "integer64"));
+    let as_dec = || {
+        Decimal::from_str_exact(&text)
+            .or_else(|_| Decimal::from_scientific(&text))
+            .ok()
+    };
+    let integer_type = matches!(
+        ty,
+        Some("integer" | "positiveInt" | "unsignedInt" | "integer64")
+    );
     if ty != Some("decimal") && !text.contains(['.', 'e', 'E']) {
         if let Ok(i) = text.parse::<i64>() {
             return P::Int(i);
         }
     }
     match as_dec() {
-        Some(d) if integer_type && d.fract().is_zero() => d.to_i64().map(P::Int).unwrap_or(P::Dec(d)),
+        Some(d) if integer_type && d.fract().is_zero() => {
+            d.to_i64().map(P::Int).unwrap_or(P::Dec(d))
+        }
         Some(d) => P::Dec(d),
         None => P::Str(Cow::Owned(text)),
     }
@@ -148,7 +157,12 @@ fn quantity_of(o: &Map<String, Value>) -> Option<Qty> {
     let unit = match (code, ucum) {
         (Some(c), true) => c.to_string(),
         (Some(c), false) if o.get("system").is_none() => c.to_string(),
-        _ => o.get("unit").and_then(Value::as_str).or(code).unwrap_or("1").to_string(),
+        _ => o
+            .get("unit")
+            .and_then(Value::as_str)
+            .or(code)
+            .unwrap_or("1")
+            .to_string(),
     };
     // calendar words in unit text (`4 days`) stay calendar units
     Some(Qty { value: v, unit })
@@ -169,17 +183,24 @@ impl<'a> V<'a> {
                 Value::Bool(b) => P::Bool(*b),
                 Value::Number(x) => num_prim(x, n.ty),
                 Value::String(s) => match n.ty {
-                    Some("date") => value::parse_date(s).map(P::Date).unwrap_or(P::Str(Cow::Borrowed(s))),
-                    Some("dateTime" | "instant") => {
-                        value::parse_datetime(s).map(P::DateTime).unwrap_or(P::Str(Cow::Borrowed(s)))
-                    }
-                    Some("time") => value::parse_time(s).map(P::Time).unwrap_or(P::Str(Cow::Borrowed(s))),
+                    Some("date") => value::parse_date(s)
+                        .map(P::Date)
+                        .unwrap_or(P::Str(Cow::Borrowed(s))),
+                    Some("dateTime" | "instant") => value::parse_datetime(s)
+                        .map(P::DateTime)
+                        .unwrap_or(P::Str(Cow::Borrowed(s))),
+                    Some("time") => value::parse_time(s)
+                        .map(P::Time)
+                        .unwrap_or(P::Str(Cow::Borrowed(s))),
                     _ => P::Str(Cow::Borrowed(s)),
                 },
                 Value::Object(o) => {
                     let quantity_like = match n.ty {
                         Some(t) => model().is_subtype(t, "Quantity"),
-                        None => o.get("value").is_some_and(Value::is_number) && !o.contains_key("resourceType"),
+                        None => {
+                            o.get("value").is_some_and(Value::is_number)
+                                && !o.contains_key("resourceType")
+                        }
                     };
                     if !quantity_like {
                         return None;
@@ -192,7 +213,13 @@ impl<'a> V<'a> {
     }
 
     fn node(v: &'a Value, ty: Option<&'static str>, res: Option<&'a Value>) -> Self {
-        V::Node(Node { val: Some(J::B(v)), ext: None, ty, hint: None, res })
+        V::Node(Node {
+            val: Some(J::B(v)),
+            ext: None,
+            ty,
+            hint: None,
+            res,
+        })
     }
 
     fn is_untyped_node(&self) -> bool {
@@ -201,7 +228,9 @@ impl<'a> V<'a> {
 }
 
 fn resource_type_of(v: &Value) -> Option<&'static str> {
-    v.get("resourceType").and_then(Value::as_str).and_then(|rt| model().type_name(rt))
+    v.get("resourceType")
+        .and_then(Value::as_str)
+        .and_then(|rt| model().type_name(rt))
 }
 
 fn root_node(resource: &Value) -> V<'_> {
@@ -221,14 +250,34 @@ fn to_item<'a>(v: V<'a>) -> Option<Item<'a>> {
         V::Time(_) => Some("System.Time"),
         V::Qty(_) => Some("System.Quantity"),
     };
-    let owned = |v: Value| Some(Item { value: Cow::Owned(v), type_name: None, fhir_type: sys });
+    let owned = |v: Value| {
+        Some(Item {
+            value: Cow::Owned(v),
+            type_name: None,
+            fhir_type: sys,
+        })
+    };
     match v {
         V::Node(n) => {
             let hint = n.hint;
-            let fhir_type = n.ty.map(|t| if t.contains('.') { model().parent(t).unwrap_or("BackboneElement") } else { t });
+            let fhir_type = n.ty.map(|t| {
+                if t.contains('.') {
+                    model().parent(t).unwrap_or("BackboneElement")
+                } else {
+                    t
+                }
+            });
             match n.val? {
-                J::B(v) => Some(Item { value: Cow::Borrowed(v), type_name: hint, fhir_type }),
-                J::O(v) => Some(Item { value: Cow::Owned((*v).clone()), type_name: n.ty, fhir_type }),
+                J::B(v) => Some(Item {
+                    value: Cow::Borrowed(v),
+                    type_name: hint,
+                    fhir_type,
+                }),
+                J::O(v) => Some(Item {
+                    value: Cow::Owned((*v).clone()),
+                    type_name: n.ty,
+                    fhir_type,
+                }),
             }
         }
         V::Bool(b) => owned(Value::Bool(b)),
@@ -240,7 +289,10 @@ fn to_item<'a>(v: V<'a>) -> Option<Item<'a>> {
         V::Time(d) => owned(Value::String(value::fmt_time(&d))),
         V::Qty(q) => {
             let mut m = Map::new();
-            m.insert("value".into(), serde_json::from_str(&q.value.to_string()).unwrap_or(Value::Null));
+            m.insert(
+                "value".into(),
+                serde_json::from_str(&q.value.to_string()).unwrap_or(Value::Null),
+            );
             m.insert("unit".into(), Value::String(q.unit.clone()));
             if value::calendar_unit(&q.unit).is_none() {
                 m.insert("system".into(), Value::String(UCUM.into()));
@@ -269,7 +321,13 @@ fn from_item<'a>(i: &Item<'a>, resource: &'a Value) -> V<'a> {
         Cow::Borrowed(v) => J::B(v),
         Cow::Owned(v) => J::O(Rc::new(v.clone())),
     };
-    V::Node(Node { val: Some(val), ext: None, ty, hint: i.type_name, res: Some(resource) })
+    V::Node(Node {
+        val: Some(val),
+        ext: None,
+        ty,
+        hint: i.type_name,
+        res: Some(resource),
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -307,7 +365,13 @@ fn now_dt() -> Dt {
     }
 }
 
-fn run<'a>(expr: &Expr, focus: Vec<V<'a>>, resource: &'a Value, env: Option<&Env<'a>>, lenient: bool) -> Res<Vec<Item<'a>>> {
+fn run<'a>(
+    expr: &Expr,
+    focus: Vec<V<'a>>,
+    resource: &'a Value,
+    env: Option<&Env<'a>>,
+    lenient: bool,
+) -> Res<Vec<Item<'a>>> {
     let ctx = Ctx {
         resource,
         context: focus.clone(),
@@ -348,7 +412,11 @@ pub fn try_evaluate<'a>(expr: &Expr, resource: &'a Value) -> Result<Vec<Item<'a>
 }
 
 /// Like [`evaluate_on`], with errors (see [`try_evaluate`]).
-pub fn try_evaluate_on<'a>(expr: &Expr, focus: &[Item<'a>], resource: &'a Value) -> Result<Vec<Item<'a>>, FhirPathError> {
+pub fn try_evaluate_on<'a>(
+    expr: &Expr,
+    focus: &[Item<'a>],
+    resource: &'a Value,
+) -> Result<Vec<Item<'a>>, FhirPathError> {
     let f = focus.iter().map(|i| from_item(i, resource)).collect();
     run(expr, f, resource, None, false)
 }
@@ -372,13 +440,56 @@ pub fn try_evaluate_with<'a>(
 // Navigation
 
 const CHOICE_SUFFIXES: &[&str] = &[
-    "Address", "Age", "Annotation", "Attachment", "CodeableConcept", "Coding", "ContactDetail",
-    "ContactPoint", "Contributor", "Count", "DataRequirement", "Distance", "Dosage", "Duration",
-    "Expression", "HumanName", "Identifier", "Meta", "Money", "ParameterDefinition", "Period",
-    "Quantity", "Range", "Ratio", "Reference", "RelatedArtifact", "SampledData", "Signature",
-    "Timing", "TriggerDefinition", "UsageContext", "Base64Binary", "Boolean", "Canonical", "Code",
-    "Date", "DateTime", "Decimal", "Id", "Instant", "Integer", "Markdown", "Oid", "PositiveInt",
-    "String", "Time", "UnsignedInt", "Uri", "Url", "Uuid",
+    "Address",
+    "Age",
+    "Annotation",
+    "Attachment",
+    "CodeableConcept",
+    "Coding",
+    "ContactDetail",
+    "ContactPoint",
+    "Contributor",
+    "Count",
+    "DataRequirement",
+    "Distance",
+    "Dosage",
+    "Duration",
+    "Expression",
+    "HumanName",
+    "Identifier",
+    "Meta",
+    "Money",
+    "ParameterDefinition",
+    "Period",
+    "Quantity",
+    "Range",
+    "Ratio",
+    "Reference",
+    "RelatedArtifact",
+    "SampledData",
+    "Signature",
+    "Timing",
+    "TriggerDefinition",
+    "UsageContext",
+    "Base64Binary",
+    "Boolean",
+    "Canonical",
+    "Code",
+    "Date",
+    "DateTime",
+    "Decimal",
+    "Id",
+    "Instant",
+    "Integer",
+    "Markdown",
+    "Oid",
+    "PositiveInt",
+    "String",
+    "Time",
+    "UnsignedInt",
+    "Uri",
+    "Url",
+    "Uuid",
 ];
 
 fn lower_first_static(m: &Model, s: &str) -> Option<&'static str> {
@@ -412,7 +523,13 @@ fn push_elems<'a>(
             None => (ty, res),
         };
         let _ = m;
-        Some(V::Node(Node { val: v.map(J::B), ext: x, ty, hint, res }))
+        Some(V::Node(Node {
+            val: v.map(J::B),
+            ext: x,
+            ty,
+            hint,
+            res,
+        }))
     };
     match (c, e) {
         (Some(Value::Array(a)), ex) => {
@@ -446,7 +563,13 @@ fn child_ty(_m: &Model, ty: &ElemType, idx: usize) -> Option<&'static str> {
 }
 
 /// Children named `name` of a node.
-fn navigate_node<'a>(n: &Node<'a>, name: &str, strict: bool, spec_mode: bool, out: &mut Vec<V<'a>>) -> Res<()> {
+fn navigate_node<'a>(
+    n: &Node<'a>,
+    name: &str,
+    strict: bool,
+    spec_mode: bool,
+    out: &mut Vec<V<'a>>,
+) -> Res<()> {
     let m = model();
     let v = match &n.val {
         Some(J::B(v)) => Some(*v),
@@ -460,17 +583,33 @@ fn navigate_node<'a>(n: &Node<'a>, name: &str, strict: bool, spec_mode: bool, ou
                 let untyped_prim = |c: &Value| match c {
                     Value::String(_) => m.type_name("string"),
                     Value::Bool(_) => m.type_name("boolean"),
-                    Value::Number(x) => m.type_name(if matches!(num_prim(x, None), P::Int(_)) { "integer" } else { "decimal" }),
+                    Value::Number(x) => m.type_name(if matches!(num_prim(x, None), P::Int(_)) {
+                        "integer"
+                    } else {
+                        "decimal"
+                    }),
                     _ => None,
                 };
                 let push = |c: &Value, ty: Option<&'static str>, tmp: &mut Vec<V<'a>>| match c {
                     Value::Array(a) => {
                         for x in a.iter().filter(|x| !x.is_null()) {
-                            tmp.push(V::Node(Node { val: Some(J::O(Rc::new(x.clone()))), ext: None, ty, hint: None, res: n.res }));
+                            tmp.push(V::Node(Node {
+                                val: Some(J::O(Rc::new(x.clone()))),
+                                ext: None,
+                                ty,
+                                hint: None,
+                                res: n.res,
+                            }));
                         }
                     }
                     Value::Null => {}
-                    x => tmp.push(V::Node(Node { val: Some(J::O(Rc::new(x.clone()))), ext: None, ty, hint: None, res: n.res })),
+                    x => tmp.push(V::Node(Node {
+                        val: Some(J::O(Rc::new(x.clone()))),
+                        ext: None,
+                        ty,
+                        hint: None,
+                        res: n.res,
+                    })),
                 };
                 let elem = n.ty.and_then(|t| m.element(t, name));
                 match elem {
@@ -492,7 +631,11 @@ fn navigate_node<'a>(n: &Node<'a>, name: &str, strict: bool, spec_mode: bool, ou
                     }
                     None => {
                         if let Some(c) = obj.get(name) {
-                            let ty = if n.ty.is_none() { untyped_prim(c) } else { None };
+                            let ty = if n.ty.is_none() {
+                                untyped_prim(c)
+                            } else {
+                                None
+                            };
                             push(c, ty, &mut tmp);
                         }
                     }
@@ -510,7 +653,10 @@ fn navigate_node<'a>(n: &Node<'a>, name: &str, strict: bool, spec_mode: bool, ou
         Some(_) | None => {
             // a primitive: `value` is itself, `id` / `extension` come from the `_name` sibling
             if name == "value" && v.is_some() {
-                out.push(V::Node(Node { ext: None, ..n.clone() }));
+                out.push(V::Node(Node {
+                    ext: None,
+                    ..n.clone()
+                }));
                 return Ok(());
             }
             if let Some(Value::Object(x)) = n.ext {
@@ -530,7 +676,9 @@ fn navigate_node<'a>(n: &Node<'a>, name: &str, strict: bool, spec_mode: bool, ou
             if e.choice {
                 if let ElemType::Types(ts) = &e.ty {
                     for (k, c) in o {
-                        let Some(suf) = k.strip_prefix(name) else { continue };
+                        let Some(suf) = k.strip_prefix(name) else {
+                            continue;
+                        };
                         if let Some(t) = Model::choice_type(ts, suf) {
                             let ext = o.get(&format!("_{k}"));
                             push_elems(Some(c), ext, Some(t), Some(suf), n.res, out);
@@ -538,7 +686,10 @@ fn navigate_node<'a>(n: &Node<'a>, name: &str, strict: bool, spec_mode: bool, ou
                     }
                     // primitive choice with only `_valueString`
                     for (k, x) in o {
-                        let Some(suf) = k.strip_prefix('_').and_then(|k| k.strip_prefix(name)) else { continue };
+                        let Some(suf) = k.strip_prefix('_').and_then(|k| k.strip_prefix(name))
+                        else {
+                            continue;
+                        };
                         if let Some(t) = Model::choice_type(ts, suf) {
                             if !o.contains_key(&k[1..]) {
                                 push_elems(None, Some(x), Some(t), Some(suf), n.res, out);
@@ -549,7 +700,11 @@ fn navigate_node<'a>(n: &Node<'a>, name: &str, strict: bool, spec_mode: bool, ou
                 return Ok(());
             }
             let c = o.get(name);
-            let x = if c.is_none_or(|c| !c.is_object() && !c.is_array() || c.as_array().is_some_and(|a| a.iter().any(|i| !i.is_object()))) {
+            let x = if c.is_none_or(|c| {
+                !c.is_object() && !c.is_array()
+                    || c.as_array()
+                        .is_some_and(|a| a.iter().any(|i| !i.is_object()))
+            }) {
                 o.get(&format!("_{name}"))
             } else {
                 None
@@ -561,8 +716,12 @@ fn navigate_node<'a>(n: &Node<'a>, name: &str, strict: bool, spec_mode: bool, ou
         if spec_mode {
             for (i, _) in name.char_indices().skip(1) {
                 let (base, suf) = name.split_at(i);
-                if suf.starts_with(|c: char| c.is_ascii_uppercase()) && m.element(t, base).is_some_and(|e| e.choice) {
-                    return err(format!("`{name}` is not an element of {t}: use `{base}` (choice element)"));
+                if suf.starts_with(|c: char| c.is_ascii_uppercase())
+                    && m.element(t, base).is_some_and(|e| e.choice)
+                {
+                    return err(format!(
+                        "`{name}` is not an element of {t}: use `{base}` (choice element)"
+                    ));
                 }
             }
         }
@@ -577,8 +736,17 @@ fn navigate_node<'a>(n: &Node<'a>, name: &str, strict: bool, spec_mode: bool, ou
     }
     for (k, c) in o {
         if let Some(suffix) = k.strip_prefix(name) {
-            if suffix.starts_with(|ch: char| ch.is_ascii_uppercase()) && CHOICE_SUFFIXES.contains(&suffix) {
-                push_elems(Some(c), None, lower_first_static(m, suffix), Some(suffix), n.res, out);
+            if suffix.starts_with(|ch: char| ch.is_ascii_uppercase())
+                && CHOICE_SUFFIXES.contains(&suffix)
+            {
+                push_elems(
+                    Some(c),
+                    None,
+                    lower_first_static(m, suffix),
+                    Some(suffix),
+                    n.res,
+                    out,
+                );
             }
         }
     }
@@ -588,7 +756,13 @@ fn navigate_node<'a>(n: &Node<'a>, name: &str, strict: bool, spec_mode: bool, ou
     Ok(())
 }
 
-fn navigate<'a>(focus: &[V<'a>], name: &str, root_position: bool, ctx: &Ctx<'a, '_>, out: &mut Vec<V<'a>>) -> Res<()> {
+fn navigate<'a>(
+    focus: &[V<'a>],
+    name: &str,
+    root_position: bool,
+    ctx: &Ctx<'a, '_>,
+    out: &mut Vec<V<'a>>,
+) -> Res<()> {
     if root_position && name.starts_with(|c: char| c.is_ascii_uppercase()) {
         // a type name at the start of a path filters the focus by type
         let before = out.len();
@@ -613,10 +787,7 @@ fn navigate<'a>(focus: &[V<'a>], name: &str, root_position: bool, ctx: &Ctx<'a, 
 /// Direct children of a node (for `children()` / `descendants()`).
 fn children_of<'a>(item: &V<'a>, out: &mut Vec<V<'a>>) {
     let V::Node(n) = item else { return };
-    let Some(J::B(Value::Object(o))) = n.val.as_ref().map(|j| match j {
-        J::B(v) => J::B(*v),
-        J::O(r) => J::O(r.clone()),
-    }) else {
+    let Some(J::B(Value::Object(o))) = n.val.clone() else {
         if let Some(J::O(rc)) = &n.val {
             if let Value::Object(o) = rc.as_ref() {
                 for (k, c) in o {
@@ -628,12 +799,25 @@ fn children_of<'a>(item: &V<'a>, out: &mut Vec<V<'a>>) {
                         x => vec![x],
                     };
                     for x in vs.into_iter().filter(|x| !x.is_null()) {
-                        out.push(V::Node(Node { val: Some(J::O(Rc::new(x.clone()))), ext: None, ty: None, hint: None, res: n.res }));
+                        out.push(V::Node(Node {
+                            val: Some(J::O(Rc::new(x.clone()))),
+                            ext: None,
+                            ty: None,
+                            hint: None,
+                            res: n.res,
+                        }));
                     }
                 }
             }
         } else if let Some(Value::Object(x)) = n.ext {
-            push_elems(x.get("extension"), None, model().type_name("Extension"), None, n.res, out);
+            push_elems(
+                x.get("extension"),
+                None,
+                model().type_name("Extension"),
+                None,
+                n.res,
+                out,
+            );
         }
         return;
     };
@@ -645,7 +829,9 @@ fn children_of<'a>(item: &V<'a>, out: &mut Vec<V<'a>>) {
         if let Some(base) = k.strip_prefix('_') {
             if !o.contains_key(base) {
                 // primitive with only extensions
-                let ty = n.ty.and_then(|t| m.element(t, base)).and_then(|e| child_ty(m, &e.ty, 0));
+                let ty =
+                    n.ty.and_then(|t| m.element(t, base))
+                        .and_then(|e| child_ty(m, &e.ty, 0));
                 push_elems(None, Some(c), ty, None, n.res, out);
             }
             continue;
@@ -680,7 +866,9 @@ fn children_of<'a>(item: &V<'a>, out: &mut Vec<V<'a>>) {
 // ---------------------------------------------------------------------------------------------
 // Types
 
-const SYSTEM_TYPES: &[&str] = &["Boolean", "String", "Integer", "Decimal", "Date", "DateTime", "Time", "Quantity"];
+const SYSTEM_TYPES: &[&str] = &[
+    "Boolean", "String", "Integer", "Decimal", "Date", "DateTime", "Time", "Quantity",
+];
 
 /// (namespace, name) of an item's type.
 fn type_of(v: &V<'_>) -> (&'static str, Cow<'static, str>) {
@@ -695,13 +883,21 @@ fn type_of(v: &V<'_>) -> (&'static str, Cow<'static, str>) {
         V::Time(_) => sys("Time"),
         V::Qty(_) => sys("Quantity"),
         V::Node(n) => match n.ty {
-            Some(t) if t.contains('.') => ("FHIR", Cow::Borrowed(model().parent(t).unwrap_or("BackboneElement"))),
+            Some(t) if t.contains('.') => (
+                "FHIR",
+                Cow::Borrowed(model().parent(t).unwrap_or("BackboneElement")),
+            ),
             Some(t) => ("FHIR", Cow::Borrowed(t)),
             None => match node_json(n) {
                 Some(Value::Bool(_)) => ("FHIR", Cow::Borrowed("boolean")),
-                Some(Value::Number(x)) => {
-                    ("FHIR", Cow::Borrowed(if matches!(num_prim(x, None), P::Int(_)) { "integer" } else { "decimal" }))
-                }
+                Some(Value::Number(x)) => (
+                    "FHIR",
+                    Cow::Borrowed(if matches!(num_prim(x, None), P::Int(_)) {
+                        "integer"
+                    } else {
+                        "decimal"
+                    }),
+                ),
                 Some(Value::String(_)) => ("FHIR", Cow::Borrowed("string")),
                 Some(Value::Object(o)) => match o.get("resourceType").and_then(Value::as_str) {
                     Some(rt) => ("FHIR", Cow::Owned(rt.to_string())),
@@ -797,14 +993,16 @@ fn untyped_matches(n: &Node<'_>, wanted: &str) -> bool {
         }
     };
     if let Some(h) = n.hint {
-        return eq1(h, wanted) || (wanted == "Quantity" && ["Age", "Count", "Distance", "Duration"].contains(&h));
+        return eq1(h, wanted)
+            || (wanted == "Quantity" && ["Age", "Count", "Distance", "Duration"].contains(&h));
     }
     match node_json(n) {
         Some(Value::Object(o)) => {
             if let Some(rt) = o.get("resourceType").and_then(Value::as_str) {
                 return rt == wanted
                     || wanted == "Resource"
-                    || (wanted == "DomainResource" && !matches!(rt, "Bundle" | "Binary" | "Parameters"));
+                    || (wanted == "DomainResource"
+                        && !matches!(rt, "Bundle" | "Binary" | "Parameters"));
             }
             match guess_complex(o) {
                 Some(g) => g == wanted,
@@ -812,10 +1010,24 @@ fn untyped_matches(n: &Node<'_>, wanted: &str) -> bool {
             }
         }
         Some(Value::Bool(_)) => eq1(wanted, "boolean"),
-        Some(Value::Number(_)) => ["integer", "decimal", "positiveInt", "unsignedInt"].iter().any(|t| eq1(t, wanted)),
+        Some(Value::Number(_)) => ["integer", "decimal", "positiveInt", "unsignedInt"]
+            .iter()
+            .any(|t| eq1(t, wanted)),
         Some(Value::String(_)) => [
-            "string", "code", "uri", "url", "canonical", "id", "markdown", "date", "dateTime", "instant", "time",
-            "oid", "uuid", "base64Binary",
+            "string",
+            "code",
+            "uri",
+            "url",
+            "canonical",
+            "id",
+            "markdown",
+            "date",
+            "dateTime",
+            "instant",
+            "time",
+            "oid",
+            "uuid",
+            "base64Binary",
         ]
         .iter()
         .any(|t| eq1(t, wanted)),
@@ -833,7 +1045,8 @@ fn type_arg(e: Option<&Expr>) -> Res<String> {
             _ => None,
         }
     }
-    e.and_then(walk).map_or_else(|| err("expected a type name"), Ok)
+    e.and_then(walk)
+        .map_or_else(|| err("expected a type name"), Ok)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -844,22 +1057,28 @@ fn json_equal(a: &Value, b: &Value, equiv: bool) -> bool {
         (Value::Object(x), Value::Object(y)) => {
             let xs: Vec<_> = x.iter().filter(|(k, _)| !(equiv && *k == "id")).collect();
             let ys: Vec<_> = y.iter().filter(|(k, _)| !(equiv && *k == "id")).collect();
-            xs.len() == ys.len() && xs.iter().all(|(k, v)| y.get(*k).is_some_and(|w| json_equal(v, w, equiv)))
+            xs.len() == ys.len()
+                && xs
+                    .iter()
+                    .all(|(k, v)| y.get(*k).is_some_and(|w| json_equal(v, w, equiv)))
         }
-        (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(v, w)| json_equal(v, w, equiv)),
-        (Value::Number(x), Value::Number(y)) => {
-            match (num_prim(x, None), num_prim(y, None)) {
-                (P::Int(i), P::Int(j)) => i == j,
-                (p, q) => to_dec(&p).zip(to_dec(&q)).is_some_and(|(a, b)| a == b),
-            }
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(v, w)| json_equal(v, w, equiv))
         }
+        (Value::Number(x), Value::Number(y)) => match (num_prim(x, None), num_prim(y, None)) {
+            (P::Int(i), P::Int(j)) => i == j,
+            (p, q) => to_dec(&p).zip(to_dec(&q)).is_some_and(|(a, b)| a == b),
+        },
         (Value::String(x), Value::String(y)) if equiv => norm_ws(x) == norm_ws(y),
         _ => a == b,
     }
 }
 
 fn norm_ws(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase()
+    s.split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_lowercase()
 }
 
 fn to_dec(p: &P<'_>) -> Option<Decimal> {
@@ -878,7 +1097,11 @@ fn coerce<'x>(a: P<'x>, other: &P<'_>, a_untyped: bool) -> P<'x> {
     match (&a, other) {
         (P::Str(s), P::Date(_) | P::DateTime(_)) => {
             if let Some(d) = value::parse_datetime(s) {
-                return if d.prec <= 3 && !s.contains('T') { P::Date(d) } else { P::DateTime(d) };
+                return if d.prec <= 3 && !s.contains('T') {
+                    P::Date(d)
+                } else {
+                    P::DateTime(d)
+                };
             }
             a
         }
@@ -938,16 +1161,18 @@ fn item_equal(a: &V<'_>, b: &V<'_>) -> Option<bool> {
 fn item_equiv(a: &V<'_>, b: &V<'_>) -> bool {
     if let (V::Node(x), V::Node(y)) = (a, b) {
         let (jx, jy) = (node_json(x), node_json(y));
-        if jx.is_some_and(Value::is_object) || jy.is_some_and(Value::is_object) {
-            if !matches!((a.prim(), b.prim()), (Some(P::Qty(_)), Some(P::Qty(_)))) {
-                return match (jx, jy) {
-                    (Some(p), Some(q)) => json_equal(p, q, true),
-                    _ => false,
-                };
-            }
+        if (jx.is_some_and(Value::is_object) || jy.is_some_and(Value::is_object))
+            && !matches!((a.prim(), b.prim()), (Some(P::Qty(_)), Some(P::Qty(_))))
+        {
+            return match (jx, jy) {
+                (Some(p), Some(q)) => json_equal(p, q, true),
+                _ => false,
+            };
         }
     }
-    let Some((pa, pb)) = pair(a, b) else { return false };
+    let Some((pa, pb)) = pair(a, b) else {
+        return false;
+    };
     match (&pa, &pb) {
         (P::Bool(x), P::Bool(y)) => x == y,
         (P::Int(_) | P::Dec(_), P::Int(_) | P::Dec(_)) => match (to_dec(&pa), to_dec(&pb)) {
@@ -956,8 +1181,15 @@ fn item_equiv(a: &V<'_>, b: &V<'_>) -> bool {
         },
         (P::Str(x), P::Str(y)) => norm_ws(x) == norm_ws(y),
         (P::Date(x) | P::DateTime(x), P::Date(y) | P::DateTime(y)) | (P::Time(x), P::Time(y)) => {
-            let same_kind = matches!((&pa, &pb), (P::Date(_), P::Date(_)) | (P::DateTime(_), P::DateTime(_)) | (P::Time(_), P::Time(_)));
-            same_kind && x.prec.min(6) == y.prec.min(6) && value::dt_cmp(x, y) == Some(Ordering::Equal)
+            let same_kind = matches!(
+                (&pa, &pb),
+                (P::Date(_), P::Date(_))
+                    | (P::DateTime(_), P::DateTime(_))
+                    | (P::Time(_), P::Time(_))
+            );
+            same_kind
+                && x.prec.min(6) == y.prec.min(6)
+                && value::dt_cmp(x, y) == Some(Ordering::Equal)
         }
         (P::Qty(x), P::Qty(y)) => match value::qty_pair(x, y) {
             Some((u, v)) => value::dec_equiv(&u, &v) || u == v,
@@ -974,9 +1206,13 @@ fn item_cmp(a: &V<'_>, b: &V<'_>) -> Res<Option<Ordering>> {
     };
     Ok(match (&pa, &pb) {
         (P::Int(x), P::Int(y)) => Some(x.cmp(y)),
-        (P::Int(_) | P::Dec(_), P::Int(_) | P::Dec(_)) => to_dec(&pa).zip(to_dec(&pb)).map(|(x, y)| x.cmp(&y)),
+        (P::Int(_) | P::Dec(_), P::Int(_) | P::Dec(_)) => {
+            to_dec(&pa).zip(to_dec(&pb)).map(|(x, y)| x.cmp(&y))
+        }
         (P::Str(x), P::Str(y)) => Some(x.cmp(y)),
-        (P::Date(x) | P::DateTime(x), P::Date(y) | P::DateTime(y)) | (P::Time(x), P::Time(y)) => value::dt_cmp(x, y),
+        (P::Date(x) | P::DateTime(x), P::Date(y) | P::DateTime(y)) | (P::Time(x), P::Time(y)) => {
+            value::dt_cmp(x, y)
+        }
         (P::Qty(x), P::Qty(y)) => value::qty_pair(x, y).map(|(u, v)| u.cmp(&v)),
         _ => return err("cannot compare values of different types"),
     })
@@ -1029,7 +1265,8 @@ fn same_node(a: &V<'_>, b: &V<'_>) -> bool {
 }
 
 fn contains_eq(c: &[V<'_>], v: &V<'_>) -> bool {
-    c.iter().any(|x| same_node(x, v) || item_equal(x, v) == Some(true))
+    c.iter()
+        .any(|x| same_node(x, v) || item_equal(x, v) == Some(true))
 }
 
 fn distinct<'a>(items: impl IntoIterator<Item = V<'a>>) -> Vec<V<'a>> {
@@ -1066,7 +1303,10 @@ fn single<'x, 'a>(items: &'x [V<'a>], what: &str) -> Res<Option<&'x V<'a>>> {
     match items {
         [] => Ok(None),
         [one] => Ok(Some(one)),
-        _ => err(format!("{what}: expected a single item, got {}", items.len())),
+        _ => err(format!(
+            "{what}: expected a single item, got {}",
+            items.len()
+        )),
     }
 }
 
@@ -1110,7 +1350,9 @@ fn int_of(v: &V<'_>) -> Option<i64> {
 
 fn parse_quantity_text(s: &str) -> Option<Qty> {
     let s = s.trim();
-    let end = s.find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-' || c == '+')).unwrap_or(s.len());
+    let end = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-' || c == '+'))
+        .unwrap_or(s.len());
     let (num, rest) = s.split_at(end);
     let value = Decimal::from_str_exact(num).ok()?;
     if num.ends_with('.') {
@@ -1118,12 +1360,21 @@ fn parse_quantity_text(s: &str) -> Option<Qty> {
     }
     let rest = rest.trim();
     if rest.is_empty() {
-        return Some(Qty { value, unit: "1".into() });
+        return Some(Qty {
+            value,
+            unit: "1".into(),
+        });
     }
     if let Some(u) = rest.strip_prefix('\'').and_then(|r| r.strip_suffix('\'')) {
-        return Some(Qty { value, unit: u.to_string() });
+        return Some(Qty {
+            value,
+            unit: u.to_string(),
+        });
     }
-    value::calendar_unit(rest).map(|_| Qty { value, unit: rest.to_string() })
+    value::calendar_unit(rest).map(|_| Qty {
+        value,
+        unit: rest.to_string(),
+    })
 }
 
 fn convert<'a>(v: &V<'a>, to: &str) -> Option<V<'a>> {
@@ -1147,9 +1398,12 @@ fn convert<'a>(v: &V<'a>, to: &str) -> Option<V<'a>> {
             P::Bool(b) => Some(V::Int(b as i64)),
             P::Str(s) => {
                 let t = s.strip_prefix('+').unwrap_or(&s);
-                (!t.is_empty() && t.trim_start_matches('-').chars().all(|c| c.is_ascii_digit()))
-                    .then(|| t.parse().ok().map(V::Int))
-                    .flatten()
+                (!t.is_empty()
+                    && t.trim_start_matches('-')
+                        .chars()
+                        .all(|c| c.is_ascii_digit()))
+                .then(|| t.parse().ok().map(V::Int))
+                .flatten()
             }
             _ => None,
         },
@@ -1163,7 +1417,9 @@ fn convert<'a>(v: &V<'a>, to: &str) -> Option<V<'a>> {
                     let mut parts = t.splitn(2, '.');
                     let a = parts.next().unwrap_or("");
                     let b = parts.next();
-                    !a.is_empty() && a.chars().all(|c| c.is_ascii_digit()) && b.is_none_or(|b| !b.is_empty() && b.chars().all(|c| c.is_ascii_digit()))
+                    !a.is_empty()
+                        && a.chars().all(|c| c.is_ascii_digit())
+                        && b.is_none_or(|b| !b.is_empty() && b.chars().all(|c| c.is_ascii_digit()))
                 };
                 if ok {
                     Decimal::from_str_exact(&s).ok().map(V::Dec)
@@ -1176,8 +1432,18 @@ fn convert<'a>(v: &V<'a>, to: &str) -> Option<V<'a>> {
         "String" => Some(V::Str(prim_to_string(&p))),
         "Date" => match p {
             P::Date(d) => Some(V::Date(d)),
-            P::DateTime(d) => Some(V::Date(Dt { prec: d.prec.min(3), tz: None, ..d })),
-            P::Str(s) => value::parse_datetime(&s).map(|d| V::Date(Dt { prec: d.prec.min(3), tz: None, ..d })),
+            P::DateTime(d) => Some(V::Date(Dt {
+                prec: d.prec.min(3),
+                tz: None,
+                ..d
+            })),
+            P::Str(s) => value::parse_datetime(&s).map(|d| {
+                V::Date(Dt {
+                    prec: d.prec.min(3),
+                    tz: None,
+                    ..d
+                })
+            }),
             _ => None,
         },
         "DateTime" => match p {
@@ -1192,9 +1458,18 @@ fn convert<'a>(v: &V<'a>, to: &str) -> Option<V<'a>> {
         },
         "Quantity" => match p {
             P::Qty(q) => Some(V::Qty(q)),
-            P::Int(i) => Some(V::Qty(Qty { value: Decimal::from(i), unit: "1".into() })),
-            P::Dec(d) => Some(V::Qty(Qty { value: d, unit: "1".into() })),
-            P::Bool(b) => Some(V::Qty(Qty { value: Decimal::from(b as i64), unit: "1".into() })),
+            P::Int(i) => Some(V::Qty(Qty {
+                value: Decimal::from(i),
+                unit: "1".into(),
+            })),
+            P::Dec(d) => Some(V::Qty(Qty {
+                value: d,
+                unit: "1".into(),
+            })),
+            P::Bool(b) => Some(V::Qty(Qty {
+                value: Decimal::from(b as i64),
+                unit: "1".into(),
+            })),
             P::Str(s) => parse_quantity_text(&s).map(V::Qty),
             _ => None,
         },
@@ -1207,17 +1482,28 @@ fn num_result<'a>(d: Option<Decimal>) -> Vec<V<'a>> {
 }
 
 fn math1<'a>(base: &[V<'a>], name: &str) -> Res<Vec<V<'a>>> {
-    let Some(v) = single(base, name)? else { return Ok(vec![]) };
+    let Some(v) = single(base, name)? else {
+        return Ok(vec![]);
+    };
     let p = v.prim();
     let (d, is_int) = match &p {
         Some(P::Int(i)) => (Decimal::from(*i), true),
         Some(P::Dec(d)) => (*d, false),
         Some(P::Qty(q)) if name == "abs" => {
-            return Ok(vec![V::Qty(Qty { value: q.value.abs(), unit: q.unit.clone() })]);
+            return Ok(vec![V::Qty(Qty {
+                value: q.value.abs(),
+                unit: q.unit.clone(),
+            })]);
         }
         _ => return err(format!("{name}() expects a number")),
     };
-    let int_or_dec = |x: Decimal| if is_int { x.to_i64().map(V::Int).unwrap_or(V::Dec(x)) } else { V::Dec(x) };
+    let int_or_dec = |x: Decimal| {
+        if is_int {
+            x.to_i64().map(V::Int).unwrap_or(V::Dec(x))
+        } else {
+            V::Dec(x)
+        }
+    };
     Ok(match name {
         "abs" => vec![int_or_dec(d.abs())],
         "ceiling" => d.ceil().to_i64().map(V::Int).into_iter().collect(),
@@ -1252,11 +1538,21 @@ fn encode(s: &str, how: &str) -> Option<String> {
             let b = s.as_bytes();
             let mut out = String::new();
             for ch in b.chunks(3) {
-                let n = (ch[0] as u32) << 16 | (*ch.get(1).unwrap_or(&0) as u32) << 8 | *ch.get(2).unwrap_or(&0) as u32;
+                let n = (ch[0] as u32) << 16
+                    | (*ch.get(1).unwrap_or(&0) as u32) << 8
+                    | *ch.get(2).unwrap_or(&0) as u32;
                 out.push(t[(n >> 18) as usize & 63] as char);
                 out.push(t[(n >> 12) as usize & 63] as char);
-                out.push(if ch.len() > 1 { t[(n >> 6) as usize & 63] as char } else { '=' });
-                out.push(if ch.len() > 2 { t[n as usize & 63] as char } else { '=' });
+                out.push(if ch.len() > 1 {
+                    t[(n >> 6) as usize & 63] as char
+                } else {
+                    '='
+                });
+                out.push(if ch.len() > 2 {
+                    t[n as usize & 63] as char
+                } else {
+                    '='
+                });
             }
             Some(out)
         }
@@ -1267,10 +1563,13 @@ fn encode(s: &str, how: &str) -> Option<String> {
 fn decode(s: &str, how: &str) -> Option<String> {
     match how {
         "hex" => {
-            if s.len() % 2 != 0 {
+            if !s.len().is_multiple_of(2) {
                 return None;
             }
-            let bytes: Option<Vec<u8>> = (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect();
+            let bytes: Option<Vec<u8>> = (0..s.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+                .collect();
             String::from_utf8(bytes?).ok()
         }
         "base64" | "urlbase64" => {
@@ -1307,15 +1606,33 @@ fn decode(s: &str, how: &str) -> Option<String> {
 
 fn escape(s: &str, how: &str) -> Option<String> {
     match how {
-        "html" => Some(s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&#39;")),
-        "json" => Some(s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n").replace('\r', "\\r").replace('\t', "\\t")),
+        "html" => Some(
+            s.replace('&', "&amp;")
+                .replace('<', "&lt;")
+                .replace('>', "&gt;")
+                .replace('"', "&quot;")
+                .replace('\'', "&#39;"),
+        ),
+        "json" => Some(
+            s.replace('\\', "\\\\")
+                .replace('"', "\\\"")
+                .replace('\n', "\\n")
+                .replace('\r', "\\r")
+                .replace('\t', "\\t"),
+        ),
         _ => None,
     }
 }
 
 fn unescape(s: &str, how: &str) -> Option<String> {
     match how {
-        "html" => Some(s.replace("&quot;", "\"").replace("&lt;", "<").replace("&gt;", ">").replace("&#39;", "'").replace("&amp;", "&")),
+        "html" => Some(
+            s.replace("&quot;", "\"")
+                .replace("&lt;", "<")
+                .replace("&gt;", ">")
+                .replace("&#39;", "'")
+                .replace("&amp;", "&"),
+        ),
         "json" => {
             let mut out = String::new();
             let mut it = s.chars();
@@ -1344,7 +1661,11 @@ fn unescape(s: &str, how: &str) -> Option<String> {
 }
 
 fn regex(p: &str, full: bool) -> Res<regex::Regex> {
-    let pat = if full { format!("^(?s:{p})$") } else { format!("(?s){p}") };
+    let pat = if full {
+        format!("^(?s:{p})$")
+    } else {
+        format!("(?s){p}")
+    };
     regex::Regex::new(&pat).or_else(|e| err(format!("bad regular expression: {e}")))
 }
 
@@ -1363,13 +1684,16 @@ pub(crate) fn reference_type(r: &str) -> Option<&str> {
     let mut it = r.rsplit('/');
     let _id = it.next()?;
     let ty = it.next()?;
-    (ty.starts_with(|c: char| c.is_ascii_uppercase()) && ty.chars().all(|c| c.is_ascii_alphanumeric())).then_some(ty)
+    (ty.starts_with(|c: char| c.is_ascii_uppercase())
+        && ty.chars().all(|c| c.is_ascii_alphanumeric()))
+    .then_some(ty)
 }
 
 /// `Reference.type` may be a bare type code or a StructureDefinition URL.
 fn reference_type_name(t: &str) -> Option<&str> {
     let last = t.rsplit('/').next()?;
-    last.starts_with(|c: char| c.is_ascii_uppercase()).then_some(last)
+    last.starts_with(|c: char| c.is_ascii_uppercase())
+        .then_some(last)
 }
 
 fn resolve<'a>(item: &V<'a>, ctx: &Ctx<'a, '_>, out: &mut Vec<V<'a>>) {
@@ -1378,18 +1702,28 @@ fn resolve<'a>(item: &V<'a>, ctx: &Ctx<'a, '_>, out: &mut Vec<V<'a>>) {
     };
     let Some(J::B(v)) = n.val else { return };
     let (r, explicit_type) = match v {
-        Value::Object(o) => (o.get("reference").and_then(Value::as_str), o.get("type").and_then(Value::as_str)),
+        Value::Object(o) => (
+            o.get("reference").and_then(Value::as_str),
+            o.get("type").and_then(Value::as_str),
+        ),
         Value::String(s) => (Some(s.as_str()), None),
         _ => return,
     };
     if let Some(local) = r.and_then(|r| r.strip_prefix('#')) {
         let container = n.res.unwrap_or(ctx.resource);
         if let Some(Value::Array(cs)) = container.get("contained") {
-            if let Some(c) = cs.iter().find(|c| c.get("id").and_then(Value::as_str) == Some(local)) {
+            if let Some(c) = cs
+                .iter()
+                .find(|c| c.get("id").and_then(Value::as_str) == Some(local))
+            {
                 out.push(V::node(c, resource_type_of(c), Some(c)));
             }
         } else if local.is_empty() {
-            out.push(V::node(container, resource_type_of(container), Some(container)));
+            out.push(V::node(
+                container,
+                resource_type_of(container),
+                Some(container),
+            ));
         }
         return;
     }
@@ -1398,14 +1732,21 @@ fn resolve<'a>(item: &V<'a>, ctx: &Ctx<'a, '_>, out: &mut Vec<V<'a>>) {
         if ctx.resource.get("resourceType").and_then(Value::as_str) == Some("Bundle") {
             let rel = r.find("/_history/").map_or(r, |p| &r[..p]);
             for e in entries {
-                let Some(res) = e.get("resource") else { continue };
+                let Some(res) = e.get("resource") else {
+                    continue;
+                };
                 let full = e.get("fullUrl").and_then(Value::as_str);
-                let type_id = match (res.get("resourceType").and_then(Value::as_str), res.get("id").and_then(Value::as_str)) {
+                let type_id = match (
+                    res.get("resourceType").and_then(Value::as_str),
+                    res.get("id").and_then(Value::as_str),
+                ) {
                     (Some(t), Some(i)) => Some(format!("{t}/{i}")),
                     _ => None,
                 };
                 let hit = full == Some(rel)
-                    || type_id.as_deref().is_some_and(|ti| rel == ti || rel.ends_with(&format!("/{ti}")));
+                    || type_id
+                        .as_deref()
+                        .is_some_and(|ti| rel == ti || rel.ends_with(&format!("/{ti}")));
                 if hit {
                     out.push(V::node(res, resource_type_of(res), Some(res)));
                     return;
@@ -1413,35 +1754,65 @@ fn resolve<'a>(item: &V<'a>, ctx: &Ctx<'a, '_>, out: &mut Vec<V<'a>>) {
             }
         }
     }
-    let ty = r.and_then(reference_type).or(explicit_type.and_then(reference_type_name));
+    let ty = r
+        .and_then(reference_type)
+        .or(explicit_type.and_then(reference_type_name));
     if let Some(t) = ty {
-        out.push(V::Node(Node { val: Some(J::B(v)), ext: None, ty: model().type_name(t), hint: Some(t), res: n.res }));
+        out.push(V::Node(Node {
+            val: Some(J::B(v)),
+            ext: None,
+            ty: model().type_name(t),
+            hint: Some(t),
+            res: n.res,
+        }));
     }
 }
 
 // ---------------------------------------------------------------------------------------------
 // Functions
 
-fn arg<'a>(args: &[Expr], i: usize, focus: &[V<'a>], scope: Scope<'_, 'a>, ctx: &Ctx<'a, '_>) -> Res<Vec<V<'a>>> {
+fn arg<'a>(
+    args: &[Expr],
+    i: usize,
+    focus: &[V<'a>],
+    scope: Scope<'_, 'a>,
+    ctx: &Ctx<'a, '_>,
+) -> Res<Vec<V<'a>>> {
     match args.get(i) {
         Some(e) => eval(e, focus, scope, ctx),
         None => err(format!("missing argument {}", i + 1)),
     }
 }
 
-fn arg_str<'a>(args: &[Expr], i: usize, focus: &[V<'a>], scope: Scope<'_, 'a>, ctx: &Ctx<'a, '_>) -> Res<Option<String>> {
+fn arg_str<'a>(
+    args: &[Expr],
+    i: usize,
+    focus: &[V<'a>],
+    scope: Scope<'_, 'a>,
+    ctx: &Ctx<'a, '_>,
+) -> Res<Option<String>> {
     let v = arg(args, i, focus, scope, ctx)?;
     match single(&v, "argument")? {
         None => Ok(None),
-        Some(x) => as_string(x).map(Some).ok_or_else(|| FhirPathError::Evaluation("expected a string argument".into())),
+        Some(x) => as_string(x)
+            .map(Some)
+            .ok_or_else(|| FhirPathError::Evaluation("expected a string argument".into())),
     }
 }
 
-fn arg_int<'a>(args: &[Expr], i: usize, focus: &[V<'a>], scope: Scope<'_, 'a>, ctx: &Ctx<'a, '_>) -> Res<Option<i64>> {
+fn arg_int<'a>(
+    args: &[Expr],
+    i: usize,
+    focus: &[V<'a>],
+    scope: Scope<'_, 'a>,
+    ctx: &Ctx<'a, '_>,
+) -> Res<Option<i64>> {
     let v = arg(args, i, focus, scope, ctx)?;
     match single(&v, "argument")? {
         None => Ok(None),
-        Some(x) => int_of(x).map(Some).ok_or_else(|| FhirPathError::Evaluation("expected an integer argument".into())),
+        Some(x) => int_of(x)
+            .map(Some)
+            .ok_or_else(|| FhirPathError::Evaluation("expected an integer argument".into())),
     }
 }
 
@@ -1454,7 +1825,11 @@ fn per_item<'a>(
     mut f: impl FnMut(&V<'a>, Vec<V<'a>>) -> Res<bool>,
 ) -> Res<()> {
     for (i, item) in base.iter().enumerate() {
-        let s = Scope { this: Some(item), index: Some(i as i64), total: scope.total };
+        let s = Scope {
+            this: Some(item),
+            index: Some(i as i64),
+            total: scope.total,
+        };
         let r = eval(e, std::slice::from_ref(item), s, ctx)?;
         if !f(item, r)? {
             break;
@@ -1492,7 +1867,9 @@ fn call<'a>(
             }
         },
         "all" => {
-            let Some(c) = args.first() else { return one_bool(true) };
+            let Some(c) = args.first() else {
+                return one_bool(true);
+            };
             let mut all = true;
             per_item(&base, c, scope, ctx, |_, r| {
                 if to_bool(&r)? != Some(true) {
@@ -1520,7 +1897,11 @@ fn call<'a>(
         }
         "subsetOf" | "supersetOf" => {
             let other = arg(args, 0, focus, scope, ctx)?;
-            let (sub, sup) = if name == "subsetOf" { (&base, &other) } else { (&other, &base) };
+            let (sub, sup) = if name == "subsetOf" {
+                (&base, &other)
+            } else {
+                (&other, &base)
+            };
             one_bool(sub.iter().all(|x| contains_eq(sup, x)))
         }
         "count" => Ok(vec![V::Int(base.len() as i64)]),
@@ -1531,7 +1912,9 @@ fn call<'a>(
         }
         // ---- filtering and projection
         "where" => {
-            let c = args.first().ok_or_else(|| FhirPathError::Evaluation("where() needs a criterion".into()))?;
+            let c = args
+                .first()
+                .ok_or_else(|| FhirPathError::Evaluation("where() needs a criterion".into()))?;
             let mut out = Vec::new();
             per_item(&base, c, scope, ctx, |item, r| {
                 if to_bool(&r)? == Some(true) {
@@ -1542,7 +1925,9 @@ fn call<'a>(
             Ok(out)
         }
         "select" => {
-            let c = args.first().ok_or_else(|| FhirPathError::Evaluation("select() needs a projection".into()))?;
+            let c = args
+                .first()
+                .ok_or_else(|| FhirPathError::Evaluation("select() needs a projection".into()))?;
             let mut out = Vec::new();
             per_item(&base, c, scope, ctx, |_, r| {
                 out.extend(r);
@@ -1551,7 +1936,9 @@ fn call<'a>(
             Ok(out)
         }
         "repeat" => {
-            let c = args.first().ok_or_else(|| FhirPathError::Evaluation("repeat() needs a projection".into()))?;
+            let c = args
+                .first()
+                .ok_or_else(|| FhirPathError::Evaluation("repeat() needs a projection".into()))?;
             let mut out: Vec<V<'a>> = Vec::new();
             let mut queue = base;
             let mut rounds = 0;
@@ -1612,15 +1999,24 @@ fn call<'a>(
         "skip" | "take" => {
             let n = arg_int(args, 0, focus, scope, ctx)?.unwrap_or(0);
             let n = n.max(0) as usize;
-            Ok(if name == "skip" { base.into_iter().skip(n).collect() } else { base.into_iter().take(n).collect() })
+            Ok(if name == "skip" {
+                base.into_iter().skip(n).collect()
+            } else {
+                base.into_iter().take(n).collect()
+            })
         }
         "intersect" => {
             let other = arg(args, 0, focus, scope, ctx)?;
-            Ok(distinct(base.into_iter().filter(|x| contains_eq(&other, x))))
+            Ok(distinct(
+                base.into_iter().filter(|x| contains_eq(&other, x)),
+            ))
         }
         "exclude" => {
             let other = arg(args, 0, focus, scope, ctx)?;
-            Ok(base.into_iter().filter(|x| !contains_eq(&other, x)).collect())
+            Ok(base
+                .into_iter()
+                .filter(|x| !contains_eq(&other, x))
+                .collect())
         }
         // ---- combining
         "union" => {
@@ -1637,7 +2033,13 @@ fn call<'a>(
         "iif" => {
             let (f, s): (&[V<'a>], Scope<'_, 'a>) = if explicit_base {
                 match single(&base, "iif")? {
-                    Some(v) => (std::slice::from_ref(v), Scope { this: Some(v), ..scope }),
+                    Some(v) => (
+                        std::slice::from_ref(v),
+                        Scope {
+                            this: Some(v),
+                            ..scope
+                        },
+                    ),
                     None => (&[], scope),
                 }
             } else {
@@ -1655,18 +2057,28 @@ fn call<'a>(
                 },
             }
         }
-        "toBoolean" | "toInteger" | "toDecimal" | "toString" | "toDate" | "toDateTime" | "toTime" => {
-            let Some(v) = single(&base, name)? else { return Ok(vec![]) };
+        "toBoolean" | "toInteger" | "toDecimal" | "toString" | "toDate" | "toDateTime"
+        | "toTime" => {
+            let Some(v) = single(&base, name)? else {
+                return Ok(vec![]);
+            };
             Ok(convert(v, &name[2..]).into_iter().collect())
         }
         "toQuantity" | "convertsToQuantity" => {
-            let Some(v) = single(&base, name)? else { return Ok(vec![]) };
+            let Some(v) = single(&base, name)? else {
+                return Ok(vec![]);
+            };
             let mut q = convert(v, "Quantity");
             if let (Some(V::Qty(x)), Some(u)) = (&q, args.first()) {
                 let _ = u;
                 let unit = arg_str(args, 0, focus, scope, ctx)?;
                 q = match unit {
-                    Some(u) => value::convert(x, &u).map(|val| V::Qty(Qty { value: val, unit: u })),
+                    Some(u) => value::convert(x, &u).map(|val| {
+                        V::Qty(Qty {
+                            value: val,
+                            unit: u,
+                        })
+                    }),
                     None => None,
                 };
             }
@@ -1676,23 +2088,33 @@ fn call<'a>(
                 one_bool(q.is_some())
             }
         }
-        "convertsToBoolean" | "convertsToInteger" | "convertsToDecimal" | "convertsToString" | "convertsToDate"
-        | "convertsToDateTime" | "convertsToTime" => {
-            let Some(v) = single(&base, name)? else { return Ok(vec![]) };
+        "convertsToBoolean" | "convertsToInteger" | "convertsToDecimal" | "convertsToString"
+        | "convertsToDate" | "convertsToDateTime" | "convertsToTime" => {
+            let Some(v) = single(&base, name)? else {
+                return Ok(vec![]);
+            };
             one_bool(convert(v, &name[10..]).is_some())
         }
         // ---- strings
         "indexOf" => {
-            let Some(s) = str_input(&base, name)? else { return Ok(vec![]) };
-            let Some(sub) = arg_str(args, 0, focus, scope, ctx)? else { return Ok(vec![]) };
+            let Some(s) = str_input(&base, name)? else {
+                return Ok(vec![]);
+            };
+            let Some(sub) = arg_str(args, 0, focus, scope, ctx)? else {
+                return Ok(vec![]);
+            };
             Ok(vec![V::Int(match s.find(&sub) {
                 Some(b) => s[..b].chars().count() as i64,
                 None => -1,
             })])
         }
         "substring" => {
-            let Some(s) = str_input(&base, name)? else { return Ok(vec![]) };
-            let Some(start) = arg_int(args, 0, focus, scope, ctx)? else { return Ok(vec![]) };
+            let Some(s) = str_input(&base, name)? else {
+                return Ok(vec![]);
+            };
+            let Some(start) = arg_int(args, 0, focus, scope, ctx)? else {
+                return Ok(vec![]);
+            };
             let chars: Vec<char> = s.chars().collect();
             if start < 0 || start as usize >= chars.len() {
                 return Ok(vec![]);
@@ -1709,8 +2131,12 @@ fn call<'a>(
             Ok(vec![V::Str(chars[start as usize..end].iter().collect())])
         }
         "startsWith" | "endsWith" | "contains" => {
-            let Some(s) = str_input(&base, name)? else { return Ok(vec![]) };
-            let Some(a) = arg_str(args, 0, focus, scope, ctx)? else { return Ok(vec![]) };
+            let Some(s) = str_input(&base, name)? else {
+                return Ok(vec![]);
+            };
+            let Some(a) = arg_str(args, 0, focus, scope, ctx)? else {
+                return Ok(vec![]);
+            };
             one_bool(match name {
                 "startsWith" => s.starts_with(&a),
                 "endsWith" => s.ends_with(&a),
@@ -1718,7 +2144,9 @@ fn call<'a>(
             })
         }
         "upper" | "lower" | "trim" | "toChars" | "length" => {
-            let Some(s) = str_input(&base, name)? else { return Ok(vec![]) };
+            let Some(s) = str_input(&base, name)? else {
+                return Ok(vec![]);
+            };
             Ok(match name {
                 "upper" => vec![V::Str(s.to_uppercase())],
                 "lower" => vec![V::Str(s.to_lowercase())],
@@ -1728,9 +2156,15 @@ fn call<'a>(
             })
         }
         "replace" => {
-            let Some(s) = str_input(&base, name)? else { return Ok(vec![]) };
-            let Some(pat) = arg_str(args, 0, focus, scope, ctx)? else { return Ok(vec![]) };
-            let Some(rep) = arg_str(args, 1, focus, scope, ctx)? else { return Ok(vec![]) };
+            let Some(s) = str_input(&base, name)? else {
+                return Ok(vec![]);
+            };
+            let Some(pat) = arg_str(args, 0, focus, scope, ctx)? else {
+                return Ok(vec![]);
+            };
+            let Some(rep) = arg_str(args, 1, focus, scope, ctx)? else {
+                return Ok(vec![]);
+            };
             if pat.is_empty() {
                 let mut out = rep.clone();
                 for c in s.chars() {
@@ -1742,39 +2176,69 @@ fn call<'a>(
             Ok(vec![V::Str(s.replace(&pat, &rep))])
         }
         "matches" | "matchesFull" => {
-            let Some(s) = str_input(&base, name)? else { return Ok(vec![]) };
-            let Some(p) = arg_str(args, 0, focus, scope, ctx)? else { return Ok(vec![]) };
+            let Some(s) = str_input(&base, name)? else {
+                return Ok(vec![]);
+            };
+            let Some(p) = arg_str(args, 0, focus, scope, ctx)? else {
+                return Ok(vec![]);
+            };
             one_bool(regex(&p, name == "matchesFull")?.is_match(&s))
         }
         "replaceMatches" => {
-            let Some(s) = str_input(&base, name)? else { return Ok(vec![]) };
-            let Some(p) = arg_str(args, 0, focus, scope, ctx)? else { return Ok(vec![]) };
-            let Some(rep) = arg_str(args, 1, focus, scope, ctx)? else { return Ok(vec![]) };
+            let Some(s) = str_input(&base, name)? else {
+                return Ok(vec![]);
+            };
+            let Some(p) = arg_str(args, 0, focus, scope, ctx)? else {
+                return Ok(vec![]);
+            };
+            let Some(rep) = arg_str(args, 1, focus, scope, ctx)? else {
+                return Ok(vec![]);
+            };
             if p.is_empty() {
                 return Ok(vec![V::Str(s)]);
             }
             // FHIRPath uses $1 for groups, as the regex crate does
-            Ok(vec![V::Str(regex(&p, false)?.replace_all(&s, rep.as_str()).into_owned())])
+            Ok(vec![V::Str(
+                regex(&p, false)?.replace_all(&s, rep.as_str()).into_owned(),
+            )])
         }
         "split" => {
-            let Some(s) = str_input(&base, name)? else { return Ok(vec![]) };
-            let Some(sep) = arg_str(args, 0, focus, scope, ctx)? else { return Ok(vec![]) };
+            let Some(s) = str_input(&base, name)? else {
+                return Ok(vec![]);
+            };
+            let Some(sep) = arg_str(args, 0, focus, scope, ctx)? else {
+                return Ok(vec![]);
+            };
             if sep.is_empty() {
                 return Ok(s.chars().map(|c| V::Str(c.to_string())).collect());
             }
-            Ok(s.split(sep.as_str()).map(|x| V::Str(x.to_string())).collect())
+            Ok(s.split(sep.as_str())
+                .map(|x| V::Str(x.to_string()))
+                .collect())
         }
         "join" => {
-            let sep = if args.is_empty() { String::new() } else { arg_str(args, 0, focus, scope, ctx)?.unwrap_or_default() };
+            let sep = if args.is_empty() {
+                String::new()
+            } else {
+                arg_str(args, 0, focus, scope, ctx)?.unwrap_or_default()
+            };
             let mut parts = Vec::new();
             for b in &base {
-                parts.push(as_string(b).ok_or_else(|| FhirPathError::Evaluation("join() expects strings".into()))?);
+                parts.push(
+                    as_string(b).ok_or_else(|| {
+                        FhirPathError::Evaluation("join() expects strings".into())
+                    })?,
+                );
             }
             Ok(vec![V::Str(parts.join(&sep))])
         }
         "encode" | "decode" | "escape" | "unescape" => {
-            let Some(s) = str_input(&base, name)? else { return Ok(vec![]) };
-            let Some(how) = arg_str(args, 0, focus, scope, ctx)? else { return Ok(vec![]) };
+            let Some(s) = str_input(&base, name)? else {
+                return Ok(vec![]);
+            };
+            let Some(how) = arg_str(args, 0, focus, scope, ctx)? else {
+                return Ok(vec![]);
+            };
             let r = match name {
                 "encode" => encode(&s, &how),
                 "decode" => decode(&s, &how),
@@ -1786,31 +2250,52 @@ fn call<'a>(
         // ---- math
         "abs" | "ceiling" | "exp" | "floor" | "ln" | "sqrt" | "truncate" => math1(&base, name),
         "round" => {
-            let Some(v) = single(&base, name)? else { return Ok(vec![]) };
+            let Some(v) = single(&base, name)? else {
+                return Ok(vec![]);
+            };
             let d = match v.prim() {
                 Some(P::Int(i)) => Decimal::from(i),
                 Some(P::Dec(d)) => d,
                 _ => return err("round() expects a number"),
             };
-            let p = if args.is_empty() { 0 } else { arg_int(args, 0, focus, scope, ctx)?.unwrap_or(0) };
+            let p = if args.is_empty() {
+                0
+            } else {
+                arg_int(args, 0, focus, scope, ctx)?.unwrap_or(0)
+            };
             if p < 0 {
                 return err("round(): negative precision");
             }
-            Ok(vec![V::Dec(d.round_dp_with_strategy(p as u32, RoundingStrategy::MidpointAwayFromZero))])
+            Ok(vec![V::Dec(d.round_dp_with_strategy(
+                p as u32,
+                RoundingStrategy::MidpointAwayFromZero,
+            ))])
         }
         "log" | "power" => {
-            let Some(v) = single(&base, name)? else { return Ok(vec![]) };
+            let Some(v) = single(&base, name)? else {
+                return Ok(vec![]);
+            };
             let a = arg(args, 0, focus, scope, ctx)?;
-            let Some(w) = single(&a, name)? else { return Ok(vec![]) };
+            let Some(w) = single(&a, name)? else {
+                return Ok(vec![]);
+            };
             let (x, y) = match (v.prim(), w.prim()) {
                 (Some(p), Some(q)) if to_dec(&p).is_some() && to_dec(&q).is_some() => (p, q),
                 _ => return err(format!("{name}() expects numbers")),
             };
-            let (dx, dy) = (to_dec(&x).unwrap_or_default(), to_dec(&y).unwrap_or_default());
+            let (dx, dy) = (
+                to_dec(&x).unwrap_or_default(),
+                to_dec(&y).unwrap_or_default(),
+            );
             if name == "power" {
                 if let (P::Int(b), P::Int(e)) = (&x, &y) {
                     if *e >= 0 {
-                        return Ok(u32::try_from(*e).ok().and_then(|e| b.checked_pow(e)).map(V::Int).into_iter().collect());
+                        return Ok(u32::try_from(*e)
+                            .ok()
+                            .and_then(|e| b.checked_pow(e))
+                            .map(V::Int)
+                            .into_iter()
+                            .collect());
                     }
                 }
                 if dy.fract().is_zero() {
@@ -1819,12 +2304,18 @@ fn call<'a>(
                     }
                 }
                 let r = dx.to_f64().zip(dy.to_f64()).map(|(a, b)| a.powf(b));
-                return Ok(num_result(r.filter(|f| f.is_finite()).and_then(value::dec_from_f64)));
+                return Ok(num_result(
+                    r.filter(|f| f.is_finite()).and_then(value::dec_from_f64),
+                ));
             }
             if dx <= Decimal::ZERO || dy <= Decimal::ZERO {
                 return Ok(vec![]);
             }
-            Ok(num_result(dx.to_f64().zip(dy.to_f64()).and_then(|(a, b)| value::dec_from_f64(a.ln() / b.ln()))))
+            Ok(num_result(
+                dx.to_f64()
+                    .zip(dy.to_f64())
+                    .and_then(|(a, b)| value::dec_from_f64(a.ln() / b.ln())),
+            ))
         }
         // ---- tree navigation
         "children" => {
@@ -1859,34 +2350,69 @@ fn call<'a>(
             Ok(base)
         }
         "now" => Ok(vec![V::DateTime(ctx.now)]),
-        "today" => Ok(vec![V::Date(Dt { prec: 3, tz: None, ..ctx.now })]),
-        "timeOfDay" => Ok(vec![V::Time(Dt { prec: 7, tz: None, ..ctx.now })]),
+        "today" => Ok(vec![V::Date(Dt {
+            prec: 3,
+            tz: None,
+            ..ctx.now
+        })]),
+        "timeOfDay" => Ok(vec![V::Time(Dt {
+            prec: 7,
+            tz: None,
+            ..ctx.now
+        })]),
         "lowBoundary" | "highBoundary" => {
-            let Some(v) = single(&base, name)? else { return Ok(vec![]) };
-            let p = if args.is_empty() { None } else { arg_int(args, 0, focus, scope, ctx)? };
+            let Some(v) = single(&base, name)? else {
+                return Ok(vec![]);
+            };
+            let p = if args.is_empty() {
+                None
+            } else {
+                arg_int(args, 0, focus, scope, ctx)?
+            };
             let high = name == "highBoundary";
             if p.is_some_and(|p| p < 0) {
                 return Ok(vec![]);
             }
             let pu = p.map(|p| p as u32);
             Ok(match v.prim() {
-                Some(P::Int(i)) => num_result(value::dec_boundary(Decimal::from(i), pu.unwrap_or(8), high)),
+                Some(P::Int(i)) => {
+                    num_result(value::dec_boundary(Decimal::from(i), pu.unwrap_or(8), high))
+                }
                 Some(P::Dec(d)) => num_result(value::dec_boundary(d, pu.unwrap_or(8), high)),
                 Some(P::Qty(q)) => value::dec_boundary(q.value, pu.unwrap_or(8), high)
-                    .map(|d| V::Qty(Qty { value: d, unit: q.unit.clone() }))
+                    .map(|d| {
+                        V::Qty(Qty {
+                            value: d,
+                            unit: q.unit.clone(),
+                        })
+                    })
                     .into_iter()
                     .collect(),
-                Some(P::Date(d)) => value::dt_boundary(&d, pu.unwrap_or(8), high, 0).map(V::Date).into_iter().collect(),
+                Some(P::Date(d)) => value::dt_boundary(&d, pu.unwrap_or(8), high, 0)
+                    .map(V::Date)
+                    .into_iter()
+                    .collect(),
                 Some(P::DateTime(d)) => value::dt_boundary(&d, pu.unwrap_or(17), high, 1)
-                    .map(|r| if r.prec <= 3 { V::Date(r) } else { V::DateTime(r) })
+                    .map(|r| {
+                        if r.prec <= 3 {
+                            V::Date(r)
+                        } else {
+                            V::DateTime(r)
+                        }
+                    })
                     .into_iter()
                     .collect(),
-                Some(P::Time(d)) => value::dt_boundary(&d, pu.unwrap_or(9), high, 2).map(V::Time).into_iter().collect(),
+                Some(P::Time(d)) => value::dt_boundary(&d, pu.unwrap_or(9), high, 2)
+                    .map(V::Time)
+                    .into_iter()
+                    .collect(),
                 _ => return err(format!("{name}() expects a number, quantity or date/time")),
             })
         }
         "precision" => {
-            let Some(v) = single(&base, name)? else { return Ok(vec![]) };
+            let Some(v) = single(&base, name)? else {
+                return Ok(vec![]);
+            };
             Ok(match v.prim() {
                 Some(P::Dec(d)) => vec![V::Int(value::scale(&d) as i64)],
                 Some(P::Int(_)) => vec![V::Int(0)],
@@ -1897,9 +2423,13 @@ fn call<'a>(
             })
         }
         "comparable" => {
-            let Some(v) = single(&base, name)? else { return Ok(vec![]) };
+            let Some(v) = single(&base, name)? else {
+                return Ok(vec![]);
+            };
             let a = arg(args, 0, focus, scope, ctx)?;
-            let Some(w) = single(&a, name)? else { return Ok(vec![]) };
+            let Some(w) = single(&a, name)? else {
+                return Ok(vec![]);
+            };
             match (v.prim(), w.prim()) {
                 (Some(P::Qty(x)), Some(P::Qty(y))) => one_bool(value::comparable(&x.unit, &y.unit)),
                 _ => err("comparable() expects quantities"),
@@ -1912,14 +2442,30 @@ fn call<'a>(
                 let mut m = Map::new();
                 m.insert("namespace".into(), Value::String(ns.into()));
                 m.insert("name".into(), Value::String(n.into_owned()));
-                V::Node(Node { val: Some(J::O(Rc::new(Value::Object(m)))), ext: None, ty: None, hint: None, res: None })
+                V::Node(Node {
+                    val: Some(J::O(Rc::new(Value::Object(m)))),
+                    ext: None,
+                    ty: None,
+                    hint: None,
+                    res: None,
+                })
             })
             .collect()),
         "aggregate" => {
-            let e = args.first().ok_or_else(|| FhirPathError::Evaluation("aggregate() needs an aggregator".into()))?;
-            let mut total = if args.len() > 1 { arg(args, 1, focus, scope, ctx)? } else { vec![] };
+            let e = args.first().ok_or_else(|| {
+                FhirPathError::Evaluation("aggregate() needs an aggregator".into())
+            })?;
+            let mut total = if args.len() > 1 {
+                arg(args, 1, focus, scope, ctx)?
+            } else {
+                vec![]
+            };
             for (i, item) in base.iter().enumerate() {
-                let s = Scope { this: Some(item), index: Some(i as i64), total: Some(&total) };
+                let s = Scope {
+                    this: Some(item),
+                    index: Some(i as i64),
+                    total: Some(&total),
+                };
                 let t = eval(e, std::slice::from_ref(item), s, ctx)?;
                 total = t;
             }
@@ -1929,7 +2475,11 @@ fn call<'a>(
             // keys: `-expr` sorts descending
             let mut keyed: Vec<(Vec<Vec<V<'a>>>, V<'a>)> = Vec::new();
             for (i, item) in base.iter().enumerate() {
-                let s = Scope { this: Some(item), index: Some(i as i64), total: scope.total };
+                let s = Scope {
+                    this: Some(item),
+                    index: Some(i as i64),
+                    total: scope.total,
+                };
                 let mut keys = Vec::new();
                 for a in args {
                     let e = match a {
@@ -1960,7 +2510,11 @@ fn call<'a>(
                             }
                         },
                     };
-                    let o = if desc.get(i).copied().unwrap_or(false) { o.reverse() } else { o };
+                    let o = if desc.get(i).copied().unwrap_or(false) {
+                        o.reverse()
+                    } else {
+                        o
+                    };
                     if o != Ordering::Equal {
                         return o;
                     }
@@ -1975,20 +2529,32 @@ fn call<'a>(
         "not" => Ok(bools(to_bool(&base)?.map(|b| !b))),
         // ---- FHIR
         "extension" => {
-            let Some(url) = arg_str(args, 0, focus, scope, ctx)? else { return Ok(vec![]) };
+            let Some(url) = arg_str(args, 0, focus, scope, ctx)? else {
+                return Ok(vec![]);
+            };
             let mut exts = Vec::new();
             navigate(&base, "extension", false, ctx, &mut exts)?;
             exts.retain(|e| match e {
-                V::Node(n) => node_json(n).and_then(|v| v.get("url")).and_then(Value::as_str) == Some(url.as_str()),
+                V::Node(n) => {
+                    node_json(n)
+                        .and_then(|v| v.get("url"))
+                        .and_then(Value::as_str)
+                        == Some(url.as_str())
+                }
                 _ => false,
             });
             Ok(exts)
         }
-        "hasValue" => one_bool(matches!(base.as_slice(), [V::Node(n)] if node_json(n).is_some_and(|v| !v.is_object() && !v.is_array()))
-            || matches!(base.as_slice(), [one] if !matches!(one, V::Node(_)))),
+        "hasValue" => one_bool(
+            matches!(base.as_slice(), [V::Node(n)] if node_json(n).is_some_and(|v| !v.is_object() && !v.is_array()))
+                || matches!(base.as_slice(), [one] if !matches!(one, V::Node(_))),
+        ),
         "getValue" => Ok(match base.as_slice() {
             [V::Node(n)] if node_json(n).is_some_and(|v| !v.is_object() && !v.is_array()) => {
-                vec![V::Node(Node { ext: None, ..n.clone() })]
+                vec![V::Node(Node {
+                    ext: None,
+                    ..n.clone()
+                })]
             }
             _ => vec![],
         }),
@@ -2049,7 +2615,12 @@ fn strict_member_check(base: &Expr, name: &str) -> Res<()> {
     Ok(())
 }
 
-fn eval<'a>(expr: &Expr, focus: &[V<'a>], scope: Scope<'_, 'a>, ctx: &Ctx<'a, '_>) -> Res<Vec<V<'a>>> {
+fn eval<'a>(
+    expr: &Expr,
+    focus: &[V<'a>],
+    scope: Scope<'_, 'a>,
+    ctx: &Ctx<'a, '_>,
+) -> Res<Vec<V<'a>>> {
     match expr {
         Expr::This => Ok(match scope.this {
             Some(t) => vec![t.clone()],
@@ -2090,7 +2661,9 @@ fn eval<'a>(expr: &Expr, focus: &[V<'a>], scope: Scope<'_, 'a>, ctx: &Ctx<'a, '_
                         && matches!(name.as_str(), "skip" | "take" | "first" | "last" | "tail")
                         && matches!(&**b, Expr::Call(_, f, _) if f == "children" || f == "descendants")
                     {
-                        return err(format!("{name}() on the unordered result of a tree navigation"));
+                        return err(format!(
+                            "{name}() on the unordered result of a tree navigation"
+                        ));
                     }
                     (eval(b, focus, scope, ctx)?, true)
                 }
@@ -2100,9 +2673,16 @@ fn eval<'a>(expr: &Expr, focus: &[V<'a>], scope: Scope<'_, 'a>, ctx: &Ctx<'a, '_
         Expr::Index(base, idx) => {
             let b = eval(base, focus, scope, ctx)?;
             let i = eval(idx, focus, scope, ctx)?;
-            let Some(iv) = single(&i, "indexer")? else { return Ok(vec![]) };
-            let n = int_of(iv).ok_or_else(|| FhirPathError::Evaluation("indexer must be an integer".into()))?;
-            Ok(if n < 0 { vec![] } else { b.into_iter().nth(n as usize).into_iter().collect() })
+            let Some(iv) = single(&i, "indexer")? else {
+                return Ok(vec![]);
+            };
+            let n = int_of(iv)
+                .ok_or_else(|| FhirPathError::Evaluation("indexer must be an integer".into()))?;
+            Ok(if n < 0 {
+                vec![]
+            } else {
+                b.into_iter().nth(n as usize).into_iter().collect()
+            })
         }
         Expr::Is(e, t) => {
             let r = eval(e, focus, scope, ctx)?;
@@ -2126,7 +2706,9 @@ fn eval<'a>(expr: &Expr, focus: &[V<'a>], scope: Scope<'_, 'a>, ctx: &Ctx<'a, '_
         }
         Expr::Neg(e) => {
             let r = eval(e, focus, scope, ctx)?;
-            let Some(v) = single(&r, "unary -")? else { return Ok(vec![]) };
+            let Some(v) = single(&r, "unary -")? else {
+                return Ok(vec![]);
+            };
             Ok(vec![match v.prim() {
                 Some(P::Int(i)) => V::Int(-i),
                 Some(P::Dec(d)) => {
@@ -2136,7 +2718,10 @@ fn eval<'a>(expr: &Expr, focus: &[V<'a>], scope: Scope<'_, 'a>, ctx: &Ctx<'a, '_
                     }
                     V::Dec(n)
                 }
-                Some(P::Qty(q)) => V::Qty(Qty { value: -q.value, unit: q.unit }),
+                Some(P::Qty(q)) => V::Qty(Qty {
+                    value: -q.value,
+                    unit: q.unit,
+                }),
                 _ => return err("unary - expects a number or quantity"),
             }])
         }
@@ -2155,7 +2740,8 @@ fn arith<'a>(op: BinOp, a: &V<'a>, b: &V<'a>) -> Res<Vec<V<'a>>> {
         (BinOp::Add | BinOp::Sub, P::Date(d) | P::DateTime(d) | P::Time(d), P::Qty(q)) => {
             let sign = if op == BinOp::Add { 1 } else { -1 };
             let is_time = matches!(pa, P::Time(_));
-            let r = value::dt_add(d, q.value, &q.unit, sign, is_time).map_err(FhirPathError::Evaluation)?;
+            let r = value::dt_add(d, q.value, &q.unit, sign, is_time)
+                .map_err(FhirPathError::Evaluation)?;
             Ok(vec![match pa {
                 P::Date(_) => V::Date(r),
                 P::DateTime(_) => V::DateTime(r),
@@ -2170,7 +2756,11 @@ fn arith<'a>(op: BinOp, a: &V<'a>, b: &V<'a>) -> Res<Vec<V<'a>>> {
                 if *y == 0 {
                     vec![]
                 } else {
-                    Decimal::from(*x).checked_div(Decimal::from(*y)).map(V::Dec).into_iter().collect()
+                    Decimal::from(*x)
+                        .checked_div(Decimal::from(*y))
+                        .map(V::Dec)
+                        .into_iter()
+                        .collect()
                 }
             }
             BinOp::IntDiv => x.checked_div(*y).map(V::Int).into_iter().collect(),
@@ -2178,56 +2768,103 @@ fn arith<'a>(op: BinOp, a: &V<'a>, b: &V<'a>) -> Res<Vec<V<'a>>> {
             _ => vec![],
         }),
         (_, P::Int(_) | P::Dec(_), P::Int(_) | P::Dec(_)) => {
-            let (x, y) = (to_dec(&pa).unwrap_or_default(), to_dec(&pb).unwrap_or_default());
+            let (x, y) = (
+                to_dec(&pa).unwrap_or_default(),
+                to_dec(&pb).unwrap_or_default(),
+            );
             match op {
                 BinOp::Add => dec(x.checked_add(y)),
                 BinOp::Sub => dec(x.checked_sub(y)),
                 BinOp::Mul => dec(x.checked_mul(y)),
                 BinOp::Div => dec(if y.is_zero() { None } else { x.checked_div(y) }),
-                BinOp::IntDiv => Ok(if y.is_zero() { vec![] } else { x.checked_div(y).and_then(|q| q.trunc().to_i64()).map(V::Int).into_iter().collect() }),
+                BinOp::IntDiv => Ok(if y.is_zero() {
+                    vec![]
+                } else {
+                    x.checked_div(y)
+                        .and_then(|q| q.trunc().to_i64())
+                        .map(V::Int)
+                        .into_iter()
+                        .collect()
+                }),
                 BinOp::Mod => dec(if y.is_zero() { None } else { x.checked_rem(y) }),
                 _ => Ok(vec![]),
             }
         }
         (BinOp::Add | BinOp::Sub, P::Qty(x), P::Qty(y)) => {
-            let yv = if x.unit == y.unit { Some(y.value) } else { value::convert(y, &x.unit) };
-            let Some(yv) = yv else { return err(format!("incompatible units '{}' and '{}'", x.unit, y.unit)) };
-            let v = if op == BinOp::Add { x.value + yv } else { x.value - yv };
-            Ok(vec![V::Qty(Qty { value: v, unit: x.unit.clone() })])
+            let yv = if x.unit == y.unit {
+                Some(y.value)
+            } else {
+                value::convert(y, &x.unit)
+            };
+            let Some(yv) = yv else {
+                return err(format!("incompatible units '{}' and '{}'", x.unit, y.unit));
+            };
+            let v = if op == BinOp::Add {
+                x.value + yv
+            } else {
+                x.value - yv
+            };
+            Ok(vec![V::Qty(Qty {
+                value: v,
+                unit: x.unit.clone(),
+            })])
         }
-        (BinOp::Mul, P::Qty(x), P::Qty(y)) => Ok(vec![V::Qty(Qty { value: x.value * y.value, unit: unit_mul(&x.unit, &y.unit, false) })]),
+        (BinOp::Mul, P::Qty(x), P::Qty(y)) => Ok(vec![V::Qty(Qty {
+            value: x.value * y.value,
+            unit: unit_mul(&x.unit, &y.unit, false),
+        })]),
         (BinOp::Div, P::Qty(x), P::Qty(y)) => {
             if y.value.is_zero() {
                 return Ok(vec![]);
             }
-            Ok(vec![V::Qty(Qty { value: x.value / y.value, unit: unit_mul(&x.unit, &y.unit, true) })])
+            Ok(vec![V::Qty(Qty {
+                value: x.value / y.value,
+                unit: unit_mul(&x.unit, &y.unit, true),
+            })])
         }
         (BinOp::Mul | BinOp::Div, P::Qty(x), P::Int(_) | P::Dec(_)) => {
             let n = to_dec(&pb).unwrap_or_default();
             if op == BinOp::Div && n.is_zero() {
                 return Ok(vec![]);
             }
-            let v = if op == BinOp::Mul { x.value * n } else { x.value / n };
-            Ok(vec![V::Qty(Qty { value: v, unit: x.unit.clone() })])
+            let v = if op == BinOp::Mul {
+                x.value * n
+            } else {
+                x.value / n
+            };
+            Ok(vec![V::Qty(Qty {
+                value: v,
+                unit: x.unit.clone(),
+            })])
         }
-        (BinOp::Mul, P::Int(_) | P::Dec(_), P::Qty(y)) => {
-            Ok(vec![V::Qty(Qty { value: to_dec(&pa).unwrap_or_default() * y.value, unit: y.unit.clone() })])
-        }
-        _ => err(format!("operator {op:?} is not defined for these operand types")),
+        (BinOp::Mul, P::Int(_) | P::Dec(_), P::Qty(y)) => Ok(vec![V::Qty(Qty {
+            value: to_dec(&pa).unwrap_or_default() * y.value,
+            unit: y.unit.clone(),
+        })]),
+        _ => err(format!(
+            "operator {op:?} is not defined for these operand types"
+        )),
     }
 }
 
 fn unit_mul(a: &str, b: &str, div: bool) -> String {
-    let u = |s: &str| value::calendar_unit(s).map(|c| match c {
-        "week" => "wk",
-        "day" => "d",
-        "hour" => "h",
-        "minute" => "min",
-        "second" => "s",
-        "millisecond" => "ms",
-        "month" => "mo",
-        _ => "a",
-    }.to_string()).unwrap_or_else(|| s.to_string());
+    let u = |s: &str| {
+        value::calendar_unit(s)
+            .map(|c| {
+                match c {
+                    "week" => "wk",
+                    "day" => "d",
+                    "hour" => "h",
+                    "minute" => "min",
+                    "second" => "s",
+                    "millisecond" => "ms",
+                    "month" => "mo",
+                    _ => "a",
+                }
+                .to_string()
+            })
+            .unwrap_or_else(|| s.to_string())
+    };
     let (a, b) = (u(a), u(b));
     if div {
         if a == b {
@@ -2245,7 +2882,14 @@ fn unit_mul(a: &str, b: &str, div: bool) -> String {
     }
 }
 
-fn binary<'a>(op: BinOp, l: &Expr, r: &Expr, focus: &[V<'a>], scope: Scope<'_, 'a>, ctx: &Ctx<'a, '_>) -> Res<Vec<V<'a>>> {
+fn binary<'a>(
+    op: BinOp,
+    l: &Expr,
+    r: &Expr,
+    focus: &[V<'a>],
+    scope: Scope<'_, 'a>,
+    ctx: &Ctx<'a, '_>,
+) -> Res<Vec<V<'a>>> {
     // short-circuit logic first (three-valued, FHIRPath §"Boolean logic")
     match op {
         BinOp::And => {
@@ -2306,7 +2950,9 @@ fn binary<'a>(op: BinOp, l: &Expr, r: &Expr, focus: &[V<'a>], scope: Scope<'_, '
             Ok(bools(Some(if op == BinOp::Equiv { eq } else { !eq })))
         }
         BinOp::Lt | BinOp::Gt | BinOp::Le | BinOp::Ge => {
-            let (Some(x), Some(y)) = (single(&a, "comparison")?, single(&b, "comparison")?) else { return Ok(vec![]) };
+            let (Some(x), Some(y)) = (single(&a, "comparison")?, single(&b, "comparison")?) else {
+                return Ok(vec![]);
+            };
             use std::cmp::Ordering::*;
             Ok(bools(item_cmp(x, y)?.map(|o| match op {
                 BinOp::Lt => o == Less,
@@ -2329,7 +2975,9 @@ fn binary<'a>(op: BinOp, l: &Expr, r: &Expr, focus: &[V<'a>], scope: Scope<'_, '
             Ok(vec![V::Str(s(&a)? + &s(&b)?)])
         }
         BinOp::Add | BinOp::Sub | BinOp::Mul | BinOp::Div | BinOp::IntDiv | BinOp::Mod => {
-            let (Some(x), Some(y)) = (single(&a, "arithmetic")?, single(&b, "arithmetic")?) else { return Ok(vec![]) };
+            let (Some(x), Some(y)) = (single(&a, "arithmetic")?, single(&b, "arithmetic")?) else {
+                return Ok(vec![]);
+            };
             arith(op, x, y)
         }
         BinOp::In | BinOp::Contains => {

@@ -46,7 +46,9 @@ mod model;
 mod parse;
 pub mod value;
 
-pub use eval::{evaluate, evaluate_on, try_evaluate, try_evaluate_on, try_evaluate_with, Env, Item};
+pub use eval::{
+    evaluate, evaluate_on, try_evaluate, try_evaluate_on, try_evaluate_with, Env, Item,
+};
 pub use parse::parse;
 pub use rust_decimal::Decimal;
 pub use value::{Dt, Qty};
@@ -209,7 +211,10 @@ impl Expr {
 /// Convenience: evaluate and keep only the JSON values (drops the type hints).
 /// Input: a parsed expression and a resource; output: values in document order (errors → empty).
 pub fn evaluate_values<'a>(expr: &Expr, resource: &'a Value) -> Vec<Cow<'a, Value>> {
-    evaluate(expr, resource).into_iter().map(|i| i.value).collect()
+    evaluate(expr, resource)
+        .into_iter()
+        .map(|i| i.value)
+        .collect()
 }
 
 #[cfg(test)]

@@ -43,7 +43,11 @@ pub(crate) struct Model {
 pub(crate) fn model() -> &'static Model {
     static M: OnceLock<Model> = OnceLock::new();
     M.get_or_init(|| {
-        let mut m = Model { types: HashMap::new(), elems: HashMap::new(), backbone_parent: HashMap::new() };
+        let mut m = Model {
+            types: HashMap::new(),
+            elems: HashMap::new(),
+            backbone_parent: HashMap::new(),
+        };
         // backbone paths must be 'static: they are substrings of the table ("E <ctx> ...")
         let mut ctx_paths: HashMap<String, &'static str> = HashMap::new();
         for line in TABLE.lines() {
@@ -55,7 +59,9 @@ pub(crate) fn model() -> &'static Model {
         for line in TABLE.lines() {
             if let Some(rest) = line.strip_prefix("T ") {
                 let mut it = rest.split(' ');
-                let (Some(n), Some(p), Some(k)) = (it.next(), it.next(), it.next()) else { continue };
+                let (Some(n), Some(p), Some(k)) = (it.next(), it.next(), it.next()) else {
+                    continue;
+                };
                 let kind = match k {
                     "p" => Kind::Primitive,
                     "r" => Kind::Resource,
@@ -67,7 +73,9 @@ pub(crate) fn model() -> &'static Model {
                 let Some(ctx) = it.next() else { continue };
                 let mut map = HashMap::new();
                 for e in it {
-                    let Some((name, spec)) = e.split_once(':') else { continue };
+                    let Some((name, spec)) = e.split_once(':') else {
+                        continue;
+                    };
                     let (name, choice) = match name.strip_suffix("[x]") {
                         Some(n) => (n, true),
                         None => (name, false),
@@ -84,7 +92,13 @@ pub(crate) fn model() -> &'static Model {
                         }
                     } else if let Some(r) = spec.strip_prefix('#') {
                         match ctx_paths.get(r) {
-                            Some(p) => ElemType::Backbone(p, m.backbone_parent.get(p).copied().unwrap_or("BackboneElement")),
+                            Some(p) => ElemType::Backbone(
+                                p,
+                                m.backbone_parent
+                                    .get(p)
+                                    .copied()
+                                    .unwrap_or("BackboneElement"),
+                            ),
                             None => ElemType::Types(vec!["BackboneElement"]),
                         }
                     } else {
@@ -107,7 +121,11 @@ pub(crate) fn model() -> &'static Model {
             })
             .collect();
         for (c, n, p) in fix {
-            let parent = m.backbone_parent.get(p).copied().unwrap_or("BackboneElement");
+            let parent = m
+                .backbone_parent
+                .get(p)
+                .copied()
+                .unwrap_or("BackboneElement");
             if let Some(e) = m.elems.get_mut(c).and_then(|es| es.get_mut(n)) {
                 e.ty = ElemType::Backbone(p, parent);
             }

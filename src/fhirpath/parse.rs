@@ -43,7 +43,12 @@ fn lex(src: &str) -> Result<Vec<(Tok, usize)>, FhirPathError> {
         if c == b'/' && b.get(i + 1) == Some(&b'*') {
             match src[i + 2..].find("*/") {
                 Some(p) => i = i + 2 + p + 2,
-                None => return Err(FhirPathError::Lex { pos: i, msg: "unterminated comment".into() }),
+                None => {
+                    return Err(FhirPathError::Lex {
+                        pos: i,
+                        msg: "unterminated comment".into(),
+                    })
+                }
             }
             continue;
         }
@@ -74,7 +79,10 @@ fn lex(src: &str) -> Result<Vec<(Tok, usize)>, FhirPathError> {
                 let mut s = String::new();
                 loop {
                     let Some(ch) = src[i..].chars().next() else {
-                        return Err(FhirPathError::Lex { pos: start, msg: "unterminated literal".into() });
+                        return Err(FhirPathError::Lex {
+                            pos: start,
+                            msg: "unterminated literal".into(),
+                        });
                     };
                     if ch as u32 == quote as u32 {
                         i += 1;
@@ -83,7 +91,10 @@ fn lex(src: &str) -> Result<Vec<(Tok, usize)>, FhirPathError> {
                     if ch == '\\' {
                         i += 1;
                         let Some(e) = src[i..].chars().next() else {
-                            return Err(FhirPathError::Lex { pos: i, msg: "bad escape".into() });
+                            return Err(FhirPathError::Lex {
+                                pos: i,
+                                msg: "bad escape".into(),
+                            });
                         };
                         i += e.len_utf8();
                         match e {
@@ -96,9 +107,11 @@ fn lex(src: &str) -> Result<Vec<(Tok, usize)>, FhirPathError> {
                                     pos: i,
                                     msg: "bad \\u escape".into(),
                                 })?;
-                                let v = u32::from_str_radix(hex, 16).map_err(|_| FhirPathError::Lex {
-                                    pos: i,
-                                    msg: "bad \\u escape".into(),
+                                let v = u32::from_str_radix(hex, 16).map_err(|_| {
+                                    FhirPathError::Lex {
+                                        pos: i,
+                                        msg: "bad \\u escape".into(),
+                                    }
                                 })?;
                                 s.push(char::from_u32(v).unwrap_or('\u{fffd}'));
                                 i += 4;
@@ -110,12 +123,21 @@ fn lex(src: &str) -> Result<Vec<(Tok, usize)>, FhirPathError> {
                     s.push(ch);
                     i += ch.len_utf8();
                 }
-                out.push((if quote == b'`' { Tok::QIdent(s) } else { Tok::Str(s) }, start));
+                out.push((
+                    if quote == b'`' {
+                        Tok::QIdent(s)
+                    } else {
+                        Tok::Str(s)
+                    },
+                    start,
+                ));
             }
             b'@' => {
                 i += 1;
-                let (lit, len) = lex_datetime(&src[i..])
-                    .ok_or_else(|| FhirPathError::Lex { pos: start, msg: "bad date/time literal".into() })?;
+                let (lit, len) = lex_datetime(&src[i..]).ok_or_else(|| FhirPathError::Lex {
+                    pos: start,
+                    msg: "bad date/time literal".into(),
+                })?;
                 i += len;
                 out.push((Tok::Lit(lit), start));
             }
@@ -129,7 +151,10 @@ fn lex(src: &str) -> Result<Vec<(Tok, usize)>, FhirPathError> {
                     "$index" => out.push((Tok::Index, start)),
                     "$total" => out.push((Tok::Total, start)),
                     other => {
-                        return Err(FhirPathError::Lex { pos: start, msg: format!("unsupported variable {other}") })
+                        return Err(FhirPathError::Lex {
+                            pos: start,
+                            msg: format!("unsupported variable {other}"),
+                        })
                     }
                 }
             }
@@ -151,7 +176,9 @@ fn lex(src: &str) -> Result<Vec<(Tok, usize)>, FhirPathError> {
                     out.push((Tok::Var(src[i + 1..i + 1 + end].to_string()), start));
                     i = i + 1 + end + 1;
                 } else {
-                    while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_' || b[i] == b'-') {
+                    while i < b.len()
+                        && (b[i].is_ascii_alphanumeric() || b[i] == b'_' || b[i] == b'-')
+                    {
                         i += 1;
                     }
                     out.push((Tok::Var(src[start + 1..i].to_string()), start));
@@ -159,8 +186,8 @@ fn lex(src: &str) -> Result<Vec<(Tok, usize)>, FhirPathError> {
             }
             _ => {
                 const SYMS: [&str; 22] = [
-                    "!=", "!~", "<=", ">=", ".", "(", ")", "[", "]", "{", "}", ",", "|", "=", "~", "<", ">",
-                    "&", "+", "-", "*", "/",
+                    "!=", "!~", "<=", ">=", ".", "(", ")", "[", "]", "{", "}", ",", "|", "=", "~",
+                    "<", ">", "&", "+", "-", "*", "/",
                 ];
                 let rest = &src[i..];
                 let sym = SYMS.iter().find(|s| rest.starts_with(**s)).copied();
@@ -171,7 +198,10 @@ fn lex(src: &str) -> Result<Vec<(Tok, usize)>, FhirPathError> {
                     }
                     None => {
                         let ch = rest.chars().next().unwrap_or('?');
-                        return Err(FhirPathError::Lex { pos: start, msg: format!("unexpected character {ch:?}") });
+                        return Err(FhirPathError::Lex {
+                            pos: start,
+                            msg: format!("unexpected character {ch:?}"),
+                        });
                     }
                 }
             }
@@ -184,31 +214,109 @@ fn lex(src: &str) -> Result<Vec<(Tok, usize)>, FhirPathError> {
 /// Functions the evaluator implements (anything else is rejected at parse time).
 const FUNCTIONS: &[&str] = &[
     // existence
-    "empty", "exists", "all", "allTrue", "anyTrue", "allFalse", "anyFalse", "subsetOf", "supersetOf",
-    "count", "distinct", "isDistinct",
+    "empty",
+    "exists",
+    "all",
+    "allTrue",
+    "anyTrue",
+    "allFalse",
+    "anyFalse",
+    "subsetOf",
+    "supersetOf",
+    "count",
+    "distinct",
+    "isDistinct",
     // filtering and projection
-    "where", "select", "repeat", "ofType",
+    "where",
+    "select",
+    "repeat",
+    "ofType",
     // subsetting
-    "single", "first", "last", "tail", "skip", "take", "intersect", "exclude",
+    "single",
+    "first",
+    "last",
+    "tail",
+    "skip",
+    "take",
+    "intersect",
+    "exclude",
     // combining
-    "union", "combine",
+    "union",
+    "combine",
     // conversion
-    "iif", "toBoolean", "convertsToBoolean", "toInteger", "convertsToInteger", "toDecimal",
-    "convertsToDecimal", "toString", "convertsToString", "toDate", "convertsToDate", "toDateTime",
-    "convertsToDateTime", "toTime", "convertsToTime", "toQuantity", "convertsToQuantity",
+    "iif",
+    "toBoolean",
+    "convertsToBoolean",
+    "toInteger",
+    "convertsToInteger",
+    "toDecimal",
+    "convertsToDecimal",
+    "toString",
+    "convertsToString",
+    "toDate",
+    "convertsToDate",
+    "toDateTime",
+    "convertsToDateTime",
+    "toTime",
+    "convertsToTime",
+    "toQuantity",
+    "convertsToQuantity",
     // string manipulation
-    "indexOf", "substring", "startsWith", "endsWith", "contains", "upper", "lower", "replace",
-    "matches", "matchesFull", "replaceMatches", "length", "toChars", "trim", "split", "join",
-    "encode", "decode", "escape", "unescape",
+    "indexOf",
+    "substring",
+    "startsWith",
+    "endsWith",
+    "contains",
+    "upper",
+    "lower",
+    "replace",
+    "matches",
+    "matchesFull",
+    "replaceMatches",
+    "length",
+    "toChars",
+    "trim",
+    "split",
+    "join",
+    "encode",
+    "decode",
+    "escape",
+    "unescape",
     // math
-    "abs", "ceiling", "exp", "floor", "ln", "log", "power", "round", "sqrt", "truncate",
+    "abs",
+    "ceiling",
+    "exp",
+    "floor",
+    "ln",
+    "log",
+    "power",
+    "round",
+    "sqrt",
+    "truncate",
     // tree navigation
-    "children", "descendants",
+    "children",
+    "descendants",
     // utility
-    "trace", "now", "timeOfDay", "today", "lowBoundary", "highBoundary", "precision", "comparable",
-    "type", "aggregate", "sort", "not", "is", "as",
+    "trace",
+    "now",
+    "timeOfDay",
+    "today",
+    "lowBoundary",
+    "highBoundary",
+    "precision",
+    "comparable",
+    "type",
+    "aggregate",
+    "sort",
+    "not",
+    "is",
+    "as",
     // FHIR
-    "extension", "hasValue", "getValue", "resolve", "memberOf",
+    "extension",
+    "hasValue",
+    "getValue",
+    "resolve",
+    "memberOf",
 ];
 
 struct Parser {
@@ -276,7 +384,10 @@ impl Parser {
         t
     }
     fn err(&self, msg: &str) -> FhirPathError {
-        FhirPathError::Syntax { pos: self.toks[self.pos].1, msg: msg.to_string() }
+        FhirPathError::Syntax {
+            pos: self.toks[self.pos].1,
+            msg: msg.to_string(),
+        }
     }
     fn expect(&mut self, s: &'static str) -> Result<(), FhirPathError> {
         if self.peek() == &Tok::Sym(s) {
@@ -295,7 +406,11 @@ impl Parser {
                 if (s == "is" || s == "as") && TYPE_OP_BP >= min_bp {
                     self.next();
                     let ty = self.type_specifier()?;
-                    lhs = if s == "is" { Expr::Is(Box::new(lhs), ty) } else { Expr::As(Box::new(lhs), ty) };
+                    lhs = if s == "is" {
+                        Expr::Is(Box::new(lhs), ty)
+                    } else {
+                        Expr::As(Box::new(lhs), ty)
+                    };
                     continue;
                 }
             }
@@ -410,7 +525,10 @@ impl Parser {
                     Tok::Ident(u) if value::calendar_unit(u).is_some() => Some(u.clone()),
                     _ => None,
                 };
-                let bad = || FhirPathError::Lex { pos: 0, msg: format!("bad number {n}") };
+                let bad = || FhirPathError::Lex {
+                    pos: 0,
+                    msg: format!("bad number {n}"),
+                };
                 if let Some(unit) = unit {
                     self.next();
                     let v = Decimal::from_str_exact(&n).map_err(|_| bad())?;
@@ -421,7 +539,9 @@ impl Parser {
                         return Ok(Expr::Literal(Literal::Integer(i)));
                     }
                 }
-                Ok(Expr::Literal(Literal::Decimal(Decimal::from_str_exact(&n).map_err(|_| bad())?)))
+                Ok(Expr::Literal(Literal::Decimal(
+                    Decimal::from_str_exact(&n).map_err(|_| bad())?,
+                )))
             }
             Tok::Lit(l) => {
                 self.next();
@@ -457,7 +577,9 @@ impl Parser {
 /// (`T14:34`). Returns the literal and the number of bytes consumed.
 fn lex_datetime(s: &str) -> Option<(Literal, usize)> {
     let b = s.as_bytes();
-    let digits = |from: usize, n: usize| from + n <= b.len() && b[from..from + n].iter().all(u8::is_ascii_digit);
+    let digits = |from: usize, n: usize| {
+        from + n <= b.len() && b[from..from + n].iter().all(u8::is_ascii_digit)
+    };
     // time part: HH(:MM(:SS(.f+)?)?)?
     let time_len = |from: usize| -> Option<usize> {
         if !digits(from, 2) {
@@ -481,7 +603,11 @@ fn lex_datetime(s: &str) -> Option<(Literal, usize)> {
     let tz_len = |from: usize| -> usize {
         match b.get(from) {
             Some(b'Z') => 1,
-            Some(b'+' | b'-') if digits(from + 1, 2) && b.get(from + 3) == Some(&b':') && digits(from + 4, 2) => 6,
+            Some(b'+' | b'-')
+                if digits(from + 1, 2) && b.get(from + 3) == Some(&b':') && digits(from + 4, 2) =>
+            {
+                6
+            }
             _ => 0,
         }
     };

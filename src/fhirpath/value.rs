@@ -23,7 +23,17 @@ pub struct Dt {
 }
 
 impl Dt {
-    const ZERO: Dt = Dt { y: 0, mo: 1, d: 1, h: 0, mi: 0, s: 0, ms: 0, prec: 0, tz: None };
+    const ZERO: Dt = Dt {
+        y: 0,
+        mo: 1,
+        d: 1,
+        h: 0,
+        mi: 0,
+        s: 0,
+        ms: 0,
+        prec: 0,
+        tz: None,
+    };
 }
 
 fn num(s: &str, len: usize) -> Option<(u32, &str)> {
@@ -273,7 +283,16 @@ pub fn dt_cmp(a: &Dt, b: &Dt) -> Option<Ordering> {
     };
     let la = a.prec.min(6);
     let lb = b.prec.min(6);
-    let comps = |d: &Dt| [d.y as i64, d.mo as i64, d.d as i64, d.h as i64, d.mi as i64, d.s as i64 * 1000 + d.ms as i64];
+    let comps = |d: &Dt| {
+        [
+            d.y as i64,
+            d.mo as i64,
+            d.d as i64,
+            d.h as i64,
+            d.mi as i64,
+            d.s as i64 * 1000 + d.ms as i64,
+        ]
+    };
     let (ca, cb) = (comps(&a), comps(&b));
     for i in 0..la.min(lb) as usize {
         match ca[i].cmp(&cb[i]) {
@@ -303,7 +322,8 @@ fn date_unit(unit: &str) -> Option<&'static str> {
 /// (FHIRPath §6.6.1 calendar-duration semantics). Errors on non-time units and on UCUM `a` / `mo`
 /// (not calendar durations).
 pub fn dt_add(d: &Dt, value: Decimal, unit: &str, sign: i64, is_time: bool) -> Result<Dt, String> {
-    let u = date_unit(unit).ok_or_else(|| format!("cannot add a quantity in '{unit}' to a date/time"))?;
+    let u = date_unit(unit)
+        .ok_or_else(|| format!("cannot add a quantity in '{unit}' to a date/time"))?;
     let n = value.trunc().to_i64().ok_or("quantity too large")? * sign;
     let mut r = *d;
     match u {
@@ -428,7 +448,10 @@ fn atom(a: &str) -> Option<(Decimal, &'static str, i32)> {
 }
 
 fn metric(a: &str) -> bool {
-    matches!(a, "m" | "g" | "s" | "L" | "l" | "mol" | "eq" | "K" | "A" | "U")
+    matches!(
+        a,
+        "m" | "g" | "s" | "L" | "l" | "mol" | "eq" | "K" | "A" | "U"
+    )
 }
 
 fn prefix(p: &str) -> Option<Decimal> {
@@ -559,7 +582,9 @@ pub fn ucum(unit: &str) -> Option<(Decimal, Dims)> {
 /// Value of `q` in canonical base units, with its dimensions (calendar durations above a week
 /// have none: they only compare with the same unit).
 fn canonical(q: &Qty) -> Option<(Decimal, Dims)> {
-    let u = calendar_unit(&q.unit).map(calendar_to_ucum).unwrap_or(&q.unit);
+    let u = calendar_unit(&q.unit)
+        .map(calendar_to_ucum)
+        .unwrap_or(&q.unit);
     if matches!(u, "year" | "month") {
         return None;
     }
@@ -579,7 +604,13 @@ pub fn qty_pair(a: &Qty, b: &Qty) -> Option<(Decimal, Decimal)> {
     if matches!(cal_a, Some("year" | "month")) || matches!(cal_b, Some("year" | "month")) {
         if let (Some(x), Some(y)) = (cal_a, cal_b) {
             // 1 year = 12 months
-            let m = |u: &str, v: Decimal| if u == "year" { v * Decimal::from(12) } else { v };
+            let m = |u: &str, v: Decimal| {
+                if u == "year" {
+                    v * Decimal::from(12)
+                } else {
+                    v
+                }
+            };
             if matches!(x, "year" | "month") && matches!(y, "year" | "month") {
                 return Some((m(x, a.value), m(y, b.value)));
             }
@@ -594,7 +625,17 @@ pub fn qty_pair(a: &Qty, b: &Qty) -> Option<(Decimal, Decimal)> {
 /// Whether two units are comparable.
 pub fn comparable(a: &str, b: &str) -> bool {
     let one = Decimal::ONE;
-    qty_pair(&Qty { value: one, unit: a.into() }, &Qty { value: one, unit: b.into() }).is_some()
+    qty_pair(
+        &Qty {
+            value: one,
+            unit: a.into(),
+        },
+        &Qty {
+            value: one,
+            unit: b.into(),
+        },
+    )
+    .is_some()
 }
 
 /// Converts `q` into the unit `to` (same dimensions).
@@ -603,7 +644,10 @@ pub fn convert(q: &Qty, to: &str) -> Option<Decimal> {
         return Some(q.value);
     }
     let (v, d) = canonical(q)?;
-    let (f, d2) = canonical(&Qty { value: Decimal::ONE, unit: to.into() })?;
+    let (f, d2) = canonical(&Qty {
+        value: Decimal::ONE,
+        unit: to.into(),
+    })?;
     (d == d2 && !f.is_zero()).then(|| v / f)
 }
 
@@ -628,7 +672,9 @@ pub fn dec_from_f64(f: f64) -> Option<Decimal> {
         return None;
     }
     let s = format!("{f}");
-    Decimal::from_str_exact(&s).ok().or_else(|| Decimal::from_f64(f))
+    Decimal::from_str_exact(&s)
+        .ok()
+        .or_else(|| Decimal::from_f64(f))
 }
 
 fn set_scale(d: Decimal, p: u32) -> Decimal {
@@ -734,15 +780,34 @@ mod tests {
         let a = parse_datetime("2017-11-05T01:30:00.0-04:00").unwrap();
         let b = parse_datetime("2017-11-05T00:30:00.0-05:00").unwrap();
         assert_eq!(dt_cmp(&a, &b), Some(Ordering::Equal));
-        assert_eq!(dt_cmp(&parse_date("2018-03").unwrap(), &parse_date("2018-03-01").unwrap()), None);
-        let d = dt_add(&parse_date("1973-12-25").unwrap(), Decimal::from(7), "days", 1, false).unwrap();
+        assert_eq!(
+            dt_cmp(
+                &parse_date("2018-03").unwrap(),
+                &parse_date("2018-03-01").unwrap()
+            ),
+            None
+        );
+        let d = dt_add(
+            &parse_date("1973-12-25").unwrap(),
+            Decimal::from(7),
+            "days",
+            1,
+            false,
+        )
+        .unwrap();
         assert_eq!(fmt_date(&d), "1974-01-01");
     }
 
     #[test]
     fn units() {
-        let g = Qty { value: Decimal::from(4), unit: "g".into() };
-        let mg = Qty { value: Decimal::from(4000), unit: "mg".into() };
+        let g = Qty {
+            value: Decimal::from(4),
+            unit: "g".into(),
+        };
+        let mg = Qty {
+            value: Decimal::from(4000),
+            unit: "mg".into(),
+        };
         let (a, b) = qty_pair(&g, &mg).unwrap();
         assert_eq!(a, b);
         assert!(comparable("cm", "[in_i]"));
