@@ -1,17 +1,19 @@
-//! `batch` and `transaction` (FHIR R4 §3.1.0.11, http.html#transaction) end to end on SQLite.
+//! `batch` and `transaction` (FHIR R4 §3.1.0.11, http.html#transaction) end to end on SQLite and PostgreSQL.
 
+#[macro_use]
 #[path = "api_support.rs"]
 mod support;
 
+use support::Db;
 use serde_json::{json, Value};
 
 fn tx(entries: Value, kind: &str) -> String {
     json!({"resourceType": "Bundle", "type": kind, "entry": entries}).to_string()
 }
 
-#[tokio::test]
-async fn transaction_resolves_urn_uuid_and_is_atomic() {
-    let a = support::app().await;
+both_db!(transaction_resolves_urn_uuid_and_is_atomic);
+async fn transaction_resolves_urn_uuid_and_is_atomic(db: Db) {
+    let a = support::app(db).await;
     // Raw text: the decimal 60.50 must survive the urn:uuid rewrite.
     let body = r#"{"resourceType":"Bundle","type":"transaction","entry":[
       {"fullUrl":"urn:uuid:61ebe359-bfdc-4613-8bf2-c5e300945f0a","resource":{"resourceType":"Patient","name":[{"text":"山田　花子"}],"gender":"female"},
@@ -56,9 +58,9 @@ async fn transaction_resolves_urn_uuid_and_is_atomic() {
     assert!(oo["issue"].as_array().unwrap().iter().any(|i| i["expression"][0] == "Bundle.entry[0].resource.gender"), "{oo}");
 }
 
-#[tokio::test]
-async fn transaction_delete_and_get_entries() {
-    let a = support::app().await;
+both_db!(transaction_delete_and_get_entries);
+async fn transaction_delete_and_get_entries(db: Db) {
+    let a = support::app(db).await;
     assert_eq!(a.json("PUT", "/fhir/Patient/d1", r#"{"resourceType":"Patient","id":"d1"}"#).await.status, 201);
     assert_eq!(a.json("PUT", "/fhir/Patient/g1", r#"{"resourceType":"Patient","id":"g1","gender":"other"}"#).await.status, 201);
     let body = tx(
@@ -77,9 +79,9 @@ async fn transaction_delete_and_get_entries() {
     a.get("/fhir/Patient/d1").await.assert_outcome(410);
 }
 
-#[tokio::test]
-async fn batch_entries_are_independent() {
-    let a = support::app().await;
+both_db!(batch_entries_are_independent);
+async fn batch_entries_are_independent(db: Db) {
+    let a = support::app(db).await;
     let body = tx(
         json!([
             {"resource": {"resourceType": "Patient", "gender": "male"}, "request": {"method": "POST", "url": "Patient"}},
@@ -106,9 +108,9 @@ async fn batch_entries_are_independent() {
     assert_eq!(a.get("/fhir/Patient/b1").await.status, 200);
 }
 
-#[tokio::test]
-async fn bundle_errors() {
-    let a = support::app().await;
+both_db!(bundle_errors);
+async fn bundle_errors(db: Db) {
+    let a = support::app(db).await;
     a.json("POST", "/fhir", r#"{"resourceType":"Patient"}"#).await.assert_outcome(400);
     a.json("POST", "/fhir", r#"{"resourceType":"Bundle","type":"collection"}"#).await.assert_outcome(400);
     a.json("POST", "/fhir", r#"{"resourceType":"Bundle","type":"transaction","entry":[{"resource":{"resourceType":"Patient"}}]}"#)
@@ -117,9 +119,9 @@ async fn bundle_errors() {
     a.send("POST", "/fhir", &[("content-type", "text/plain")], "x").await.assert_outcome(415);
 }
 
-#[tokio::test]
-async fn transaction_conditional_entries() {
-    let a = support::app().await;
+both_db!(transaction_conditional_entries);
+async fn transaction_conditional_entries(db: Db) {
+    let a = support::app(db).await;
     let ident = "urn:oid:1.2.392.100495.20.3.51.11312345670|000777";
     let pat = json!({"resourceType": "Patient", "identifier": [{"system": "urn:oid:1.2.392.100495.20.3.51.11312345670", "value": "000777"}]});
     let r = a.json("POST", "/fhir/Patient", &pat.to_string()).await;

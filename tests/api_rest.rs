@@ -1,9 +1,11 @@
-//! FHIR R4 RESTful API (§3.1.0) end to end on SQLite: every instance/type interaction, HTTP semantics and
+//! FHIR R4 RESTful API (§3.1.0) end to end on SQLite and PostgreSQL: every instance/type interaction, HTTP semantics and
 //! error statuses, each error being an OperationOutcome.
 
+#[macro_use]
 #[path = "api_support.rs"]
 mod support;
 
+use support::Db;
 use axum::body::Body;
 use serde_json::json;
 use support::app;
@@ -11,9 +13,9 @@ use tobiume_gateway::api::ApiConfig;
 
 const PATIENT: &str = r#"{"resourceType":"Patient","name":[{"text":"山田　太郎","family":"山田","given":["太郎"]}],"gender":"male","birthDate":"1970-01-01"}"#;
 
-#[tokio::test]
-async fn health_and_metadata() {
-    let a = app().await;
+both_db!(health_and_metadata);
+async fn health_and_metadata(db: Db) {
+    let a = app(db).await;
     let r = a.get("/health").await;
     assert_eq!(r.status, 200);
     let r = a.get("/fhir/metadata").await;
@@ -41,9 +43,9 @@ async fn health_and_metadata() {
     assert_eq!(sys, ["transaction", "batch", "history-system"]);
 }
 
-#[tokio::test]
-async fn create_read_vread_update_delete_history() {
-    let a = app().await;
+both_db!(create_read_vread_update_delete_history);
+async fn create_read_vread_update_delete_history(db: Db) {
+    let a = app(db).await;
     // create
     let r = a.json("POST", "/fhir/Patient", PATIENT).await;
     assert_eq!(r.status, 201, "{}", r.body);
@@ -128,9 +130,9 @@ async fn create_read_vread_update_delete_history() {
     assert_eq!(a.json("PUT", &format!("/fhir/Patient/{id}"), &body).await.status, 201);
 }
 
-#[tokio::test]
-async fn update_as_create_and_id_rules() {
-    let a = app().await;
+both_db!(update_as_create_and_id_rules);
+async fn update_as_create_and_id_rules(db: Db) {
+    let a = app(db).await;
     let body = PATIENT.replacen("{", "{\"id\":\"jp-001\",", 1);
     let r = a.json("PUT", "/fhir/Patient/jp-001", &body).await;
     assert_eq!(r.status, 201, "{}", r.body);
@@ -144,9 +146,9 @@ async fn update_as_create_and_id_rules() {
     a.json("POST", "/fhir/Observation", PATIENT).await.assert_outcome(400);
 }
 
-#[tokio::test]
-async fn decimal_text_is_kept() {
-    let a = app().await;
+both_db!(decimal_text_is_kept);
+async fn decimal_text_is_kept(db: Db) {
+    let a = app(db).await;
     let obs = r#"{"resourceType":"Observation","id":"o1","status":"final","code":{"text":"体重"},"valueQuantity":{"value":60.50,"unit":"kg"}}"#;
     let r = a.json("PUT", "/fhir/Observation/o1", obs).await;
     assert_eq!(r.status, 201, "{}", r.body);
@@ -154,9 +156,9 @@ async fn decimal_text_is_kept() {
     assert!(a.get("/fhir/Observation/o1").await.body.contains("\"value\":60.50"));
 }
 
-#[tokio::test]
-async fn errors_are_operation_outcomes() {
-    let a = app().await;
+both_db!(errors_are_operation_outcomes);
+async fn errors_are_operation_outcomes(db: Db) {
+    let a = app(db).await;
     // unknown type → 404
     a.get("/fhir/Patientx/1").await.assert_outcome(404);
     a.get("/fhir/Bot/1").await.assert_outcome(404); // Medplum type, not FHIR R4
@@ -184,25 +186,25 @@ async fn errors_are_operation_outcomes() {
     a.get("/fhir/Patient/x?_format=xml").await.assert_outcome(406);
 }
 
-#[tokio::test]
-async fn body_limit_413() {
-    let a = support::app_with(ApiConfig { max_body_bytes: 1024, ..ApiConfig::default() }).await;
+both_db!(body_limit_413);
+async fn body_limit_413(db: Db) {
+    let a = support::app_with(db, ApiConfig { max_body_bytes: 1024, ..ApiConfig::default() }).await;
     let big = format!(r#"{{"resourceType":"Patient","name":[{{"text":"{}"}}]}}"#, "あ".repeat(2000));
     a.json("POST", "/fhir/Patient", &big).await.assert_outcome(413);
 }
 
-#[tokio::test]
-async fn request_id_is_honoured() {
-    let a = app().await;
+both_db!(request_id_is_honoured);
+async fn request_id_is_honoured(db: Db) {
+    let a = app(db).await;
     let r = a.send("GET", "/fhir/metadata", &[("x-request-id", "abc-123")], Body::empty()).await;
     assert_eq!(r.header("x-request-id"), Some("abc-123"));
     let r = a.get("/fhir/Patient/missing").await;
     assert!(r.header("x-request-id").is_some_and(|v| v.len() >= 32));
 }
 
-#[tokio::test]
-async fn patch_json_patch() {
-    let a = app().await;
+both_db!(patch_json_patch);
+async fn patch_json_patch(db: Db) {
+    let a = app(db).await;
     let body = PATIENT.replacen("{", "{\"id\":\"p1\",", 1);
     assert_eq!(a.json("PUT", "/fhir/Patient/p1", &body).await.status, 201);
     let patch = r#"[{"op":"replace","path":"/gender","value":"female"},{"op":"add","path":"/active","value":true}]"#;
@@ -225,9 +227,9 @@ async fn patch_json_patch() {
     a.send("PATCH", "/fhir/Patient/zz", &[("content-type", "application/json-patch+json")], patch).await.assert_outcome(404);
 }
 
-#[tokio::test]
-async fn conditional_create_update_delete() {
-    let a = app().await;
+both_db!(conditional_create_update_delete);
+async fn conditional_create_update_delete(db: Db) {
+    let a = app(db).await;
     let p = r#"{"resourceType":"Patient","identifier":[{"system":"urn:oid:1.2.392.100495.20.3.51.11312345670","value":"000123"}],"gender":"male"}"#;
     let hdr = [("content-type", "application/fhir+json"), ("if-none-exist", "identifier=urn:oid:1.2.392.100495.20.3.51.11312345670|000123")];
     let r = a.send("POST", "/fhir/Patient", &hdr, p).await;

@@ -1,10 +1,12 @@
-//! Search (FHIR R4 §3.1.0.8, search.html) through the REST API on SQLite: searchset Bundles, paging links,
+//! Search (FHIR R4 §3.1.0.8, search.html) through the REST API on SQLite and PostgreSQL: searchset Bundles, paging links,
 //! `_total`, `_summary`, `_elements`, `_include`/`_revinclude`, `POST _search`, handling of unknown
 //! parameters.
 
+#[macro_use]
 #[path = "api_support.rs"]
 mod support;
 
+use support::Db;
 use axum::body::Body;
 use serde_json::Value;
 
@@ -32,9 +34,9 @@ fn link(b: &Value, rel: &str) -> Option<String> {
     b["link"].as_array()?.iter().find(|l| l["relation"] == rel).map(|l| l["url"].as_str().unwrap().to_string())
 }
 
-#[tokio::test]
-async fn searchset_paging_and_total() {
-    let a = support::app().await;
+both_db!(searchset_paging_and_total);
+async fn searchset_paging_and_total(db: Db) {
+    let a = support::app(db).await;
     seed(&a).await;
     let r = a.get("/fhir/Patient?gender=male&_total=accurate").await;
     assert_eq!(r.status, 200, "{}", r.body);
@@ -61,9 +63,9 @@ async fn searchset_paging_and_total() {
     assert!(b.get("entry").is_none());
 }
 
-#[tokio::test]
-async fn summary_and_elements() {
-    let a = support::app().await;
+both_db!(summary_and_elements);
+async fn summary_and_elements(db: Db) {
+    let a = support::app(db).await;
     seed(&a).await;
     let b = a.get("/fhir/Patient?_id=p1&_summary=true").await.json();
     let p = &entries(&b)[0]["resource"];
@@ -80,9 +82,9 @@ async fn summary_and_elements() {
     assert!(r.body.contains("60.50"), "{}", r.body);
 }
 
-#[tokio::test]
-async fn include_revinclude_and_post_search() {
-    let a = support::app().await;
+both_db!(include_revinclude_and_post_search);
+async fn include_revinclude_and_post_search(db: Db) {
+    let a = support::app(db).await;
     seed(&a).await;
     let b = a.get("/fhir/Observation?_include=Observation:subject").await.json();
     let es = entries(&b);
@@ -102,9 +104,9 @@ async fn include_revinclude_and_post_search() {
         .assert_outcome(415);
 }
 
-#[tokio::test]
-async fn unknown_parameters() {
-    let a = support::app().await;
+both_db!(unknown_parameters);
+async fn unknown_parameters(db: Db) {
+    let a = support::app(db).await;
     seed(&a).await;
     let b = a.get("/fhir/Patient?foo=bar").await.json();
     assert!(entries(&b).iter().any(|e| e["search"]["mode"] == "outcome"), "{b}");

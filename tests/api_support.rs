@@ -1,6 +1,25 @@
-//! Shared helpers for the `api_*` integration tests: an in-process router over a temp-file SQLite store
-//! and a one-shot request helper.
+//! Shared helpers for the `api_*` integration tests: an in-process router over a fresh store on either
+//! backend — a temp-file SQLite database or a fresh database on the throwaway PostgreSQL server of
+//! `common/pg.rs` (one server per test binary, `CREATE DATABASE` per test) — and a one-shot request helper.
+//!
+//! Every test body takes a [`Db`] and is instantiated for both backends with [`both_db!`]:
+//!
+//! ```ignore
+//! #[macro_use]
+//! #[path = "api_support.rs"]
+//! mod support;
+//! use support::Db;
+//!
+//! both_db!(my_test);
+//! async fn my_test(db: Db) { let a = support::app(db).await; … }
+//! ```
+//!
+//! generates `my_test::sqlite` and `my_test::postgres`. The PostgreSQL variant skips (loudly, see
+//! `common/pg.rs`) only when PostgreSQL binaries are missing locally; under `CI=true` it must run.
 #![allow(dead_code)]
+
+#[path = "common/pg.rs"]
+pub mod pg;
 
 use std::sync::Arc;
 
@@ -13,25 +32,91 @@ use tobiume_gateway::search::Registry;
 use tobiume_gateway::store::Store;
 use tower::ServiceExt;
 
-/// A running app: the router and the temp dir holding its SQLite file.
+/// Which store backend a test runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Db {
+    Sqlite,
+    Postgres,
+}
+
+/// Instantiates `async fn $name(db: Db)` as two tests, `$name::sqlite` and `$name::postgres`.
+/// The PostgreSQL test returns early (after `common/pg.rs` printed why) only when the server is unavailable
+/// outside CI.
+macro_rules! both_db {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name(super::support::Db::Sqlite).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                if super::support::postgres_available().await {
+                    super::$name(super::support::Db::Postgres).await;
+                }
+            }
+        }
+    };
+}
+
+/// Whether the shared PostgreSQL test server runs (starting it on first call). Panics under `CI=true` when it
+/// cannot start (see `common/pg.rs`).
+pub async fn postgres_available() -> bool {
+    tokio::task::spawn_blocking(|| pg::shared().is_some()).await.expect("pg::shared")
+}
+
+/// What keeps a test database alive: the temp dir of an SQLite file (removed on drop). A PostgreSQL
+/// database lives as long as the per-binary server.
+pub struct DbGuard {
+    /// Temp dir: holds the SQLite file, free for other test files (quarantine, …) on both backends.
+    pub dir: tempfile::TempDir,
+    /// The database URL.
+    pub url: String,
+}
+
+/// A fresh, empty database on `db`: its URL and the guard keeping it alive.
+pub async fn database(db: Db) -> DbGuard {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = match db {
+        Db::Sqlite => format!("sqlite://{}?mode=rwc", dir.path().join("fhir.db").display()),
+        Db::Postgres => pg::fresh_database_url().await.expect("PostgreSQL test server (check postgres_available first)"),
+    };
+    DbGuard { dir, url }
+}
+
+/// A fresh store on `db` indexing with the standard registry.
+pub async fn store(db: Db) -> (Store, Arc<Registry>, DbGuard) {
+    let guard = database(db).await;
+    let registry = Arc::new(Registry::standard());
+    let store = Store::connect_with_registry(&guard.url, registry.clone()).await.expect("store");
+    (store, registry, guard)
+}
+
+/// A running app: the router, its store and what keeps the database alive.
 pub struct App {
     pub router: Router,
-    pub dir: tempfile::TempDir,
+    pub store: Arc<Store>,
+    pub db: DbGuard,
 }
 
-/// Build the app on a fresh SQLite file.
-pub async fn app() -> App {
-    app_with(ApiConfig::default()).await
+/// Build the app on a fresh database of `db`.
+pub async fn app(db: Db) -> App {
+    app_with(db, ApiConfig::default()).await
 }
 
-/// Build the app with a config.
-pub async fn app_with(config: ApiConfig) -> App {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let url = format!("sqlite://{}?mode=rwc", dir.path().join("fhir.db").display());
-    let registry = Arc::new(Registry::standard());
-    let store = Store::connect_with_registry(&url, registry.clone()).await.expect("store");
-    let state = AppState::new(Arc::new(store), registry, config);
-    App { router: router(state), dir }
+/// Build the app on a fresh database of `db` with a config.
+pub async fn app_with(db: Db, config: ApiConfig) -> App {
+    let (store, registry, guard) = store(db).await;
+    App::new(store, registry, config, guard)
+}
+
+impl App {
+    /// The app over an existing store.
+    pub fn new(store: Store, registry: Arc<Registry>, config: ApiConfig, db: DbGuard) -> App {
+        let store = Arc::new(store);
+        let state = AppState::new(store.clone(), registry, config);
+        App { router: router(state), store, db }
+    }
 }
 
 /// A response: status, headers, body text.

@@ -1,15 +1,15 @@
-//! `import ssmix2` of the real SS-MIX2 fixture into SQLite, then the searches an EHR sends through the
-//! REST API (issue "FHIR R4 server … and SS-MIX2 import", Must show), and idempotent re-import.
+//! `import ssmix2` of the real SS-MIX2 fixture into SQLite and into PostgreSQL, then the searches an EHR
+//! sends through the REST API (issue "FHIR R4 server … and SS-MIX2 import", Must show), and idempotent
+//! re-import.
 
+#[macro_use]
 #[path = "api_support.rs"]
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use tobiume_gateway::api::{router, ApiConfig, AppState};
+use support::Db;
+use tobiume_gateway::api::ApiConfig;
 use tobiume_gateway::import::{import_ssmix2, ImportOptions};
-use tobiume_gateway::search::Registry;
-use tobiume_gateway::store::Store;
 
 fn shared(p: &str) -> PathBuf {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared")).join(p)
@@ -24,17 +24,15 @@ fn ids(b: &serde_json::Value) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test]
-async fn import_real_fixture_then_search_like_an_ehr() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}?mode=rwc", dir.path().join("fhir.db").display());
-    let registry = Arc::new(Registry::standard());
-    let store = Store::connect_with_registry(&url, registry.clone()).await.unwrap();
-    let opts = ImportOptions { quarantine: Some(dir.path().join("quarantine")), ..ImportOptions::default() };
+both_db!(import_real_fixture_then_search_like_an_ehr);
+async fn import_real_fixture_then_search_like_an_ehr(db: Db) {
+    let (store, registry, guard) = support::store(db).await;
+    let dir = guard.dir.path().to_path_buf();
+    let opts = ImportOptions { quarantine: Some(dir.join("quarantine")), ..ImportOptions::default() };
     let first = import_ssmix2(&store, &shared("fixtures/ssmix2-real"), &opts, |_| {}).await.unwrap();
     assert!(first.conversion.failed >= 1, "the broken file is reported");
     assert!(first.store.created > 50);
-    let report = std::fs::read_to_string(dir.path().join("quarantine/report.ndjson")).unwrap();
+    let report = std::fs::read_to_string(dir.join("quarantine/report.ndjson")).unwrap();
     assert!(report.lines().all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok()));
 
     // Re-import changes nothing.
@@ -42,10 +40,7 @@ async fn import_real_fixture_then_search_like_an_ehr() {
     assert_eq!(second.store.created + second.store.updated + second.store.deleted, 0, "{:?}", second.store);
     assert!(second.unchanged_files >= 19);
 
-    let app = support::App {
-        router: router(AppState::new(Arc::new(store), registry, ApiConfig::default())),
-        dir,
-    };
+    let app = support::App::new(store, registry, ApiConfig::default(), guard);
     let pid = "9999013.ADT-00";
     for q in [
         "/fhir/Patient?name=%E3%82%AB%E3%83%B3%E3%82%B8%E3%83%A3&birthdate=1948-04-05", // カンジャ
