@@ -53,7 +53,7 @@ fn check_resources(r: &Registration, out: &[Value]) {
             .unwrap_or_else(|| panic!("{t}/{id} has no meta.profile"));
         assert!(profile::ALL.contains(&prof), "{t}/{id}: {prof}");
         assert!(section_of(res).is_some(), "{t}/{id} has a summary section");
-        if let Err(issues) = schema::check(&without_ideographic_spaces(res)) {
+        if let Err(issues) = schema::check(res) {
             panic!(
                 "{t}/{id} is not valid R4: {issues:#?}\n{}",
                 serde_json::to_string_pretty(res).unwrap()
@@ -62,26 +62,6 @@ fn check_resources(r: &Registration, out: &[Value]) {
     }
 }
 
-/// `res` with U+3000 (ideographic space) replaced by U+0020, for the R4 structural check only.
-///
-/// Known defect of `validation::schema` (not this module's): its patch (1) relaxes the `string` /
-/// `markdown` definitions for Unicode spaces, but 62 choice-typed elements of the official schema carry
-/// their own inline `^[ \r\n\t\S]+$` pattern (`Extension.valueString`, `Observation.valueString`,
-/// `Annotation.authorString`, …), so a full-width space inside those is rejected. The generated texts
-/// contain U+3000 on purpose (the round trip must keep it); the structural check is run modulo it
-/// until the validator is fixed (`full_width_spaces_in_choice_strings` shows the defect).
-fn without_ideographic_spaces(res: &Value) -> Value {
-    match res {
-        Value::String(s) => Value::String(s.replace('\u{3000}', " ")),
-        Value::Array(a) => Value::Array(a.iter().map(without_ideographic_spaces).collect()),
-        Value::Object(o) => Value::Object(
-            o.iter()
-                .map(|(k, v)| (k.clone(), without_ideographic_spaces(v)))
-                .collect(),
-        ),
-        other => other.clone(),
-    }
-}
 
 // ---- strategies -------------------------------------------------------------------------------------------
 
@@ -865,10 +845,9 @@ fn ids_are_owned_by_their_card_only() {
     assert!(!ids.owns(&a, "tobiume-A1-"));
 }
 
-/// Documents the validator defect worked around in [`without_ideographic_spaces`]: ignored until
+/// Regression test for a fixed validator defect: U+3000 inside choice-typed strings; formerly ignored until
 /// `validation::schema` also relaxes the inline patterns of choice-typed string elements.
 #[test]
-#[ignore = "validation::schema rejects U+3000 in Extension.valueString / Observation.valueString (owner: validation)"]
 fn full_width_spaces_in_choice_strings() {
     let mut r = example();
     r.remarks.as_mut().unwrap().value = "長男　一郎に連絡".into();

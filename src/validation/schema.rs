@@ -194,16 +194,12 @@ pub fn patch_schema(schema: &mut Value) {
         }
     }
 
-    // (1) relax whitespace patterns
+    // (1) relax whitespace patterns — in the shared `string`/`markdown`/`code` definitions AND in the
+    //     inline copies the schema repeats on choice-type properties (`Extension.valueString`,
+    //     `Observation.valueString`, … 60+ places).
     let text_pattern = format!("^[ \\r\\n\\t{UNICODE_SPACES}\\S]+$");
-    for name in ["string", "markdown"] {
-        if let Some(p) = schema.pointer_mut(&format!("/definitions/{name}/pattern")) {
-            *p = Value::String(text_pattern.clone());
-        }
-    }
-    if let Some(p) = schema.pointer_mut("/definitions/code/pattern") {
-        *p = Value::String("^[^ \\t\\r\\n\\x0B\\x0C]+([ \\t\\r\\n\\x0B\\x0C][^ \\t\\r\\n\\x0B\\x0C]+)*$".into());
-    }
+    let code_pattern = "^[^ \\t\\r\\n\\x0B\\x0C]+([ \\t\\r\\n\\x0B\\x0C][^ \\t\\r\\n\\x0B\\x0C]+)*$";
+    relax_patterns(schema, &text_pattern, code_pattern);
 
     // (2) `_xxx` siblings for canonical elements
     if let Some(defs) = schema.get_mut("definitions").and_then(Value::as_object_mut) {
@@ -250,6 +246,27 @@ pub fn patch_schema(schema: &mut Value) {
             o.insert("description".into(), Value::String("Any FHIR R4 resource (dispatch on resourceType)".into()));
         }
         *rl = d;
+    }
+}
+
+/// Replaces every `pattern` that is the official string (`^[ \r\n\t\S]+$`) or code
+/// (`^[^\s]+(\s[^\s]+)*$`) pattern, wherever it appears in the schema.
+fn relax_patterns(v: &mut Value, text_pattern: &str, code_pattern: &str) {
+    match v {
+        Value::Object(o) => {
+            if let Some(Value::String(p)) = o.get_mut("pattern") {
+                if p == r"^[ \r\n\t\S]+$" {
+                    *p = text_pattern.to_string();
+                } else if p == r"^[^\s]+(\s[^\s]+)*$" {
+                    *p = code_pattern.to_string();
+                }
+            }
+            for child in o.values_mut() {
+                relax_patterns(child, text_pattern, code_pattern);
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(|c| relax_patterns(c, text_pattern, code_pattern)),
+        _ => {}
     }
 }
 
