@@ -42,6 +42,12 @@ enum Command {
         #[command(subcommand)]
         source: ImportSource,
     },
+    /// Liveness probe for containers: GET /health on the local server; exit 0 when it answers 200.
+    Health {
+        /// Address of the server [env: TOBIUME_LISTEN] (default 127.0.0.1:8080).
+        #[arg(long)]
+        listen: Option<String>,
+    },
     /// Generate synthetic SS-MIX2 data (templated from a real sample) for demos and benchmarks.
     Synth {
         #[command(subcommand)]
@@ -156,6 +162,7 @@ fn main() -> ExitCode {
             runtime().block_on(import(args, database, quarantine, batch, quiet))
         }
         Command::Serve { listen, database, config } => runtime().block_on(serve(listen, database, config)),
+        Command::Health { listen } => health(listen),
     }
 }
 
@@ -348,8 +355,26 @@ async fn serve(listen: Option<String>, database: Option<String>, config: Option<
     let app = api::router(state);
     eprintln!("tobiume-gateway listening on http://{} (FHIR base {base})", cfg.listen);
     print_examples(&state_store, &base).await;
+    // Graceful shutdown on SIGINT (Ctrl-C) and SIGTERM (docker stop, systemd, Kubernetes).
     let shutdown = async {
-        let _ = tokio::signal::ctrl_c().await;
+        #[cfg(unix)]
+        {
+            let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(t) => t,
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     };
     match axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
@@ -416,4 +441,27 @@ fn pct(s: &str) -> String {
     s.bytes()
         .map(|b| if b.is_ascii_alphanumeric() || b"-._~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
         .collect()
+}
+
+/// `health`: a dependency-free HTTP/1.1 GET /health against the local server (for container health
+/// checks). Exit 0 on status 200, 1 otherwise.
+fn health(listen: Option<String>) -> ExitCode {
+    use std::io::Read;
+    let addr = listen
+        .or_else(|| std::env::var("TOBIUME_LISTEN").ok())
+        .unwrap_or_else(|| "127.0.0.1:8080".into())
+        .replace("0.0.0.0", "127.0.0.1");
+    let probe = || -> std::io::Result<bool> {
+        let sock = addr.parse::<std::net::SocketAddr>().map_err(std::io::Error::other)?;
+        let mut s = std::net::TcpStream::connect_timeout(&sock, std::time::Duration::from_secs(2))?;
+        s.set_read_timeout(Some(std::time::Duration::from_secs(2)))?;
+        write!(s, "GET /health HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
+        let mut buf = [0u8; 32];
+        let n = s.read(&mut buf)?;
+        Ok(buf[..n].starts_with(b"HTTP/1.1 200"))
+    };
+    match probe() {
+        Ok(true) => ExitCode::SUCCESS,
+        _ => ExitCode::from(1),
+    }
 }

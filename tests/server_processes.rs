@@ -266,9 +266,6 @@ async fn two_serve_processes_on_one_sqlite_file() {
 /// Two processes started at the same moment on a new SQLite file must both come up (as they do on
 /// PostgreSQL, whose migrator holds an advisory lock).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: src/store/sqlite.rs SqliteStore::connect runs sqlx::migrate! without a cross-process lock \
-            (sqlx's SQLite migrator does not lock): both processes apply migration 1 and the loser exits with \
-            `migration failed: while executing migration 1: table resources already exists`"]
 async fn two_serve_processes_start_together_on_a_fresh_sqlite_file() {
     let http = client();
     for round in 0..5 {
@@ -308,9 +305,6 @@ async fn serve_exits_cleanly_on_sigint() {
 
 /// SIGTERM (what `docker stop`, systemd and Kubernetes send) must shut `serve` down gracefully too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: src/main.rs serve() waits only for tokio::signal::ctrl_c() (SIGINT) in its graceful-shutdown \
-            future; SIGTERM kills the process mid-request, and as PID 1 in the docker image SIGTERM is ignored \
-            so `docker stop` waits 10 s for SIGKILL"]
 async fn serve_exits_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}?mode=rwc", dir.path().join("fhir.db").display());

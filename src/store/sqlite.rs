@@ -61,10 +61,21 @@ impl SqliteStore {
             .acquire_timeout(Duration::from_secs(120))
             .connect_with(base.clone())
             .await?;
-        sqlx::migrate!("migrations/sqlite")
-            .run(&writer)
-            .await
-            .map_err(|e| StoreError::Database(format!("migration failed: {e}")))?;
+        // sqlx's SQLite migrator takes no cross-process lock: two processes opening a fresh file at once
+        // can both try migration 1. The loser's statements fail; on retry the applied migrations are
+        // skipped. Retry a few times before giving up.
+        let mut attempt = 0;
+        loop {
+            match sqlx::migrate!("migrations/sqlite").run(&writer).await {
+                Ok(()) => break,
+                Err(e) if attempt < 10 => {
+                    attempt += 1;
+                    tracing::debug!(attempt, "sqlite migration raced with another process, retrying: {e}");
+                    tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
+                }
+                Err(e) => return Err(StoreError::Database(format!("migration failed: {e}"))),
+            }
+        }
         let reader = SqlitePoolOptions::new()
             .max_connections(READERS)
             .acquire_timeout(Duration::from_secs(30))
