@@ -1,0 +1,372 @@
+//! Compiling a StructureDefinition (FHIR R4 §2.26 / ElementDefinition §2.27) into an element tree.
+//!
+//! A profile with a `snapshot` is compiled from it (complete: every element of the base is present). A
+//! profile with only a `differential` (the gateway's own `profiles/tobiume/`) is compiled *sparse*: the
+//! tree holds only the stated elements (missing parents are synthesised without constraints) and the
+//! validator also applies the profile's `baseDefinition` (FHIR R4 §2.26.0.3 "differential … relative to
+//! the base"). Element ids (`Bundle.entry:patient.resource`, `Observation.value[x]:valueQuantity`) give the
+//! tree: `a.b` is a child of `a`, `a.b:s` a slice of `a.b`, `a.b:s/t` a re-slice of `a.b:s`.
+//!
+//! Everything the walk needs is precomputed here: cardinalities as numbers, types with profiles and
+//! target profiles, slicing discriminators (with FHIRPath paths parsed), fixed/pattern values, bindings
+//! and invariants with their FHIRPath expressions parsed once.
+
+use std::collections::HashMap;
+
+use serde_json::Value;
+
+use crate::fhirpath::{self, Expr};
+
+/// `http://hl7.org/fhir/StructureDefinition/` — the base of every core definition.
+pub const CORE: &str = "http://hl7.org/fhir/StructureDefinition/";
+
+/// A compiled StructureDefinition.
+#[derive(Debug)]
+pub struct Profile {
+    /// Canonical URL.
+    pub url: String,
+    /// `name` (or the id) for messages.
+    pub name: String,
+    /// `type` (e.g. `Patient`, `Extension`, `HumanName`).
+    pub type_name: String,
+    /// `kind` (`resource`, `complex-type`, `primitive-type`, `logical`).
+    pub kind: String,
+    /// `true` for a definition of FHIR R4 itself (`http://hl7.org/fhir/StructureDefinition/<type>`,
+    /// derivation specialization or a core type).
+    pub core: bool,
+    /// Compiled from the differential only (see module docs).
+    pub sparse: bool,
+    /// `baseDefinition`.
+    pub base: Option<String>,
+    /// Elements; index 0 is the root.
+    pub elems: Vec<Elem>,
+    /// Extension contexts (`context.type`, `context.expression`).
+    pub contexts: Vec<(String, String)>,
+}
+
+/// One compiled ElementDefinition.
+#[derive(Debug, Default)]
+pub struct Elem {
+    /// `path` (e.g. `Observation.value[x]`).
+    pub path: String,
+    /// `id`.
+    pub id: String,
+    /// Last path segment (e.g. `value[x]`).
+    pub name: String,
+    /// `sliceName` of a slice.
+    pub slice_name: Option<String>,
+    /// `min` (0 when not stated).
+    pub min: u32,
+    /// `max` (`None` = `*` or not stated).
+    pub max: Option<u32>,
+    /// `type`.
+    pub types: Vec<TypeRef>,
+    /// Child elements (not slices).
+    pub children: Vec<usize>,
+    /// Slicing of this element.
+    pub slicing: Option<Slicing>,
+    /// Slices of this element.
+    pub slices: Vec<usize>,
+    /// `fixed[x]`.
+    pub fixed: Option<Value>,
+    /// `pattern[x]`.
+    pub pattern: Option<Value>,
+    /// `binding` (strength, value set URL).
+    pub binding: Option<(String, String)>,
+    /// `constraint` with parsed expressions.
+    pub constraints: Vec<Constraint>,
+    /// `contentReference` resolved to an element index.
+    pub content_ref: Option<usize>,
+}
+
+/// `ElementDefinition.type`.
+#[derive(Debug, Clone)]
+pub struct TypeRef {
+    /// `code` (`string`, `HumanName`, `Reference`, `Resource`, `http://hl7.org/fhirpath/System.String` …).
+    pub code: String,
+    /// `profile` (type must conform to one of them).
+    pub profiles: Vec<String>,
+    /// `targetProfile` (Reference / canonical targets).
+    pub targets: Vec<String>,
+}
+
+/// `ElementDefinition.slicing`.
+#[derive(Debug)]
+pub struct Slicing {
+    /// Discriminators.
+    pub discriminators: Vec<Discriminator>,
+    /// `rules = closed`.
+    pub closed: bool,
+}
+
+/// One discriminator.
+#[derive(Debug)]
+pub struct Discriminator {
+    /// `value`, `pattern`, `type`, `profile`, `exists`.
+    pub kind: String,
+    /// `path` as written.
+    pub path: String,
+    /// `path` parsed as FHIRPath (`None` for `$this` or when it does not parse).
+    pub expr: Option<Expr>,
+}
+
+/// `ElementDefinition.constraint`.
+#[derive(Debug)]
+pub struct Constraint {
+    /// `key` (e.g. `dom-3`, `R1113`).
+    pub key: String,
+    /// `severity = error` (else warning).
+    pub error: bool,
+    /// `human`.
+    pub human: String,
+    /// Parsed `expression` (`None`: absent or not supported by the engine — skipped).
+    pub expr: Option<Expr>,
+    /// The constraint's `source` is a core definition (already checked by the base walk).
+    pub from_core: bool,
+}
+
+/// Capitalise the first letter (`dateTime` → `DateTime`): the JSON suffix of a choice element.
+pub fn upper_first(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_ascii_uppercase().to_string() + c.as_str(),
+        None => String::new(),
+    }
+}
+
+/// The JSON type suffix of a type code (`http://hl7.org/fhirpath/System.String` → `String`).
+pub fn type_suffix(code: &str) -> String {
+    upper_first(code.rsplit(['/', '.']).next().unwrap_or(code))
+}
+
+/// Split an element id into (name, slice) segments that align with the path's segments.
+fn id_segments(id: &str, path: &str) -> Vec<(String, Option<String>)> {
+    let n = path.split('.').count();
+    let toks: Vec<&str> = id.split('.').collect();
+    let mut out: Vec<(String, Option<String>)> = Vec::new();
+    let mut i = 0;
+    while i < toks.len() {
+        let t = toks[i];
+        let remaining_path = n.saturating_sub(out.len());
+        let remaining_toks = toks.len() - i;
+        if let Some((name, slice)) = t.split_once(':') {
+            let mut slice = slice.to_string();
+            // a slice name containing dots: merge tokens while there are more tokens than path segments
+            let mut extra = remaining_toks.saturating_sub(remaining_path);
+            while extra > 0 && i + 1 < toks.len() {
+                i += 1;
+                slice.push('.');
+                slice.push_str(toks[i]);
+                extra -= 1;
+            }
+            out.push((name.to_string(), Some(slice)));
+        } else {
+            out.push((t.to_string(), None));
+        }
+        i += 1;
+    }
+    out
+}
+
+fn seg_string(segs: &[(String, Option<String>)]) -> String {
+    segs.iter()
+        .map(|(n, s)| match s {
+            Some(s) => format!("{n}:{s}"),
+            None => n.clone(),
+        })
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+fn parse_max(v: Option<&Value>) -> Option<u32> {
+    match v.and_then(Value::as_str) {
+        Some("*") | None => None,
+        Some(s) => s.parse().ok(),
+    }
+}
+
+fn prefixed_value(e: &serde_json::Map<String, Value>, prefix: &str) -> Option<Value> {
+    e.iter().find(|(k, _)| k.starts_with(prefix) && k.len() > prefix.len()).map(|(_, v)| v.clone())
+}
+
+/// Compile a StructureDefinition JSON. `None` if it has neither snapshot nor differential elements.
+pub fn compile(sd: &Value) -> Option<Profile> {
+    let url = sd.get("url")?.as_str()?.to_string();
+    let type_name = sd.get("type").and_then(Value::as_str).unwrap_or("").to_string();
+    let (elements, sparse) = match sd.pointer("/snapshot/element").and_then(Value::as_array) {
+        Some(a) if !a.is_empty() => (a, false),
+        _ => (sd.pointer("/differential/element").and_then(Value::as_array)?, true),
+    };
+    let derivation = sd.get("derivation").and_then(Value::as_str).unwrap_or("specialization");
+    let core = url.starts_with(CORE) && (derivation == "specialization" || url == format!("{CORE}{type_name}"));
+    let mut p = Profile {
+        name: sd.get("name").and_then(Value::as_str).or_else(|| sd.get("id").and_then(Value::as_str)).unwrap_or("").to_string(),
+        url,
+        type_name,
+        kind: sd.get("kind").and_then(Value::as_str).unwrap_or("").to_string(),
+        core,
+        sparse,
+        base: sd.get("baseDefinition").and_then(Value::as_str).map(str::to_string),
+        elems: Vec::with_capacity(elements.len()),
+        contexts: Vec::new(),
+    };
+    for c in sd.get("context").and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[]) {
+        if let (Some(t), Some(e)) = (c.get("type").and_then(Value::as_str), c.get("expression").and_then(Value::as_str)) {
+            p.contexts.push((t.to_string(), e.to_string()));
+        }
+    }
+    let mut by_id: HashMap<String, usize> = HashMap::new();
+    let mut content_refs: Vec<(usize, String)> = Vec::new();
+    for e in elements {
+        let Some(eo) = e.as_object() else { continue };
+        let path = eo.get("path").and_then(Value::as_str).unwrap_or("").to_string();
+        let id = eo.get("id").and_then(Value::as_str).map(str::to_string).unwrap_or_else(|| path.clone());
+        let segs = id_segments(&id, &path);
+        if segs.is_empty() {
+            continue;
+        }
+        let idx = ensure(&mut p, &mut by_id, &segs);
+        let el = &mut p.elems[idx];
+        el.path = path.clone();
+        el.slice_name = eo.get("sliceName").and_then(Value::as_str).map(str::to_string).or(el.slice_name.take());
+        el.min = eo.get("min").and_then(Value::as_u64).map(|m| m as u32).unwrap_or(0);
+        el.max = parse_max(eo.get("max"));
+        for t in eo.get("type").and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[]) {
+            let strs = |k: &str| -> Vec<String> {
+                t.get(k).and_then(Value::as_array).map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect()).unwrap_or_default()
+            };
+            let mut code = t.get("code").and_then(Value::as_str).unwrap_or("").to_string();
+            // FHIR R4 snapshot quirk: primitive `value` elements carry an extension with the FHIR type
+            if code.starts_with("http://hl7.org/fhirpath/System.") {
+                if let Some(ft) = t.pointer("/extension/0/valueUrl").and_then(Value::as_str) {
+                    code = ft.to_string();
+                }
+            }
+            el.types.push(TypeRef { code, profiles: strs("profile"), targets: strs("targetProfile") });
+        }
+        if let Some(s) = eo.get("slicing") {
+            let discriminators = s
+                .get("discriminator")
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .map(|d| {
+                            let path = d.get("path").and_then(Value::as_str).unwrap_or("$this").to_string();
+                            Discriminator {
+                                kind: d.get("type").and_then(Value::as_str).unwrap_or("value").to_string(),
+                                expr: if path == "$this" { None } else { fhirpath::parse(&path).ok() },
+                                path,
+                            }
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            el.slicing = Some(Slicing {
+                discriminators,
+                closed: s.get("rules").and_then(Value::as_str) == Some("closed"),
+            });
+        }
+        el.fixed = prefixed_value(eo, "fixed");
+        el.pattern = prefixed_value(eo, "pattern");
+        if let Some(b) = eo.get("binding") {
+            if let (Some(s), Some(vs)) = (b.get("strength").and_then(Value::as_str), b.get("valueSet").and_then(Value::as_str)) {
+                el.binding = Some((s.to_string(), vs.to_string()));
+            }
+        }
+        for c in eo.get("constraint").and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[]) {
+            let key = c.get("key").and_then(Value::as_str).unwrap_or("").to_string();
+            let expr = c.get("expression").and_then(Value::as_str).and_then(|x| fhirpath::parse(x).ok());
+            let source = c.get("source").and_then(Value::as_str).unwrap_or("");
+            el.constraints.push(Constraint {
+                error: c.get("severity").and_then(Value::as_str) != Some("warning"),
+                human: c.get("human").and_then(Value::as_str).unwrap_or("").to_string(),
+                from_core: source.starts_with(CORE) && !core,
+                expr,
+                key,
+            });
+        }
+        if let Some(cr) = eo.get("contentReference").and_then(Value::as_str) {
+            content_refs.push((idx, cr.trim_start_matches('#').to_string()));
+        }
+    }
+    for (idx, target) in content_refs {
+        // `#Questionnaire.item` names an element id (or path) of the same definition
+        let t = by_id.get(&target).copied().or_else(|| p.elems.iter().position(|e| e.path == target && e.slice_name.is_none()));
+        p.elems[idx].content_ref = t;
+    }
+    // implicit slicing: extensions sliced by url (FHIR R4 §2.27.0.3 — the standard discriminator)
+    for i in 0..p.elems.len() {
+        if p.elems[i].slicing.is_none() && !p.elems[i].slices.is_empty() {
+            let name = p.elems[i].name.as_str();
+            let (kind, path) = if name == "extension" || name == "modifierExtension" {
+                ("value", "url")
+            } else if name.ends_with("[x]") {
+                ("type", "$this")
+            } else {
+                ("value", "$this")
+            };
+            p.elems[i].slicing = Some(Slicing {
+                discriminators: vec![Discriminator {
+                    kind: kind.into(),
+                    expr: if path == "$this" { None } else { fhirpath::parse(path).ok() },
+                    path: path.into(),
+                }],
+                closed: false,
+            });
+        }
+    }
+    Some(p)
+}
+
+/// Find or create the element for `segs` (creating missing parents/slices without constraints).
+fn ensure(p: &mut Profile, by_id: &mut HashMap<String, usize>, segs: &[(String, Option<String>)]) -> usize {
+    let id = seg_string(segs);
+    if let Some(&i) = by_id.get(&id) {
+        return i;
+    }
+    let (name, slice) = segs[segs.len() - 1].clone();
+    let parent: Option<(usize, bool)> = if let Some(s) = &slice {
+        // slice of the same element without the (last part of the) slice name
+        let mut base: Vec<(String, Option<String>)> = segs.to_vec();
+        let last = base.len() - 1;
+        base[last].1 = s.rsplit_once('/').map(|(a, _)| a.to_string());
+        Some((ensure(p, by_id, &base), true))
+    } else if segs.len() > 1 {
+        Some((ensure(p, by_id, &segs[..segs.len() - 1]), false))
+    } else {
+        None
+    };
+    let idx = p.elems.len();
+    let path = segs.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(".");
+    p.elems.push(Elem {
+        path,
+        id: id.clone(),
+        name,
+        slice_name: slice.map(|s| s.rsplit('/').next().unwrap_or(&s).to_string()),
+        ..Elem::default()
+    });
+    match parent {
+        Some((pi, true)) => p.elems[pi].slices.push(idx),
+        Some((pi, false)) => p.elems[pi].children.push(idx),
+        None => {}
+    }
+    by_id.insert(id, idx);
+    idx
+}
+
+impl Profile {
+    /// Element of this profile reached from `start` by a dotted `path` of element names (choice names
+    /// match `value[x]`, e.g. `valueCoding` or `value`); follows slices only when named (`a:s`).
+    pub fn find(&self, start: usize, path: &str) -> Option<usize> {
+        let mut cur = start;
+        for seg in path.split('.') {
+            let el = self.elems.get(cur)?;
+            let kids = if el.children.is_empty() { el.content_ref.map(|c| &self.elems[c].children) } else { Some(&el.children) }?;
+            cur = *kids.iter().find(|&&k| {
+                let n = &self.elems[k].name;
+                n == seg || n.strip_suffix("[x]").is_some_and(|b| seg == b || (seg.starts_with(b) && seg[b.len()..].starts_with(|c: char| c.is_ascii_uppercase())))
+            })?;
+        }
+        Some(cur)
+    }
+}

@@ -1,0 +1,1076 @@
+//! The profile validator: one walk over the resource JSON per applicable StructureDefinition.
+//!
+//! For a resource of type `T` the walk applies (FHIR R4 §2.26 "Validating resources"):
+//!
+//! 1. the **base definition** `http://hl7.org/fhir/StructureDefinition/T` ("core" walk): every element
+//!    known, cardinality, choice types, descent into data types (`HumanName`, `Coding` …), required
+//!    bindings, invariants (`dom-*`, `bdl-*`, …; `ele-1` and `ext-1` natively), extensions looked up by URL
+//!    (definition, context, value), contained resources and Bundle entries recursively, references
+//!    (target types, `#id` in `contained`, `urn:uuid:` and relative references inside Bundles);
+//! 2. every profile in `meta.profile` plus the ones asked for ("profile" walks): only what the profile
+//!    states on top of the base — its cardinalities, type restrictions, fixed and pattern values, slicing
+//!    (value / pattern / type / profile / exists discriminators, closed rules, per-slice cardinality),
+//!    bindings, its own invariants (constraints whose `source` is a core definition are skipped: the core
+//!    walk checked them), type profiles (`name only JP_HumanName`, `entry:patient.resource` →
+//!    JP_Patient_eCS) and reference target profiles. A differential-only profile also applies its
+//!    `baseDefinition` chain.
+//!
+//! Issues are de-duplicated on (severity, expression, message), so a base rule repeated in a profile's
+//! snapshot is reported once.
+
+use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+
+use serde_json::Value;
+
+use super::package::Packages;
+use super::profile::{self, type_suffix, upper_first, Profile, CORE};
+use super::terminology::{self, Expansion, Membership};
+use crate::fhirpath::{self, Env, Item};
+
+/// `OperationOutcome.issue.severity` (FHIR R4 ValueSet `issue-severity`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Severity {
+    /// The validation could not run.
+    Fatal,
+    /// The resource does not conform.
+    Error,
+    /// Possible problem (unknown code system, unknown extension, warning-level invariant).
+    Warning,
+    /// Informational.
+    Information,
+}
+
+impl Severity {
+    /// The FHIR code.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Fatal => "fatal",
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+            Severity::Information => "information",
+        }
+    }
+}
+
+/// One validation finding (one `OperationOutcome.issue`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidationIssue {
+    /// Severity.
+    pub severity: Severity,
+    /// `issue.code` (ValueSet `issue-type`): `structure`, `required`, `value`, `code-invalid`,
+    /// `invariant`, `extension`, `not-found`, `invalid`, `not-supported`, `processing`.
+    pub code: &'static str,
+    /// Human-readable text (rule and profile; instance values of people are never echoed).
+    pub diagnostics: String,
+    /// FHIRPath location, e.g. `Bundle.entry[2].resource.code.coding[0]`.
+    pub expression: String,
+    /// The StructureDefinition (name) whose rule failed, if any.
+    pub profile: Option<String>,
+}
+
+impl ValidationIssue {
+    /// `true` for `error` and `fatal`.
+    pub fn is_error(&self) -> bool {
+        matches!(self.severity, Severity::Error | Severity::Fatal)
+    }
+}
+
+/// The loaded packages plus caches of compiled profiles and value-set expansions (thread-safe; build
+/// once, share by reference).
+pub struct Validator {
+    packages: Packages,
+    profiles: RwLock<HashMap<String, Option<Arc<Profile>>>>,
+    expansions: RwLock<HashMap<String, Option<Arc<Expansion>>>>,
+}
+
+impl std::fmt::Debug for Validator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Validator").field("definitions", &self.packages.len()).finish()
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Mode {
+    Core,
+    Profile,
+}
+
+const MAX_DEPTH: u32 = 24;
+
+impl Validator {
+    /// Load the packages under `dir` (see [`super::package`]). Errors: `dir` unreadable or no core
+    /// definitions in it (`http://hl7.org/fhir/StructureDefinition/Patient` missing).
+    pub fn load(dir: &Path) -> Result<Validator, String> {
+        let packages = Packages::load_dir(dir)?;
+        if packages.get(&format!("{CORE}Patient")).is_none() {
+            return Err(format!("no FHIR R4 core definitions found under {}", dir.display()));
+        }
+        Ok(Validator { packages, profiles: RwLock::default(), expansions: RwLock::default() })
+    }
+
+    /// The loaded packages.
+    pub fn packages(&self) -> &Packages {
+        &self.packages
+    }
+
+    /// The compiled StructureDefinition `url` (`url|version` accepted), compiled on first use.
+    pub fn profile(&self, url: &str) -> Option<Arc<Profile>> {
+        if let Ok(m) = self.profiles.read() {
+            if let Some(p) = m.get(url) {
+                return p.clone();
+            }
+        }
+        let compiled = self
+            .packages
+            .get(url)
+            .filter(|d| d.resource_type == "StructureDefinition")
+            .and_then(|d| d.json())
+            .and_then(profile::compile)
+            .map(Arc::new);
+        if let Ok(mut m) = self.profiles.write() {
+            m.insert(url.to_string(), compiled.clone());
+        }
+        compiled
+    }
+
+    /// Compile every StructureDefinition now (start-up warm-up; returns how many compiled).
+    pub fn precompile_all(&self) -> usize {
+        let urls: Vec<String> = self.packages.structure_definition_urls().map(str::to_string).collect();
+        urls.iter().filter(|u| self.profile(u).is_some()).count()
+    }
+
+    /// Local expansion of ValueSet `url` (cached). `None` if the ValueSet is not loaded.
+    pub fn expansion(&self, url: &str) -> Option<Arc<Expansion>> {
+        let key = url.split('|').next().unwrap_or(url);
+        if let Ok(m) = self.expansions.read() {
+            if let Some(e) = m.get(key) {
+                return e.clone();
+            }
+        }
+        let e = terminology::expand(&self.packages, key, 0).map(Arc::new);
+        if let Ok(mut m) = self.expansions.write() {
+            m.insert(key.to_string(), e.clone());
+        }
+        e
+    }
+
+    /// The profile and, for a differential-only profile, its base chain up to (excluding) the core
+    /// definition. Empty if `url` is unknown.
+    fn chain(&self, url: &str) -> Vec<Arc<Profile>> {
+        let mut out = Vec::new();
+        let Some(p) = self.profile(url) else { return out };
+        out.push(p);
+        while out.len() < 12 {
+            let last = &out[out.len() - 1];
+            if !last.sparse {
+                break;
+            }
+            let Some(b) = last.base.clone() else { break };
+            match self.profile(&b) {
+                Some(bp) if !bp.core => out.push(bp),
+                _ => break,
+            }
+        }
+        out
+    }
+
+    /// Validate `resource` against its base definition, every profile in its `meta.profile` and the
+    /// `extra_profiles` (canonical URLs, `|version` allowed).
+    ///
+    /// Output: the issues found (empty = conformant, not even a warning). Never panics on input; a
+    /// missing or unknown `resourceType` is one `error`.
+    pub fn validate(&self, resource: &Value, extra_profiles: &[String]) -> Vec<ValidationIssue> {
+        let mut run = Run {
+            v: self,
+            issues: Vec::new(),
+            seen: HashSet::new(),
+            depth: 0,
+            bundle: None,
+            resource,
+            quiet: false,
+        };
+        let rt = resource.get("resourceType").and_then(Value::as_str).unwrap_or("Resource").to_string();
+        run.walk_resource(resource, rt, extra_profiles);
+        run.issues
+    }
+
+    /// Does `resource` conform to `profile` (no error-level issue)? Used for `profile` discriminators.
+    fn conforms(&self, resource: &Value, profile_url: &str, depth: u32) -> bool {
+        let mut run = Run { v: self, issues: Vec::new(), seen: HashSet::new(), depth, bundle: None, resource, quiet: true };
+        let ty = resource.get("resourceType").and_then(Value::as_str).unwrap_or("Resource");
+        run.apply_profile(profile_url, resource, ty, ty);
+        !run.issues.iter().any(ValidationIssue::is_error)
+    }
+}
+
+struct Run<'v, 'a> {
+    v: &'v Validator,
+    issues: Vec<ValidationIssue>,
+    seen: HashSet<(Severity, String, String)>,
+    depth: u32,
+    bundle: Option<&'a Value>,
+    resource: &'a Value,
+    /// stop at the first error (conformance probing)
+    quiet: bool,
+}
+
+fn is_resource_type(t: &str) -> bool {
+    t == "Resource" || t == "DomainResource" || super::schema::is_resource_type(t)
+}
+
+fn is_primitive(t: &str) -> bool {
+    t.starts_with(|c: char| c.is_ascii_lowercase()) || t.starts_with("http://hl7.org/fhirpath/")
+}
+
+/// `true` if every property of `pattern` is present with the same value in `v` (arrays: every pattern
+/// item matches some item) — FHIR R4 §2.27.0.1 `pattern[x]`.
+pub fn contains_pattern(v: &Value, pattern: &Value) -> bool {
+    match (v, pattern) {
+        (Value::Object(a), Value::Object(b)) => {
+            b.iter().all(|(k, pv)| a.get(k).is_some_and(|av| contains_pattern(av, pv)))
+        }
+        (Value::Array(a), Value::Array(b)) => b.iter().all(|pv| a.iter().any(|av| contains_pattern(av, pv))),
+        (Value::Array(a), pv) => a.iter().any(|av| contains_pattern(av, pv)),
+        (Value::Number(a), Value::Number(b)) => a.to_string() == b.to_string() || a.as_f64() == b.as_f64(),
+        (a, b) => a == b,
+    }
+}
+
+/// Exact equality for `fixed[x]` (FHIR R4 §2.27.0.1): same properties, same values.
+fn fixed_equals(v: &Value, f: &Value) -> bool {
+    match (v, f) {
+        (Value::Object(a), Value::Object(b)) => {
+            a.len() == b.len() && b.iter().all(|(k, fv)| a.get(k).is_some_and(|av| fixed_equals(av, fv)))
+        }
+        (Value::Array(a), Value::Array(b)) => a.len() == b.len() && a.iter().zip(b).all(|(x, y)| fixed_equals(x, y)),
+        (Value::Number(a), Value::Number(b)) => a.to_string() == b.to_string() || a.as_f64() == b.as_f64(),
+        (a, b) => a == b,
+    }
+}
+
+fn short(v: &Value) -> String {
+    let s = v.to_string();
+    if s.chars().count() > 120 {
+        s.chars().take(117).collect::<String>() + "..."
+    } else {
+        s
+    }
+}
+
+/// Items of a JSON property: an array's elements with their index, or the single value.
+fn items(v: &Value) -> Vec<(Option<usize>, &Value)> {
+    match v {
+        Value::Array(a) => a.iter().enumerate().map(|(i, x)| (Some(i), x)).collect(),
+        x => vec![(None, x)],
+    }
+}
+
+/// JSON navigation of a simple dotted path (`coding.system`), flattening arrays.
+fn navigate<'x>(v: &'x Value, path: &str) -> Vec<&'x Value> {
+    let mut cur: Vec<&Value> = vec![v];
+    for seg in path.split('.') {
+        let mut next = Vec::new();
+        for c in cur {
+            if let Some(x) = c.get(seg) {
+                match x {
+                    Value::Array(a) => next.extend(a.iter()),
+                    x => next.push(x),
+                }
+            }
+        }
+        cur = next;
+    }
+    cur
+}
+
+fn simple_path(p: &str) -> bool {
+    p.split('.').all(|s| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+}
+
+impl<'v, 'a> Run<'v, 'a> {
+    fn issue(&mut self, severity: Severity, code: &'static str, expression: &str, msg: String, profile: Option<&Profile>) {
+        if self.quiet && severity != Severity::Error {
+            return;
+        }
+        let key = (severity, expression.to_string(), msg.clone());
+        if !self.seen.insert(key) {
+            return;
+        }
+        self.issues.push(ValidationIssue {
+            severity,
+            code,
+            diagnostics: msg,
+            expression: expression.to_string(),
+            profile: profile.filter(|p| !p.core).map(|p| p.url.clone()),
+        });
+    }
+
+    fn stop(&self) -> bool {
+        self.quiet && self.issues.iter().any(ValidationIssue::is_error)
+    }
+
+    /// A resource (top level, contained, Bundle entry, Parameters): base + declared + extra profiles.
+    fn walk_resource(&mut self, res: &'a Value, path: String, extra: &[String]) {
+        if self.depth > MAX_DEPTH || self.stop() {
+            return;
+        }
+        let Some(rt) = res.get("resourceType").and_then(Value::as_str) else {
+            self.issue(Severity::Error, "structure", &path, "resource has no resourceType".into(), None);
+            return;
+        };
+        let Some(core) = self.v.profile(&format!("{CORE}{rt}")).filter(|p| p.kind == "resource") else {
+            self.issue(Severity::Error, "structure", &path, format!("unknown resource type '{}'", rt.chars().take(64).collect::<String>()), None);
+            return;
+        };
+        self.depth += 1;
+        let saved = (self.resource, self.bundle);
+        self.resource = res;
+        if rt == "Bundle" {
+            self.bundle = Some(res);
+        }
+        self.check_element(&core, 0, res, &path, Mode::Core, rt, rt);
+        let mut urls: Vec<String> = res
+            .pointer("/meta/profile")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
+            .unwrap_or_default();
+        for e in extra {
+            if !urls.contains(e) {
+                urls.push(e.clone());
+            }
+        }
+        for u in &urls {
+            self.apply_profile(u, res, rt, &path);
+        }
+        (self.resource, self.bundle) = saved;
+        self.depth -= 1;
+    }
+
+    /// Apply profile `url` (and its base chain when differential-only) to `value` of type `ty`.
+    fn apply_profile(&mut self, url: &str, value: &'a Value, ty: &str, path: &str) {
+        if self.depth > MAX_DEPTH || self.stop() {
+            return;
+        }
+        let chain = self.v.chain(url);
+        if chain.is_empty() {
+            self.issue(
+                Severity::Warning,
+                "not-supported",
+                path,
+                format!("profile {url} is not available locally; not checked against it"),
+                None,
+            );
+            return;
+        }
+        let p0 = chain[0].clone();
+        if p0.type_name != ty && !(p0.type_name == "Resource" || p0.type_name == "DomainResource") {
+            // a data type profile on a derived type (SimpleQuantity on Age …) is fine
+            if is_resource_type(ty) || is_resource_type(&p0.type_name) {
+                self.issue(
+                    Severity::Error,
+                    "invalid",
+                    path,
+                    format!("profile {} is for {}, not {ty}", p0.url, p0.type_name),
+                    None,
+                );
+                return;
+            }
+        }
+        self.depth += 1;
+        let saved = self.resource;
+        if value.get("resourceType").is_some() {
+            self.resource = value;
+        }
+        for p in chain {
+            if p.core {
+                continue;
+            }
+            self.check_element(&p, 0, value, path, Mode::Profile, ty, &p.type_name.clone());
+        }
+        self.resource = saved;
+        self.depth -= 1;
+    }
+
+    /// Check one value against element `ei` of `p`: fixed / pattern, binding, invariants, type rules,
+    /// then the children. `host_path` is the element path used for extension contexts.
+    #[allow(clippy::too_many_arguments)]
+    fn check_element(&mut self, p: &Arc<Profile>, ei: usize, value: &'a Value, path: &str, mode: Mode, ty: &str, host_path: &str) {
+        if self.stop() {
+            return;
+        }
+        let el = &p.elems[ei];
+        if let Some(f) = &el.fixed {
+            if !fixed_equals(value, f) {
+                self.issue(Severity::Error, "value", path, format!("value must be exactly {} (fixed value of {})", short(f), el.id), Some(p));
+            }
+        }
+        if let Some(pat) = &el.pattern {
+            if !contains_pattern(value, pat) {
+                self.issue(Severity::Error, "value", path, format!("value does not match the pattern {} of {}", short(pat), el.id), Some(p));
+            }
+        }
+        if let Some((strength, vs)) = &el.binding {
+            if strength == "required" {
+                self.check_binding(p, vs, value, ty, path);
+            }
+        }
+        if mode == Mode::Core {
+            if let Value::Object(o) = value {
+                if o.keys().all(|k| k == "id") {
+                    self.issue(Severity::Error, "invariant", path, "ele-1: All FHIR elements must have a @value or children".into(), None);
+                }
+                if ty == "Extension" && o.contains_key("extension") && o.keys().any(|k| k.starts_with("value")) {
+                    self.issue(Severity::Error, "invariant", path, "ext-1: Must have either extensions or value[x], not both".into(), None);
+                }
+            }
+        }
+        self.check_constraints(p, ei, value, path, mode, ty);
+
+        // type-specific rules
+        if is_resource_type(ty) && ei != 0 {
+            // an embedded resource (contained, Bundle.entry.resource, Parameters.parameter.resource)
+            let profiles: Vec<String> = el.types.iter().flat_map(|t| t.profiles.iter().cloned()).collect();
+            let rt = value.get("resourceType").and_then(Value::as_str).unwrap_or(ty).to_string();
+            match mode {
+                Mode::Core => self.walk_resource(value, path.to_string(), &profiles),
+                Mode::Profile => {
+                    let allowed: Vec<&str> = el.types.iter().map(|t| t.code.as_str()).collect();
+                    if !allowed.is_empty() && !allowed.iter().any(|a| *a == rt || *a == "Resource" || *a == "DomainResource") {
+                        self.issue(Severity::Error, "structure", path, format!("resource type {rt} is not allowed here (allowed: {})", allowed.join(", ")), Some(p));
+                    }
+                    self.apply_type_profiles(p, ei, value, path, &rt);
+                }
+            }
+            // profile-mode children of an embedded resource element (rare: snapshot-level constraints on it)
+            if mode == Mode::Profile && !el.children.is_empty() {
+                self.walk_children(p, ei, value, path, mode, &rt, host_path);
+            }
+            return;
+        }
+        if ty == "Reference" {
+            self.check_reference(p, ei, value, path);
+        }
+        if mode == Mode::Profile || !p.core || ei != 0 {
+            self.apply_type_profiles(p, ei, value, path, ty);
+        }
+        if !is_primitive(ty) {
+            self.walk_children(p, ei, value, path, mode, ty, host_path);
+        }
+    }
+
+    /// `ElementDefinition.type.profile`: the value must conform to (one of) the listed profiles.
+    fn apply_type_profiles(&mut self, p: &Arc<Profile>, ei: usize, value: &'a Value, path: &str, ty: &str) {
+        let el = &p.elems[ei];
+        let Some(t) = el.types.iter().find(|t| type_suffix(&t.code) == upper_first(ty) || t.code == ty || el.types.len() == 1) else { return };
+        if t.profiles.is_empty() {
+            return;
+        }
+        let url_of_ext = value.get("url").and_then(Value::as_str);
+        let profiles = t.profiles.clone();
+        if ty == "Extension" {
+            // the core walk validates every extension against the definition named by its url
+            if profiles.iter().any(|u| Some(u.split('|').next().unwrap_or(u)) == url_of_ext) {
+                return;
+            }
+        }
+        if profiles.len() == 1 {
+            self.apply_profile(&profiles[0], value, ty, path);
+        } else if !profiles.iter().any(|u| self.v.conforms_value(value, u, ty, self.depth + 1)) {
+            let names = profiles.join(", ");
+            self.issue(Severity::Error, "structure", path, format!("value does not conform to any of the profiles {names}"), Some(p));
+        }
+    }
+
+    fn check_constraints(&mut self, p: &Arc<Profile>, ei: usize, value: &'a Value, path: &str, mode: Mode, ty: &str) {
+        let el = &p.elems[ei];
+        if el.constraints.is_empty() {
+            return;
+        }
+        for c in &el.constraints {
+            if c.key == "ele-1" || c.key == "ext-1" || (mode == Mode::Profile && c.from_core) {
+                continue;
+            }
+            let Some(expr) = &c.expr else { continue };
+            let focus = [Item { value: Cow::Borrowed(value), type_name: Some(ty), fhir_type: None }];
+            let env = Env::default();
+            let res = fhirpath::try_evaluate_with(expr, self.resource, Some(&focus), &env);
+            match res {
+                Ok(items) => {
+                    let failed = items.len() == 1 && items[0].value.as_ref() == &Value::Bool(false);
+                    if failed {
+                        let sev = if c.error { Severity::Error } else { Severity::Warning };
+                        self.issue(sev, "invariant", path, format!("{}: {}", c.key, c.human), Some(p));
+                    }
+                }
+                Err(e) => {
+                    self.issue(
+                        Severity::Warning,
+                        "processing",
+                        path,
+                        format!("invariant {} could not be evaluated: {e}", c.key),
+                        Some(p),
+                    );
+                }
+            }
+        }
+    }
+
+    fn check_binding(&mut self, p: &Arc<Profile>, vs: &str, value: &Value, ty: &str, path: &str) {
+        let codes: Vec<(Option<&str>, &str)> = match ty {
+            "code" | "string" | "uri" => value.as_str().map(|c| vec![(None, c)]).unwrap_or_default(),
+            "Coding" | "Quantity" => match value.get("code").and_then(Value::as_str) {
+                Some(c) => vec![(value.get("system").and_then(Value::as_str), c)],
+                None => return,
+            },
+            "CodeableConcept" => {
+                let cs: Vec<(Option<&str>, &str)> = value
+                    .get("coding")
+                    .and_then(Value::as_array)
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|c| Some((c.get("system").and_then(Value::as_str), c.get("code").and_then(Value::as_str)?)))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                if cs.is_empty() {
+                    if self.v.expansion(vs).is_some() {
+                        self.issue(Severity::Error, "code-invalid", path, format!("no code provided, and a code is required from the value set {vs}"), Some(p));
+                    }
+                    return;
+                }
+                cs
+            }
+            _ => return,
+        };
+        let Some(exp) = self.v.expansion(vs) else {
+            self.issue(
+                Severity::Warning,
+                "not-supported",
+                path,
+                format!("required binding to value set {vs} not checked: the value set is not available locally"),
+                Some(p),
+            );
+            return;
+        };
+        let results: Vec<Membership> = codes.iter().map(|(s, c)| exp.check(*s, c)).collect();
+        if results.contains(&Membership::In) {
+            return;
+        }
+        if let Some(Membership::Unknown(why)) = results.iter().find(|m| matches!(m, Membership::Unknown(_))) {
+            self.issue(Severity::Warning, "code-invalid", path, format!("code not checked against required value set {vs}: {why}"), Some(p));
+            return;
+        }
+        let shown: Vec<String> = codes
+            .iter()
+            .map(|(s, c)| match s {
+                Some(s) => format!("{s}#{c}"),
+                None => format!("'{c}'"),
+            })
+            .collect();
+        self.issue(
+            Severity::Error,
+            "code-invalid",
+            path,
+            format!("{} is not in the required value set {vs}", shown.join(", ")),
+            Some(p),
+        );
+    }
+
+    fn check_reference(&mut self, p: &Arc<Profile>, ei: usize, value: &'a Value, path: &str) {
+        let Some(r) = value.get("reference").and_then(Value::as_str) else { return };
+        let el = &p.elems[ei];
+        let targets: Vec<String> = el.types.iter().filter(|t| t.code == "Reference").flat_map(|t| t.targets.iter().cloned()).collect();
+        let mut target_type: Option<String> = None;
+        if let Some(local) = r.strip_prefix('#') {
+            if !local.is_empty() {
+                let found = self
+                    .resource
+                    .get("contained")
+                    .and_then(Value::as_array)
+                    .and_then(|a| a.iter().find(|c| c.get("id").and_then(Value::as_str) == Some(local)));
+                match found {
+                    Some(c) => target_type = c.get("resourceType").and_then(Value::as_str).map(str::to_string),
+                    None => self.issue(Severity::Error, "not-found", path, format!("contained resource '{r}' not found"), None),
+                }
+            }
+        } else if let Some(b) = self.bundle {
+            match resolve_in_bundle(b, r) {
+                Some(res) => target_type = res.get("resourceType").and_then(Value::as_str).map(str::to_string),
+                None if r.starts_with("urn:") => {
+                    self.issue(Severity::Error, "not-found", path, format!("reference {r} does not resolve to an entry of the Bundle"), None)
+                }
+                None => {
+                    if b.get("type").and_then(Value::as_str) == Some("document") && !r.contains("://") {
+                        self.issue(Severity::Warning, "not-found", path, format!("reference {r} does not resolve inside the document Bundle"), None);
+                    }
+                }
+            }
+        }
+        if target_type.is_none() {
+            target_type = reference_type(r);
+        }
+        let Some(tt) = target_type else { return };
+        if targets.is_empty() {
+            return;
+        }
+        let allowed: Vec<String> = targets
+            .iter()
+            .map(|t| self.v.profile(t).map(|pp| pp.type_name.clone()).unwrap_or_else(|| t.rsplit('/').next().unwrap_or(t).to_string()))
+            .collect();
+        if !allowed.iter().any(|a| a == &tt || a == "Resource" || a == "DomainResource") {
+            self.issue(
+                Severity::Error,
+                "structure",
+                path,
+                format!("reference to a {tt} is not allowed here (allowed: {})", allowed.join(", ")),
+                Some(p),
+            );
+        }
+    }
+
+    /// Walk the properties of the object `value` against the children of element `ei`.
+    #[allow(clippy::too_many_arguments)]
+    fn walk_children(&mut self, p: &Arc<Profile>, ei: usize, value: &'a Value, path: &str, mode: Mode, ty: &str, host_path: &str) {
+        let Value::Object(obj) = value else { return };
+        let el = &p.elems[ei];
+        let (cp, parent): (Arc<Profile>, usize) = if !el.children.is_empty() {
+            (p.clone(), ei)
+        } else if let Some(cr) = el.content_ref {
+            (p.clone(), cr)
+        } else if mode == Mode::Core {
+            let t = if ty == "BackboneElement" || ty.is_empty() { return } else { ty };
+            match self.v.profile(&format!("{CORE}{t}")) {
+                Some(tp) if tp.kind == "complex-type" || tp.kind == "resource" => (tp, 0),
+                _ => return,
+            }
+        } else {
+            return;
+        };
+        let kids = cp.elems[parent].children.clone();
+        let mut matched: Vec<bool> = vec![false; obj.len()];
+        let keys: Vec<&String> = obj.keys().collect();
+        for k in kids {
+            if self.stop() {
+                return;
+            }
+            let kel = &cp.elems[k];
+            let name = kel.name.as_str();
+            // (json key, type code) pairs present for this element
+            let mut present: Vec<(&'a str, String)> = Vec::new();
+            if let Some(base) = name.strip_suffix("[x]") {
+                for (i, key) in keys.iter().enumerate() {
+                    let kk = key.strip_prefix('_').unwrap_or(key);
+                    if kk.len() > base.len() && kk.starts_with(base) && kk[base.len()..].starts_with(|c: char| c.is_ascii_uppercase()) {
+                        matched[i] = true;
+                        if key.starts_with('_') {
+                            continue;
+                        }
+                        let suffix = &kk[base.len()..];
+                        let code = kel.types.iter().find(|t| type_suffix(&t.code) == suffix).map(|t| t.code.clone());
+                        let key_ref: &'a str = obj.get_key_value(kk).map(|(k, _)| k.as_str()).unwrap_or("");
+                        match code {
+                            Some(c) => present.push((key_ref, c)),
+                            None => {
+                                let allowed: Vec<String> = kel.types.iter().map(|t| t.code.clone()).collect();
+                                self.issue(
+                                    Severity::Error,
+                                    "structure",
+                                    &format!("{path}.{kk}"),
+                                    format!("type {suffix} is not allowed for {} (allowed: {})", kel.path, allowed.join(", ")),
+                                    Some(&cp),
+                                );
+                            }
+                        }
+                    }
+                }
+                let distinct: HashSet<&str> = present.iter().map(|(k, _)| *k).collect();
+                if distinct.len() > 1 {
+                    self.issue(Severity::Error, "structure", &format!("{path}.{base}[x]"), format!("only one of the choice types of {} may be present", kel.path), None);
+                }
+            } else {
+                for (i, key) in keys.iter().enumerate() {
+                    if key.as_str() == name || (key.starts_with('_') && &key[1..] == name) {
+                        matched[i] = true;
+                    }
+                }
+                if let Some((key, _)) = obj.get_key_value(name) {
+                    let code = if kel.types.len() == 1 {
+                        kel.types[0].code.clone()
+                    } else if kel.types.is_empty() {
+                        "BackboneElement".to_string()
+                    } else {
+                        kel.types[0].code.clone()
+                    };
+                    present.push((key.as_str(), code));
+                } else if obj.contains_key(&format!("_{name}")) {
+                    present.push(("", kel.types.first().map(|t| t.code.clone()).unwrap_or_default()));
+                }
+            }
+            // cardinality
+            let mut count = 0usize;
+            for (key, _) in &present {
+                let n = obj.get(*key).map(|v| match v {
+                    Value::Array(a) => a.iter().filter(|x| !x.is_null()).count(),
+                    Value::Null => 0,
+                    _ => 1,
+                });
+                let ext_n = obj.get(&format!("_{}", if key.is_empty() { name } else { key })).map(|v| match v {
+                    Value::Array(a) => a.iter().filter(|x| !x.is_null()).count(),
+                    Value::Null => 0,
+                    _ => 1,
+                });
+                count += n.unwrap_or(0).max(ext_n.unwrap_or(0));
+            }
+            if (count as u64) < kel.min as u64 {
+                self.issue(
+                    Severity::Error,
+                    "required",
+                    &format!("{path}.{}", name.trim_end_matches("[x]")),
+                    format!("{}: minimum required = {}, but only found {count}", kel.path, kel.min),
+                    Some(&cp),
+                );
+            }
+            if let Some(max) = kel.max {
+                if count as u64 > max as u64 {
+                    let msg = if max == 0 {
+                        format!("{} is not allowed (max = 0)", kel.path)
+                    } else {
+                        format!("{}: maximum allowed = {max}, but found {count}", kel.path)
+                    };
+                    self.issue(Severity::Error, "structure", &format!("{path}.{}", name.trim_end_matches("[x]")), msg, Some(&cp));
+                }
+            }
+            // values
+            let is_ext = name == "extension" || name == "modifierExtension";
+            for (key, code) in present {
+                if key.is_empty() {
+                    continue;
+                }
+                let Some(v) = obj.get(key) else { continue };
+                let list = items(v);
+                let mut walked: Vec<(&'a Value, String, String)> = Vec::with_capacity(list.len());
+                for (i, item) in list {
+                    if item.is_null() {
+                        continue;
+                    }
+                    let ipath = match i {
+                        Some(i) => format!("{path}.{key}[{i}]"),
+                        None => format!("{path}.{key}"),
+                    };
+                    let ity = if is_resource_type(&code) {
+                        item.get("resourceType").and_then(Value::as_str).unwrap_or(&code).to_string()
+                    } else {
+                        code.clone()
+                    };
+                    self.check_element(&cp, k, item, &ipath, mode, &ity, &kel.path);
+                    // a type slice of a choice element (`value[x]:valueQuantity`)
+                    if name.ends_with("[x]") {
+                        if let Some(&s) = kel.slices.iter().find(|&&s| cp.elems[s].slice_name.as_deref() == Some(key)) {
+                            self.check_element(&cp, s, item, &ipath, mode, &ity, &kel.path);
+                        }
+                    }
+                    if is_ext && mode == Mode::Core {
+                        self.check_extension(item, &ipath, ty, host_path, name == "modifierExtension");
+                    }
+                    walked.push((item, ipath, ity));
+                }
+                // primitive extensions `_key`
+                if mode == Mode::Core {
+                    if let Some(pe) = obj.get(&format!("_{key}")) {
+                        for (i, item) in items(pe) {
+                            if let Some(exts) = item.get("extension").and_then(Value::as_array) {
+                                for (j, x) in exts.iter().enumerate() {
+                                    let ipath = match i {
+                                        Some(i) => format!("{path}.{key}[{i}].extension[{j}]"),
+                                        None => format!("{path}.{key}.extension[{j}]"),
+                                    };
+                                    self.check_extension(x, &ipath, &code, &kel.path, false);
+                                }
+                            }
+                        }
+                    }
+                }
+                if kel.slicing.is_some() && !kel.slices.is_empty() && !name.ends_with("[x]") {
+                    self.check_slices(&cp, k, &walked, path, mode);
+                }
+            }
+            if kel.slicing.is_some() && !kel.slices.is_empty() && !name.ends_with("[x]") && count == 0 {
+                self.check_slices(&cp, k, &[], path, mode);
+            }
+        }
+        if mode == Mode::Core {
+            for (i, key) in keys.iter().enumerate() {
+                if matched[i] || (ei == 0 && key.as_str() == "resourceType") || key.as_str() == "fhir_comments" {
+                    continue;
+                }
+                self.issue(Severity::Error, "structure", &format!("{path}.{key}"), format!("unknown element '{key}' in {ty}"), None);
+            }
+        }
+    }
+
+    /// Extension by URL (core walk): definition known, allowed in this context, value conforms.
+    fn check_extension(&mut self, ext: &'a Value, path: &str, host_type: &str, host_path: &str, modifier: bool) {
+        let Some(url) = ext.get("url").and_then(Value::as_str) else { return };
+        if !url.contains(':') {
+            return; // a sub-extension of a complex extension (relative url), checked by its parent's definition
+        }
+        let Some(def) = self.v.profile(url) else {
+            let (sev, what) = if modifier { (Severity::Error, "modifier extension") } else { (Severity::Warning, "extension") };
+            self.issue(sev, "extension", path, format!("unknown {what} {url} (definition not available locally)"), None);
+            return;
+        };
+        if def.type_name != "Extension" {
+            self.issue(Severity::Error, "extension", path, format!("{url} is not an extension definition"), None);
+            return;
+        }
+        if !def.contexts.is_empty() && !context_ok(&def.contexts, host_type, host_path) {
+            let ctx: Vec<&str> = def.contexts.iter().map(|(_, e)| e.as_str()).collect();
+            self.issue(
+                Severity::Error,
+                "extension",
+                path,
+                format!("extension {url} is not allowed on {host_path} (allowed contexts: {})", ctx.join(", ")),
+                Some(&def),
+            );
+        }
+        self.apply_profile(url, ext, "Extension", path);
+    }
+
+    /// Slicing (FHIR R4 §2.27.0.3 / profiling §5.1.0.14): assign every item to the first matching slice,
+    /// validate it against that slice, then check each slice's cardinality and closed rules.
+    fn check_slices(&mut self, p: &Arc<Profile>, k: usize, walked: &[(&'a Value, String, String)], parent_path: &str, mode: Mode) {
+        let el = &p.elems[k];
+        let Some(slicing) = &el.slicing else { return };
+        let mut counts = vec![0u32; el.slices.len()];
+        for (item, ipath, ity) in walked {
+            let mut hit = None;
+            for (si, &s) in el.slices.iter().enumerate() {
+                if self.slice_matches(p, k, s, item) {
+                    hit = Some((si, s));
+                    break;
+                }
+            }
+            match hit {
+                Some((si, s)) => {
+                    counts[si] += 1;
+                    self.check_element(p, s, item, ipath, mode, ity, &el.path);
+                }
+                None if slicing.closed => self.issue(
+                    Severity::Error,
+                    "structure",
+                    ipath,
+                    format!("does not match any slice of the closed slicing of {}", el.id),
+                    Some(p),
+                ),
+                None => {}
+            }
+        }
+        for (si, &s) in el.slices.iter().enumerate() {
+            let sl = &p.elems[s];
+            let n = counts[si];
+            let where_ = format!("{parent_path}.{}", el.name);
+            let sname = sl.slice_name.clone().unwrap_or_default();
+            if n < sl.min {
+                self.issue(
+                    Severity::Error,
+                    "required",
+                    &where_,
+                    format!("slice '{sname}' of {}: minimum required = {}, but only found {n}", el.path, sl.min),
+                    Some(p),
+                );
+            }
+            if let Some(max) = sl.max {
+                if n > max {
+                    self.issue(
+                        Severity::Error,
+                        "structure",
+                        &where_,
+                        format!("slice '{sname}' of {}: maximum allowed = {max}, but found {n}", el.path),
+                        Some(p),
+                    );
+                }
+            }
+        }
+    }
+
+    fn slice_matches(&mut self, p: &Arc<Profile>, k: usize, s: usize, item: &'a Value) -> bool {
+        let Some(slicing) = &p.elems[k].slicing else { return false };
+        let sl = &p.elems[s];
+        for d in &slicing.discriminators {
+            let ok = match d.kind.as_str() {
+                "value" | "pattern" => self.disc_value(p, s, &d.path, d.expr.as_ref(), item),
+                "type" => {
+                    let actual: Option<String> = if d.path == "$this" {
+                        item.get("resourceType").and_then(Value::as_str).map(str::to_string)
+                    } else if d.path == "resolve()" {
+                        self.bundle.and_then(|b| item.get("reference").and_then(Value::as_str).and_then(|r| resolve_in_bundle(b, r))).and_then(|r| r.get("resourceType").and_then(Value::as_str)).map(str::to_string)
+                    } else {
+                        navigate(item, &d.path).first().and_then(|v| v.get("resourceType")).and_then(Value::as_str).map(str::to_string)
+                    };
+                    let target = if d.path == "$this" || d.path == "resolve()" { Some(s) } else { p.find(s, &d.path) };
+                    match (actual, target) {
+                        (Some(a), Some(t)) => p.elems[t].types.iter().any(|tt| tt.code == a),
+                        _ => false,
+                    }
+                }
+                "profile" => {
+                    let (targets, path_elem): (Vec<&'a Value>, Option<usize>) = if d.path == "$this" {
+                        (vec![item], Some(s))
+                    } else if d.path == "resolve()" {
+                        let r = self.bundle.and_then(|b| item.get("reference").and_then(Value::as_str).and_then(|r| resolve_in_bundle(b, r)));
+                        (r.into_iter().collect(), Some(s))
+                    } else {
+                        (navigate(item, &d.path), p.find(s, &d.path))
+                    };
+                    let Some(te) = path_elem else { return false };
+                    let urls: Vec<String> = p.elems[te]
+                        .types
+                        .iter()
+                        .flat_map(|t| if d.path == "resolve()" { t.targets.iter() } else { t.profiles.iter() })
+                        .cloned()
+                        .collect();
+                    if urls.is_empty() || targets.is_empty() {
+                        false
+                    } else {
+                        targets.iter().any(|t| urls.iter().any(|u| self.declares_or_conforms(t, u)))
+                    }
+                }
+                "exists" => {
+                    let present = !navigate(item, &d.path).is_empty();
+                    match p.find(s, &d.path) {
+                        Some(t) if p.elems[t].min >= 1 => present,
+                        Some(t) if p.elems[t].max == Some(0) => !present,
+                        _ => true,
+                    }
+                }
+                _ => true,
+            };
+            if !ok {
+                return false;
+            }
+        }
+        let _ = sl;
+        true
+    }
+
+    /// `profile` discriminator test: the resource declares the profile in `meta.profile`, or conforms.
+    fn declares_or_conforms(&self, v: &Value, url: &str) -> bool {
+        let bare = url.split('|').next().unwrap_or(url);
+        let declared = v
+            .pointer("/meta/profile")
+            .and_then(Value::as_array)
+            .is_some_and(|a| a.iter().filter_map(Value::as_str).any(|x| x.split('|').next() == Some(bare)));
+        declared || (v.get("resourceType").is_some() && self.v.conforms(v, url, self.depth + 1))
+    }
+
+    /// `value` / `pattern` discriminator: the item's value at `path` equals the slice's fixed value (or
+    /// contains its pattern, or is in its required value set).
+    fn disc_value(&mut self, p: &Arc<Profile>, s: usize, path: &str, expr: Option<&fhirpath::Expr>, item: &'a Value) -> bool {
+        let sl = &p.elems[s];
+        let target = if path == "$this" { Some(s) } else { p.find(s, path) };
+        let expected: Option<&Value> = target.and_then(|t| p.elems[t].fixed.as_ref().or(p.elems[t].pattern.as_ref()));
+        let expected_owned: Option<Value> = match expected {
+            Some(e) => Some(e.clone()),
+            None if path == "url" => sl.types.iter().find(|t| t.code == "Extension").and_then(|t| t.profiles.first()).map(|u| Value::String(u.split('|').next().unwrap_or(u).to_string())),
+            None => None,
+        };
+        let actual: Vec<Cow<'a, Value>> = if path == "$this" {
+            vec![Cow::Borrowed(item)]
+        } else if simple_path(path) {
+            navigate(item, path).into_iter().map(Cow::Borrowed).collect()
+        } else if let Some(e) = expr {
+            let focus = [Item { value: Cow::Borrowed(item), type_name: None, fhir_type: None }];
+            fhirpath::try_evaluate_with(e, self.resource, Some(&focus), &Env::default())
+                .map(|v| v.into_iter().map(|i| Cow::Owned(i.value.into_owned())).collect())
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        match expected_owned {
+            Some(exp) => actual.iter().any(|a| contains_pattern(a, &exp)),
+            None => {
+                // a required binding can discriminate too
+                let binding = target.and_then(|t| p.elems[t].binding.clone());
+                match binding {
+                    Some((strength, vs)) if strength == "required" => match self.v.expansion(&vs) {
+                        Some(exp) => actual.iter().any(|a| {
+                            let (sys, code) = match a.as_ref() {
+                                Value::String(c) => (None, Some(c.as_str())),
+                                o => (o.get("system").and_then(Value::as_str), o.get("code").and_then(Value::as_str)),
+                            };
+                            code.is_some_and(|c| exp.check(sys, c) != Membership::NotIn)
+                        }),
+                        None => true,
+                    },
+                    _ => true,
+                }
+            }
+        }
+    }
+}
+
+impl Validator {
+    /// Conformance of a data-type value to a profile (for elements allowing several type profiles).
+    fn conforms_value(&self, value: &Value, profile_url: &str, ty: &str, depth: u32) -> bool {
+        let mut run = Run { v: self, issues: Vec::new(), seen: HashSet::new(), depth, bundle: None, resource: value, quiet: true };
+        run.apply_profile(profile_url, value, ty, ty);
+        !run.issues.iter().any(ValidationIssue::is_error)
+    }
+}
+
+/// Is an extension with these contexts allowed on an element of type `host_type` at `host_path`?
+/// (FHIR R4 §2.26.0.5 extension context; lenient for derived types.)
+fn context_ok(contexts: &[(String, String)], host_type: &str, host_path: &str) -> bool {
+    const QUANTITY: [&str; 6] = ["Age", "Count", "Distance", "Duration", "MoneyQuantity", "SimpleQuantity"];
+    contexts.iter().any(|(t, e)| match t.as_str() {
+        "element" => {
+            let e = e.as_str();
+            e == "Element"
+                || e == host_type
+                || e == host_path
+                || (e.ends_with("[x]") && host_path.starts_with(e.trim_end_matches("[x]")))
+                || ((e == "Resource" || e == "DomainResource") && !host_path.contains('.'))
+                || (e == "Quantity" && QUANTITY.contains(&host_type))
+                || (e == "BackboneElement" && host_type == "BackboneElement")
+                || host_path.ends_with(&format!(".{e}"))
+        }
+        _ => true,
+    })
+}
+
+/// Resolve a reference inside a Bundle (FHIR R4 §2.36.4 "Resolving references in Bundles"): by `fullUrl`,
+/// or `Type/id` against the entries' resources / the tail of their `fullUrl`.
+pub fn resolve_in_bundle<'b>(bundle: &'b Value, reference: &str) -> Option<&'b Value> {
+    let r = reference.find("/_history/").map_or(reference, |p| &reference[..p]);
+    let entries = bundle.get("entry")?.as_array()?;
+    for e in entries {
+        let Some(res) = e.get("resource") else { continue };
+        let full = e.get("fullUrl").and_then(Value::as_str);
+        if full == Some(r) {
+            return Some(res);
+        }
+        if let (Some(t), Some(id)) = (res.get("resourceType").and_then(Value::as_str), res.get("id").and_then(Value::as_str)) {
+            let tid_len = t.len() + 1 + id.len();
+            if r.len() >= tid_len && r.ends_with(id) && r[..r.len() - id.len()].ends_with(&format!("{t}/")) && (r.len() == tid_len || r.as_bytes()[r.len() - tid_len - 1] == b'/') {
+                return Some(res);
+            }
+        }
+    }
+    None
+}
+
+/// Target type of a literal reference `Patient/1`, `https://x/fhir/Patient/1/_history/2` (FHIR R4
+/// §2.3.0.1 reference URL form); `None` for `urn:`/`#` references or other shapes.
+pub fn reference_type(r: &str) -> Option<String> {
+    if r.starts_with('#') || r.starts_with("urn:") {
+        return None;
+    }
+    let r = r.find("/_history/").map_or(r, |p| &r[..p]);
+    let mut it = r.rsplit('/');
+    let _id = it.next()?;
+    let ty = it.next()?;
+    (ty.starts_with(|c: char| c.is_ascii_uppercase()) && ty.chars().all(|c| c.is_ascii_alphanumeric())).then(|| ty.to_string())
+}
