@@ -6,7 +6,8 @@
 //!   conversion (parse + map + NDJSON serialization), (c) synthesizer rendering.
 //! * `CONVERT_CORPUS=<storage root> cargo bench --bench convert` — one timed pass over an on-disk
 //!   storage (see `bench/convert.sh`): (a) walk + read + decode+parse, (b) walk + read + version
-//!   resolution + `convert_patient` (parse + map) + NDJSON to a sink; prints files/s, MB/s, the ratio
+//!   resolution + `convert_patient` (parse + map) + NDJSON to a sink (plus (w) walk only and (r)
+//!   walk + read, to show what the directory layout costs); prints files/s, MB/s, the ratio
 //!   (b)/(a) and the peak RSS (`VmHWM`) to check that memory is flat in corpus size.
 
 use criterion::{BenchmarkId, Criterion, Throughput};
@@ -106,6 +107,20 @@ fn corpus_run(root: &str) {
     }
     let rss_after_warm = peak_rss_kib();
 
+    // (w) walk only and (r) walk + read: what the storage layout itself costs (one directory per
+    // data type and date: about one directory open per file).
+    let t = Instant::now();
+    let walked: usize = ssmix2::walk_patients(root).flatten().map(|p| black_box(p.files.len())).sum();
+    let tw = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let mut read_bytes = 0u64;
+    for p in ssmix2::walk_patients(root).flatten() {
+        for f in &p.files {
+            read_bytes += std::fs::read(&f.path).map(|b| b.len() as u64).unwrap_or(0);
+        }
+    }
+    let tr = t.elapsed().as_secs_f64();
+
     // (a) walk + read + decode/parse: the ceiling.
     let t = Instant::now();
     let mut parsed = 0u64;
@@ -140,6 +155,12 @@ fn corpus_run(root: &str) {
 
     let mb = bytes as f64 / 1e6;
     println!("corpus: {files} files, {mb:.1} MB");
+    println!("(w) walk only:              {:.0} files/s ({walked} files, {tw:.3} s)", walked as f64 / tw);
+    println!(
+        "(r) walk+read:              {:.0} files/s, {:.1} MB/s ({tr:.3} s)",
+        files as f64 / tr,
+        read_bytes as f64 / 1e6 / tr
+    );
     println!(
         "(a) walk+read+decode+parse: {:.0} files/s, {:.1} MB/s ({parsed} parsed, {ta:.3} s)",
         files as f64 / ta,
