@@ -9,6 +9,8 @@
 //! | `/fhir` | POST | `batch` / `transaction` (§3.1.0.11) |
 //! | `/fhir/_history` | GET | system `history` (§3.1.0.9) |
 //! | `/fhir/{type}` | GET / POST / PUT / DELETE | `search-type` (§3.1.0.8) / `create` + conditional create (§3.1.0.6) / conditional update (§3.1.0.4.3) / conditional delete (§3.1.0.7.1) |
+//! | `/fhir/Patient/$register` | POST | the simple registration JSON ([`operation::register`]) |
+//! | `/fhir/Patient/$match` | POST | Patient `$match`, IHE PDQm ([`operation::match_`]) |
 //! | `/fhir/{type}/_search` | POST | `search-type` with form body |
 //! | `/fhir/{type}/_history` | GET | type `history` |
 //! | `/fhir/{type}/{id}` | GET / PUT / PATCH / DELETE | `read` (§3.1.0.2) / `update` (§3.1.0.4) / `patch` (§3.1.0.5, JSON Patch) / `delete` (§3.1.0.7) |
@@ -43,6 +45,7 @@ mod body;
 mod bundle;
 pub mod capability;
 mod interaction;
+pub mod operation;
 pub mod outcome;
 pub mod rawjson;
 mod response;
@@ -138,6 +141,8 @@ pub fn router(state: AppState) -> Router {
                 .put(interaction::conditional_update)
                 .delete(interaction::conditional_delete),
         )
+        .route("/Patient/$register", post(operation::register::register_http))
+        .route("/Patient/$match", post(operation::match_::patient_match))
         .route("/{type}/_search", post(interaction::search_post))
         .route("/{type}/_history", get(interaction::history_type))
         .route(

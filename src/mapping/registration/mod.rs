@@ -34,6 +34,7 @@
 
 pub mod from_fhir;
 pub mod model;
+pub mod receipt;
 pub mod terminology;
 pub mod to_fhir;
 

@@ -1,0 +1,11 @@
+//! FHIR operations (`$name`, FHIR R4 §3.1.0.14 / `operations.html`), one submodule each.
+//!
+//! | route | operation |
+//! |---|---|
+//! | `POST /fhir/Patient/$register` | [`register`]: the simple registration JSON (Tobiume-net 患者基本情報) → JP Core resources, de-duplicated |
+//! | `POST /fhir/Patient/$match` | [`match_`]: FHIR R4 Patient `$match` / IHE PDQm ITI-119, scored and graded |
+//!
+//! Like every handler they read through `access::read_resources` and write through `access::write`.
+
+pub mod match_;
+pub mod register;
