@@ -1,4 +1,5 @@
-//! `tobiume-gateway` command line: `serve`, `convert ssmix2`, `import ssmix2`, `synth ssmix2`.
+//! `tobiume-gateway` command line: `serve`, `convert ssmix2`, `import ssmix2`, `synth ssmix2`, `register json`,
+//! `register receipt-csv`.
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::io::{BufWriter, Write};
@@ -52,6 +53,41 @@ enum Command {
     Synth {
         #[command(subcommand)]
         source: SynthSource,
+    },
+    /// Register patients' basic information (患者基本情報): the simple registration JSON, or a
+    /// receipt-derived CSV of diagnoses and drugs merged into existing registrations.
+    Register {
+        #[command(subcommand)]
+        source: RegisterSource,
+    },
+}
+
+#[derive(Subcommand)]
+enum RegisterSource {
+    /// One simple registration JSON file (conformance/registration.schema.json) → the store, like
+    /// POST /fhir/Patient/$register (de-duplicated; one transaction). Prints a JSON summary line.
+    /// Exit 0 = registered, 1 = invalid file or store failure (issues with JSON paths on stderr).
+    Json {
+        /// The registration JSON file.
+        file: PathBuf,
+        /// Database URL [env: TOBIUME_DATABASE] (default sqlite://tobiume.db?mode=rwc).
+        #[arg(long)]
+        database: Option<String>,
+    },
+    /// A receipt CSV (card_id / name_kana / birth_date / kind 病名|薬剤 / code_system / code / name /
+    /// start_date / source; UTF-8 or Shift_JIS) merged into existing registrations; no patient is
+    /// created. One JSON line per rejected row on stderr, then a summary line.
+    /// Exit 0 = every row applied or already present, 2 = some rows failed, 1 = unreadable file/header
+    /// or store failure.
+    ReceiptCsv {
+        /// The CSV file.
+        file: PathBuf,
+        /// Database URL [env: TOBIUME_DATABASE] (default sqlite://tobiume.db?mode=rwc).
+        #[arg(long)]
+        database: Option<String>,
+        /// Item date of the new items, YYYY-MM-DD (default: today in Japan).
+        #[arg(long)]
+        date: Option<String>,
     },
 }
 
@@ -163,6 +199,7 @@ fn main() -> ExitCode {
         }
         Command::Serve { listen, database, config } => runtime().block_on(serve(listen, database, config)),
         Command::Health { listen } => health(listen),
+        Command::Register { source } => runtime().block_on(register(source)),
     }
 }
 
@@ -464,4 +501,138 @@ fn health(listen: Option<String>) -> ExitCode {
         Ok(true) => ExitCode::SUCCESS,
         _ => ExitCode::from(1),
     }
+}
+
+/// `register json` / `register receipt-csv` (see [`RegisterSource`]): the same core as
+/// `POST /fhir/Patient/$register`, through the API's access layer.
+async fn register(source: RegisterSource) -> ExitCode {
+    use tobiume_gateway::api::access::RequestContext;
+    use tobiume_gateway::api::operation::register as reg;
+    use tobiume_gateway::mapping::registration::{receipt, DateTime};
+    let (file, database) = match &source {
+        RegisterSource::Json { file, database } | RegisterSource::ReceiptCsv { file, database, .. } => {
+            (file.clone(), database.clone())
+        }
+    };
+    let bytes = match std::fs::read(&file) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("{}", serde_json::json!({"error": format!("cannot read FILE: {}", e.kind()), "path": file}));
+            return ExitCode::from(1);
+        }
+    };
+    let cfg = match Config::load(None, |k| std::env::var(k).ok()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let url = database.unwrap_or(cfg.database.clone());
+    let registry = Arc::new(search::Registry::standard());
+    let store = match store::Store::connect_with_registry(&url, registry.clone()).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: cannot open database: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let api_cfg = api::ApiConfig { base_url: cfg.base_url(), ..api::ApiConfig::default() };
+    let state = api::AppState::new(Arc::new(store), registry, api_cfg);
+    let ctx = RequestContext { request_id: Some(format!("cli-{}", std::process::id())), ..RequestContext::default() };
+    let print_issues = |e: &api::ApiError| {
+        for i in &e.issues {
+            eprintln!("{}", serde_json::json!({"error": i.diagnostics, "code": i.code, "expression": i.expression}));
+        }
+    };
+    let code = match source {
+        RegisterSource::Json { .. } => {
+            let result = match reg::parse_registration(&bytes) {
+                Ok(r) => reg::register(&state, &ctx, r).await,
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(out) => {
+                    let (c, u, n, d) = out.counts();
+                    let status = if out.created {
+                        "created"
+                    } else if c + u + d == 0 {
+                        "unchanged"
+                    } else {
+                        "updated"
+                    };
+                    let matched = match &out.matched {
+                        reg::MatchedBy::New => serde_json::json!("new"),
+                        reg::MatchedBy::CardId => serde_json::json!("card-id"),
+                        reg::MatchedBy::Demographics { card_id, .. } => {
+                            serde_json::json!({"demographics": card_id.as_str()})
+                        }
+                    };
+                    println!(
+                        "{}",
+                        serde_json::json!({"patient": format!("Patient/{}", out.patient.id), "version": out.patient.version_id,
+                            "status": status, "matched": matched, "created": c, "updated": u, "unchanged": n, "deleted": d})
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    print_issues(&e);
+                    ExitCode::from(1)
+                }
+            }
+        }
+        RegisterSource::ReceiptCsv { date, .. } => {
+            let date = match date {
+                Some(d) => match DateTime::new(d).filter(|d| d.as_str().len() == 10) {
+                    Some(d) => d,
+                    None => {
+                        eprintln!("error: --date must be YYYY-MM-DD");
+                        return ExitCode::from(1);
+                    }
+                },
+                None => match reg::today_jst() {
+                    Some(d) => d,
+                    None => {
+                        eprintln!("error: cannot tell today's date; give --date");
+                        return ExitCode::from(1);
+                    }
+                },
+            };
+            let (rows, mut errors) = match receipt::parse(&bytes) {
+                Ok(x) => x,
+                Err(e) => {
+                    eprintln!("{}", serde_json::json!({"error": e.to_string(), "path": file}));
+                    return ExitCode::from(1);
+                }
+            };
+            let parsed_rows = rows.len() + errors.len();
+            match reg::apply_receipt(&state, &ctx, rows, &date).await {
+                Ok(mut report) => {
+                    errors.append(&mut report.errors);
+                    errors.sort_by_key(|e| e.row);
+                    for e in &errors {
+                        eprintln!("{}", serde_json::json!({"row": e.row, "error": e.message}));
+                    }
+                    for w in &report.warnings {
+                        eprintln!("{}", serde_json::json!({"row": w.row, "warning": w.message}));
+                    }
+                    eprintln!(
+                        "summary: rows={parsed_rows} main_diagnoses={} history={} prescriptions={} duplicates={} patients_updated={} failed={}",
+                        report.main_diagnoses, report.history, report.prescriptions, report.duplicates, report.patients_updated, errors.len()
+                    );
+                    if errors.is_empty() {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::from(2)
+                    }
+                }
+                Err(e) => {
+                    print_issues(&e);
+                    ExitCode::from(1)
+                }
+            }
+        }
+    };
+    state.store.close().await;
+    code
 }
