@@ -27,6 +27,7 @@ fn dump_all() {
         let errs = errors(&issues);
         let warns = issues.len() - errs.len();
         eprintln!("== {name}: {} errors {} warnings ({:?})", errs.len(), warns, t.elapsed());
+        for e in issues.iter().filter(|i| !i.is_error()).take(if name.contains("Error") || name.contains("K.json") {10} else {0}) { eprintln!("   W {} @ {}", e.diagnostics, e.expression); }
         for e in errs.iter().take(12) {
             eprintln!("   E {e}");
         }

@@ -61,6 +61,64 @@ pub(crate) fn schema_check(v: &Value) -> ApiResult<()> {
     schema::check(v).map_err(ApiError::schema)
 }
 
+/// Profile validation of a resource being written, per [`crate::api::WritePolicy`] (only resources that
+/// declare `meta.profile` — "validate against declared profiles"; the base definition is covered by the
+/// schema check). Runs on the blocking pool.
+///
+/// Output: the issues to report with the accepted write (empty for `Off` or no profile). Errors: 422 with
+/// the OperationOutcome under `Reject` when an issue is `error`/`fatal`.
+pub(crate) async fn profile_check(state: &AppState, v: &Value) -> ApiResult<Vec<crate::validation::ValidationIssue>> {
+    use crate::api::WritePolicy;
+    let policy = state.config.validate_on_write;
+    let declares = v.pointer("/meta/profile").and_then(Value::as_array).is_some_and(|a| !a.is_empty());
+    if policy == WritePolicy::Off || !declares {
+        return Ok(Vec::new());
+    }
+    let owned = v.clone();
+    let issues = tokio::task::spawn_blocking(move || crate::validation::validate(&owned, &[]))
+        .await
+        .map_err(|_| ApiError::internal())?;
+    if policy == WritePolicy::Reject && !crate::validation::is_valid(&issues) {
+        let list = issues
+            .iter()
+            .map(|i| Issue {
+                severity: i.severity.as_str(),
+                code: i.code,
+                diagnostics: match &i.profile {
+                    Some(p) => format!("{} [profile {p}]", i.diagnostics),
+                    None => i.diagnostics.clone(),
+                },
+                expression: Some(i.expression.clone()),
+            })
+            .collect();
+        return Err(ApiError { status: StatusCode::UNPROCESSABLE_ENTITY, issues: list });
+    }
+    Ok(issues)
+}
+
+/// Attach accepted-write validation issues to the response: header `X-Validation-Issues: errors=N,
+/// warnings=M`, and with `Prefer: return=OperationOutcome` the issues appended to the OperationOutcome body.
+pub(crate) fn attach_validation(mut resp: Response, issues: &[crate::validation::ValidationIssue], prefer: PreferReturn) -> Response {
+    if issues.is_empty() {
+        return resp;
+    }
+    let errors = issues.iter().filter(|i| i.is_error()).count();
+    let summary = format!("errors={errors}, warnings={}", issues.len() - errors);
+    if let Ok(h) = axum::http::HeaderValue::from_str(&summary) {
+        resp.headers_mut().insert("x-validation-issues", h);
+    }
+    if prefer == PreferReturn::OperationOutcome {
+        let mut oo = crate::validation::operation_outcome(issues);
+        if let Some(Value::Array(list)) = oo.get_mut("issue") {
+            list.insert(0, serde_json::json!({"severity": "information", "code": "informational",
+                "diagnostics": "resource written; profile validation findings follow"}));
+        }
+        let (parts, _) = resp.into_parts();
+        return Response::from_parts(parts, Body::from(serde_json::to_vec(&oo).unwrap_or_default()));
+    }
+    resp
+}
+
 fn handling(headers: &HeaderMap) -> Handling {
     let strict = headers
         .get_all("prefer")
@@ -261,6 +319,7 @@ pub async fn create(
     let bytes = body::read_body(req_body, state.config.max_body_bytes).await?;
     let res = body::parse_resource(&bytes, &t)?;
     schema_check(&res.value)?;
+    let findings = profile_check(&state, &res.value).await?;
     let ctx = RequestContext::from_headers(&headers);
     let prefer = prefer_return(&headers);
     if let Some(cond) = headers.get("if-none-exist") {
@@ -283,7 +342,9 @@ pub async fn create(
         }
     }
     match access::write(&state, &ctx, WriteRequest::Create { resource_type: &t, body: &res.text }).await? {
-        WriteResult::Written(sr, _) => Ok(write_response(StatusCode::CREATED, &state.config.base_url, &sr, prefer)),
+        WriteResult::Written(sr, _) => {
+            Ok(attach_validation(write_response(StatusCode::CREATED, &state.config.base_url, &sr, prefer), &findings, prefer))
+        }
         _ => Err(ApiError::internal()),
     }
 }
@@ -314,9 +375,11 @@ pub async fn update(
         None => return Err(ApiError::bad_request("resource in an update must have an id").with_expression(&format!("{t}.id"))),
     }
     schema_check(&res.value)?;
+    let findings = profile_check(&state, &res.value).await?;
     let if_match = if_match(&headers)?;
     let ctx = RequestContext::from_headers(&headers);
-    do_update(&state, &ctx, &t, &id, res, if_match, prefer_return(&headers)).await
+    let prefer = prefer_return(&headers);
+    do_update(&state, &ctx, &t, &id, res, if_match, prefer).await.map(|r| attach_validation(r, &findings, prefer))
 }
 
 async fn do_update(
@@ -352,11 +415,12 @@ pub async fn conditional_update(
     let bytes = body::read_body(req_body, state.config.max_body_bytes).await?;
     let res = body::parse_resource(&bytes, &t)?;
     schema_check(&res.value)?;
+    let findings = profile_check(&state, &res.value).await?;
     let ctx = RequestContext::from_headers(&headers);
     let prefer = prefer_return(&headers);
     let matches = conditional_matches(&state, &ctx, &t, &criteria).await?;
     let body_id = res.value.get("id").and_then(Value::as_str).map(str::to_string);
-    match matches.len() {
+    let written = match matches.len() {
         0 => match body_id {
             Some(bid) if valid_id(&bid) => do_update(&state, &ctx, &t, &bid, res, None, prefer).await,
             Some(_) => Err(ApiError::bad_request("invalid resource id").with_expression(&format!("{t}.id"))),
@@ -379,7 +443,8 @@ pub async fn conditional_update(
             "multiple-matches",
             format!("conditional update criteria matched {n} or more resources"),
         )),
-    }
+    };
+    written.map(|r| attach_validation(r, &findings, prefer))
 }
 
 /// Set `id` in a resource (value and text, text edited at the top level only).
@@ -442,8 +507,10 @@ pub async fn patch(
         return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invariant", "a patch may not change resourceType or id"));
     }
     schema_check(&doc)?;
+    let findings = profile_check(&state, &doc).await?;
     let res = ResourceText::from_value(doc);
-    do_update(&state, &ctx, &t, &id, res, Some(current.version_id), prefer_return(&headers)).await
+    let prefer = prefer_return(&headers);
+    do_update(&state, &ctx, &t, &id, res, Some(current.version_id), prefer).await.map(|r| attach_validation(r, &findings, prefer))
 }
 
 /// `DELETE /fhir/{type}/{id}` — FHIR R4 §3.1.0.7 delete. 204 (with `ETag` of the tombstone when one was

@@ -47,6 +47,9 @@ pub mod capability;
 mod interaction;
 pub mod operation;
 pub mod outcome;
+/// `$validate` (declared here until `operation/mod.rs` lists it; the file lives with the other operations).
+#[path = "operation/validate.rs"]
+pub mod validate_operation;
 pub mod rawjson;
 mod response;
 pub mod summary;
@@ -87,6 +90,47 @@ pub struct ApiConfig {
     pub software_name: String,
     /// `CapabilityStatement.software.version`. Default the crate version.
     pub software_version: String,
+    /// Profile validation of created/updated/patched resources (after the JSON-schema check, which always
+    /// rejects with 422). Default [`WritePolicy::Warn`], or `$TOBIUME_VALIDATE_ON_WRITE` (`off`|`warn`|`reject`).
+    pub validate_on_write: WritePolicy,
+}
+
+/// What a write does with the profile validator's findings (`validation::validate`: base definition +
+/// `meta.profile`).
+///
+/// * `Off` — no profile validation (schema only).
+/// * `Warn` (default) — the write is accepted; the response carries `X-Validation-Issues:
+///   errors=N, warnings=M` and, with `Prefer: return=OperationOutcome`, the issues in its OperationOutcome
+///   (FHIR R4 §3.1.0.6 "hints and warnings"). Default because a regional network must not lose clinical
+///   data over a profile rule it cannot check completely (external code systems, profiles not loaded),
+///   while senders still see every finding.
+/// * `Reject` — any `error` issue rejects the write with 422 and the OperationOutcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WritePolicy {
+    /// Schema check only.
+    Off,
+    /// Accept, report issues in the response.
+    #[default]
+    Warn,
+    /// 422 on any error issue.
+    Reject,
+}
+
+impl WritePolicy {
+    /// Parse `off` / `warn` / `reject` (case-insensitive).
+    pub fn parse(s: &str) -> Option<WritePolicy> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "off" => Some(WritePolicy::Off),
+            "warn" => Some(WritePolicy::Warn),
+            "reject" => Some(WritePolicy::Reject),
+            _ => None,
+        }
+    }
+
+    /// `$TOBIUME_VALIDATE_ON_WRITE` if set and valid, else `Warn`.
+    pub fn from_env() -> WritePolicy {
+        std::env::var("TOBIUME_VALIDATE_ON_WRITE").ok().and_then(|v| WritePolicy::parse(&v)).unwrap_or_default()
+    }
 }
 
 impl Default for ApiConfig {
@@ -98,6 +142,7 @@ impl Default for ApiConfig {
             default_history_count: 100,
             software_name: "tobiume-gateway".into(),
             software_version: env!("CARGO_PKG_VERSION").into(),
+            validate_on_write: WritePolicy::from_env(),
         }
     }
 }
@@ -143,6 +188,9 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/Patient/$register", post(operation::register::register_http))
         .route("/Patient/$match", post(operation::match_::patient_match))
+        .route("/$validate", post(validate_operation::validate_system))
+        .route("/{type}/$validate", post(validate_operation::validate_type))
+        .route("/{type}/{id}/$validate", post(validate_operation::validate_instance))
         .route("/{type}/_search", post(interaction::search_post))
         .route("/{type}/_history", get(interaction::history_type))
         .route(

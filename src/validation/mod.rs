@@ -21,6 +21,7 @@
 //! `profiles/` at build time). The packages are loaded once per process ([`global`]) and each
 //! StructureDefinition is compiled on first use ([`Validator::profile`]).
 
+pub mod clins;
 pub mod package;
 pub mod profile;
 pub mod schema;

@@ -77,6 +77,10 @@ pub struct Elem {
     pub constraints: Vec<Constraint>,
     /// `contentReference` resolved to an element index.
     pub content_ref: Option<usize>,
+    /// The pattern implied by this element's own fixed/pattern value or, failing that, by the fixed and
+    /// pattern values of its descendants (e.g. a `category` slice whose `coding.system` and `coding.code`
+    /// are fixed) — what a `value`/`pattern` discriminator on `$this` compares against.
+    pub implied: Option<Value>,
 }
 
 /// `ElementDefinition.type`.
@@ -294,6 +298,10 @@ pub fn compile(sd: &Value) -> Option<Profile> {
         let t = by_id.get(&target).copied().or_else(|| p.elems.iter().position(|e| e.path == target && e.slice_name.is_none()));
         p.elems[idx].content_ref = t;
     }
+    for i in 0..p.elems.len() {
+        let v = implied(&p, i, 0);
+        p.elems[i].implied = v;
+    }
     // implicit slicing: extensions sliced by url (FHIR R4 §2.27.0.3 — the standard discriminator)
     for i in 0..p.elems.len() {
         if p.elems[i].slicing.is_none() && !p.elems[i].slices.is_empty() {
@@ -316,6 +324,27 @@ pub fn compile(sd: &Value) -> Option<Profile> {
         }
     }
     Some(p)
+}
+
+fn implied(p: &Profile, i: usize, depth: usize) -> Option<Value> {
+    let el = &p.elems[i];
+    if let Some(v) = el.fixed.as_ref().or(el.pattern.as_ref()) {
+        return Some(v.clone());
+    }
+    if depth > 6 {
+        return None;
+    }
+    let mut m = serde_json::Map::new();
+    for &c in &el.children {
+        let ce = &p.elems[c];
+        if ce.name.ends_with("[x]") || ce.name == "extension" || ce.name == "modifierExtension" {
+            continue;
+        }
+        if let Some(v) = implied(p, c, depth + 1) {
+            m.insert(ce.name.clone(), v);
+        }
+    }
+    (!m.is_empty()).then_some(Value::Object(m))
 }
 
 /// Find or create the element for `segs` (creating missing parents/slices without constraints).

@@ -389,6 +389,14 @@ impl<'v, 'a> Run<'v, 'a> {
                 continue;
             }
             self.check_element(&p, 0, value, path, Mode::Profile, ty, &p.type_name.clone());
+            for rule in super::clins::rules_for(&p.url) {
+                let ok = fhirpath::try_evaluate(&rule.expr, value)
+                    .map(|r| !(r.len() == 1 && r[0].value.as_ref() == &Value::Bool(false)))
+                    .unwrap_or(true);
+                if !ok {
+                    self.issue(Severity::Error, "invariant", path, format!("{}: {}", rule.key, rule.human), Some(&p));
+                }
+            }
         }
         self.resource = saved;
         self.depth -= 1;
@@ -495,8 +503,9 @@ impl<'v, 'a> Run<'v, 'a> {
             }
             let Some(expr) = &c.expr else { continue };
             let focus = [Item { value: Cow::Borrowed(value), type_name: Some(ty), fhir_type: None }];
-            let env = Env::default();
-            let res = fhirpath::try_evaluate_with(expr, self.resource, Some(&focus), &env);
+            // lenient evaluation (FHIRPath §"singleton evaluation" errors → empty → not a failure): the
+            // R4 invariants use `as` on collections (dom-3), which strict mode rejects
+            let res: Result<_, fhirpath::FhirPathError> = Ok(fhirpath::evaluate_on(expr, &focus, self.resource));
             match res {
                 Ok(items) => {
                     let failed = items.len() == 1 && items[0].value.as_ref() == &Value::Bool(false);
@@ -971,7 +980,7 @@ impl<'v, 'a> Run<'v, 'a> {
     fn disc_value(&mut self, p: &Arc<Profile>, s: usize, path: &str, expr: Option<&fhirpath::Expr>, item: &'a Value) -> bool {
         let sl = &p.elems[s];
         let target = if path == "$this" { Some(s) } else { p.find(s, path) };
-        let expected: Option<&Value> = target.and_then(|t| p.elems[t].fixed.as_ref().or(p.elems[t].pattern.as_ref()));
+        let expected: Option<&Value> = target.and_then(|t| p.elems[t].implied.as_ref());
         let expected_owned: Option<Value> = match expected {
             Some(e) => Some(e.clone()),
             None if path == "url" => sl.types.iter().find(|t| t.code == "Extension").and_then(|t| t.profiles.first()).map(|u| Value::String(u.split('|').next().unwrap_or(u).to_string())),
@@ -997,11 +1006,17 @@ impl<'v, 'a> Run<'v, 'a> {
                 match binding {
                     Some((strength, vs)) if strength == "required" => match self.v.expansion(&vs) {
                         Some(exp) => actual.iter().any(|a| {
-                            let (sys, code) = match a.as_ref() {
-                                Value::String(c) => (None, Some(c.as_str())),
-                                o => (o.get("system").and_then(Value::as_str), o.get("code").and_then(Value::as_str)),
+                            let codings: Vec<&Value> = match a.get("coding") {
+                                Some(Value::Array(cs)) => cs.iter().collect(),
+                                _ => vec![a.as_ref()],
                             };
-                            code.is_some_and(|c| exp.check(sys, c) != Membership::NotIn)
+                            codings.iter().any(|o| {
+                                let (sys, code) = match o {
+                                    Value::String(c) => (None, Some(c.as_str())),
+                                    o => (o.get("system").and_then(Value::as_str), o.get("code").and_then(Value::as_str)),
+                                };
+                                code.is_some_and(|c| exp.check(sys, c) != Membership::NotIn)
+                            })
                         }),
                         None => true,
                     },
