@@ -60,6 +60,19 @@ enum Command {
         #[command(subcommand)]
         source: RegisterSource,
     },
+    /// Validate FHIR resources (JSON, one resource or Bundle per file; `.ndjson`: one per line) against
+    /// the R4 base definitions and their meta.profile / --profile (JSON schema first, then the profile
+    /// validator over profiles/). Prints one OperationOutcome per resource (stdout, JSON lines: {"file",
+    /// "line"?, "valid", "outcome"}), then a summary on stderr. Exit 0 = all valid, 1 = some invalid or
+    /// unreadable, 2 = the profiles could not be loaded.
+    Validate {
+        /// Files to validate.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Also validate against this profile (canonical URL; repeatable).
+        #[arg(long)]
+        profile: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -200,6 +213,61 @@ fn main() -> ExitCode {
         Command::Serve { listen, database, config } => runtime().block_on(serve(listen, database, config)),
         Command::Health { listen } => health(listen),
         Command::Register { source } => runtime().block_on(register(source)),
+        Command::Validate { files, profile } => validate_files(&files, &profile),
+    }
+}
+
+/// `validate FILE… [--profile URL]`: see the subcommand's doc. Output lines carry no resource content,
+/// only the OperationOutcome (diagnostics never echo names or birth dates).
+fn validate_files(files: &[PathBuf], profiles: &[String]) -> ExitCode {
+    use std::io::Write;
+    if let Err(e) = tobiume_gateway::validation::global() {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
+    let (mut valid, mut invalid) = (0usize, 0usize);
+    let mut out = std::io::stdout().lock();
+    let mut report = |file: &PathBuf, line: Option<usize>, v: Result<serde_json::Value, String>| {
+        let (ok, outcome) = match v {
+            Ok(res) => {
+                let issues = tobiume_gateway::validation::validate(&res, profiles);
+                (tobiume_gateway::validation::is_valid(&issues), tobiume_gateway::validation::operation_outcome(&issues))
+            }
+            Err(e) => (
+                false,
+                serde_json::json!({"resourceType": "OperationOutcome", "issue": [
+                    {"severity": "fatal", "code": "structure", "diagnostics": e}]}),
+            ),
+        };
+        if ok { valid += 1 } else { invalid += 1 }
+        let mut rec = serde_json::json!({"file": file.display().to_string(), "valid": ok, "outcome": outcome});
+        if let Some(l) = line {
+            rec["line"] = serde_json::json!(l);
+        }
+        let _ = writeln!(out, "{rec}");
+    };
+    for f in files {
+        let text = match std::fs::read_to_string(f) {
+            Ok(t) => t,
+            Err(e) => {
+                report(f, None, Err(format!("cannot read file: {e}")));
+                continue;
+            }
+        };
+        if f.extension().is_some_and(|x| x == "ndjson") {
+            for (i, l) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+                report(f, Some(i + 1), serde_json::from_str(l).map_err(|e| format!("invalid JSON: {e}")));
+            }
+        } else {
+            let t = text.strip_prefix('\u{feff}').unwrap_or(&text);
+            report(f, None, serde_json::from_str(t).map_err(|e| format!("invalid JSON: {e}")));
+        }
+    }
+    eprintln!("{{\"valid\":{valid},\"invalid\":{invalid}}}");
+    if invalid == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
     }
 }
 
