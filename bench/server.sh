@@ -1,0 +1,402 @@
+#!/usr/bin/env bash
+# End-to-end server benchmark of tobiume-gateway (see bench/README.md).
+#
+#   PATIENTS=2000 bench/server.sh            # quick run
+#   bench/server.sh                          # the issue's size: 100,000 patients (1.9 M SS-MIX2 files)
+#   bench/server.sh --no-pg                  # SQLite only (default: PostgreSQL too when its binaries exist)
+#
+# 1. installs wrk / sqlite3 / curl with apt-get when missing; builds the release binary (or uses $BIN);
+# 2. generates the synthetic SS-MIX2 corpus with `synth ssmix2` (19 files per patient), cached under
+#    $BENCH_DIR keyed by patient count and seed;
+# 3. imports it into a fresh SQLite file (and a throwaway PostgreSQL cluster) timing the wall clock
+#    -> files/s, resources/s, peak RSS of the importer, database size;
+# 4. starts `serve` on 127.0.0.1 per store, warms up, and runs wrk per scenario with random existing ids,
+#    names + birth dates and (patient, code) pairs sampled from the imported store; samples the server's
+#    RSS from /proc/PID/status during every run;
+# 5. prints a summary table with each scenario's req/s as a ratio to the static ceiling (GET /health,
+#    measured in the same run against the same server process) and the targets, and writes it
+#    (markdown + JSON) to bench/results/server-<date>.md.
+#
+# Environment (defaults):
+#   PATIENTS=100000 SEED=2026 BENCH_DIR=/tmp/tobiume-bench
+#   THREADS=2 CONNS=32 DURATION=20s WARMUP=5s      wrk settings (wrk -t$THREADS -c$CONNS -d$DURATION --latency)
+#   BIN=                 prebuilt tobiume-gateway binary (skips cargo build)
+#   IMPORT_BATCH=        --batch N for the importer (files per transaction; gateway default 256)
+#   REUSE_DB=0           1 = keep an already imported SQLite store of the same size (import not re-measured;
+#                        it still holds the Patients the create scenario of earlier runs added)
+#   SCENARIOS="health metadata read search_name search_obs create"
+#   SERVER_LOG=warn      TOBIUME_LOG of the server under test (info = one access-log line per request)
+#   PERF=0               1 = perf record (DWARF call graphs, 99 Hz) the server during each measured run into the
+#                        run directory (perf report -i …)
+#   SQLITE_ANALYZE=0     1 = run ANALYZE on the SQLite store before serving (what-if: the gateway never does)
+#   RESULTS_DIR=bench/results  KEEP_PG=0 (1 = keep the PostgreSQL cluster and its data after the run)
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=lib/pg.sh
+. "$REPO/bench/lib/pg.sh"
+
+PG_MODE=auto
+for a in "$@"; do
+  case "$a" in
+    --pg) PG_MODE=1 ;;
+    --no-pg) PG_MODE=0 ;;
+    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
+    *) echo "unknown argument: $a" >&2; exit 64 ;;
+  esac
+done
+
+PATIENTS=${PATIENTS:-100000}
+SEED=${SEED:-2026}
+BENCH_DIR=${BENCH_DIR:-/tmp/tobiume-bench}
+THREADS=${THREADS:-2}
+CONNS=${CONNS:-32}
+DURATION=${DURATION:-20s}
+WARMUP=${WARMUP:-5s}
+REUSE_DB=${REUSE_DB:-0}
+SCENARIOS=${SCENARIOS:-"health metadata read search_name search_obs create"}
+SERVER_LOG=${SERVER_LOG:-warn}
+PERF=${PERF:-0}
+KEEP_PG=${KEEP_PG:-0}
+RESULTS_DIR=${RESULTS_DIR:-$REPO/bench/results}
+SAMPLE=${SAMPLE:-20000}   # test-data rows per list
+
+log() { printf '\033[1m== %s\033[0m\n' "$*" >&2; }
+load1() { cut -d' ' -f1-3 /proc/loadavg; }
+now() { date +%s.%N; }
+secs_of() { local d=$1; case "$d" in *m) echo $((${d%m} * 60)) ;; *s) echo "${d%s}" ;; *) echo "$d" ;; esac; }
+
+mkdir -p "$BENCH_DIR"
+RUN_DIR="$BENCH_DIR/run-$(date +%Y%m%d-%H%M%S)"
+mkdir -p "$RUN_DIR"
+
+# ---------------------------------------------------------------- cleanup of what we started
+SERVER_PID=""
+SAMPLER_PID=""
+PG_DIR="$BENCH_DIR/pg-p$PATIENTS"
+PG_STARTED=0
+cleanup() {
+  [ -n "$SAMPLER_PID" ] && kill "$SAMPLER_PID" 2>/dev/null || true
+  [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null && wait "$SERVER_PID" 2>/dev/null || true
+  if [ "$PG_STARTED" = 1 ]; then
+    pg_stop "$PG_DIR"
+    [ "$KEEP_PG" = 1 ] || rm -rf "$PG_DIR"
+  fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# ---------------------------------------------------------------- 1. tools and binary
+need_pkgs=()
+command -v wrk >/dev/null || need_pkgs+=(wrk)
+command -v sqlite3 >/dev/null || need_pkgs+=(sqlite3)
+command -v curl >/dev/null || need_pkgs+=(curl)
+[ -x /usr/bin/time ] || need_pkgs+=(time)
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+  log "installing ${need_pkgs[*]} (apt-get)"
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
+fi
+if [ "$PG_MODE" != 0 ] && ! pg_bin_dir >/dev/null; then
+  if [ "$PG_MODE" = 1 ]; then
+    log "installing postgresql (apt-get) for --pg"
+    SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+    $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq postgresql >/dev/null
+  else
+    log "no PostgreSQL server binaries: SQLite only (use --pg to install them)"
+    PG_MODE=0
+  fi
+fi
+[ "$PG_MODE" = auto ] && PG_MODE=1
+
+if [ -z "${BIN:-}" ]; then
+  log "cargo build --release"
+  (cd "$REPO" && cargo build --release --locked --bin tobiume-gateway)
+  BIN="${CARGO_TARGET_DIR:-$REPO/target}/release/tobiume-gateway"
+fi
+[ -x "$BIN" ] || { echo "no binary at $BIN" >&2; exit 1; }
+REV=$(cd "$REPO" && git rev-parse --short HEAD 2>/dev/null || echo unknown)
+DIRTY=$(cd "$REPO" && git status --porcelain --untracked-files=no -- src Cargo.toml Cargo.lock migrations 2>/dev/null | wc -l)
+
+# ---------------------------------------------------------------- 2. corpus (cached)
+CORPUS="$BENCH_DIR/corpus-p$PATIENTS-s$SEED"
+if [ ! -f "$CORPUS/.complete" ]; then
+  log "synth ssmix2: $PATIENTS patients (seed $SEED) -> $CORPUS"
+  rm -rf "$CORPUS"
+  t0=$(now)
+  "$BIN" synth ssmix2 "$CORPUS/storage" --patients "$PATIENTS" --seed "$SEED"
+  t1=$(now)
+  find "$CORPUS/storage" -type f | wc -l >"$CORPUS/files"
+  du -sb "$CORPUS/storage" | cut -f1 >"$CORPUS/bytes"
+  awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.1f\n", b-a}' >"$CORPUS/synth_secs"
+  touch "$CORPUS/.complete"
+fi
+FILES=$(cat "$CORPUS/files")
+CORPUS_MB=$(( $(cat "$CORPUS/bytes") / 1000000 ))
+log "corpus: $PATIENTS patients, $FILES files, $CORPUS_MB MB (synth $(cat "$CORPUS/synth_secs") s)"
+
+# ---------------------------------------------------------------- 3. import
+# import_into NAME URL -> sets IMP_<NAME>_* (secs, files/s, resources/s, created, rss)
+declare -A IMP
+import_into() {
+  local name=$1 url=$2 out="$RUN_DIR/import-$1.log" t0 t1 summary
+  local batch=(); [ -n "${IMPORT_BATCH:-}" ] && batch=(--batch "$IMPORT_BATCH")
+  log "import ssmix2 -> $name (load $(load1))"
+  IMP[$name.load]=$(load1)
+  t0=$(now)
+  /usr/bin/time -f 'maxrss_kb=%M user=%U sys=%S' \
+    "$BIN" import ssmix2 "$CORPUS/storage" --database "$url" --quiet "${batch[@]}" \
+    --quarantine "$RUN_DIR/quarantine-$name" >"$out" 2>&1 || { tail "$out" >&2; return 1; }
+  t1=$(now)
+  summary=$(grep '^summary:' "$out")
+  IMP[$name.secs]=$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.1f", b-a}')
+  IMP[$name.files]=$(sed -E 's/.* files=([0-9]+).*/\1/' <<<"$summary")
+  IMP[$name.created]=$(sed -E 's/.* created=([0-9]+).*/\1/' <<<"$summary")
+  IMP[$name.failed]=$(sed -E 's/.* failed=([0-9]+).*/\1/' <<<"$summary")
+  IMP[$name.fps]=$(awk -v f="${IMP[$name.files]}" -v s="${IMP[$name.secs]}" 'BEGIN{printf "%.0f", f/s}')
+  IMP[$name.rps]=$(awk -v f="${IMP[$name.created]}" -v s="${IMP[$name.secs]}" 'BEGIN{printf "%.0f", f/s}')
+  IMP[$name.rss]=$(( $(sed -nE 's/.*maxrss_kb=([0-9]+).*/\1/p' "$out") / 1024 ))
+  IMP[$name.cpu]=$(sed -nE 's/.*user=([0-9.]+) sys=([0-9.]+).*/user \1 s, sys \2 s/p' "$out")
+  log "$name: ${IMP[$name.files]} files in ${IMP[$name.secs]} s = ${IMP[$name.fps]} files/s, ${IMP[$name.rps]} resources/s (${IMP[$name.created]} resources, ${IMP[$name.cpu]}, peak RSS ${IMP[$name.rss]} MB)"
+}
+
+SQLITE_ANALYZE=${SQLITE_ANALYZE:-0}
+SQLITE_DB="$BENCH_DIR/sqlite-p$PATIENTS-s$SEED.db"
+SQLITE_URL="sqlite://$SQLITE_DB?mode=rwc"
+if [ "$REUSE_DB" = 1 ] && [ -f "$SQLITE_DB.complete" ]; then
+  log "reusing $SQLITE_DB (REUSE_DB=1: import not measured)"
+else
+  rm -f "$SQLITE_DB" "$SQLITE_DB-wal" "$SQLITE_DB-shm" "$SQLITE_DB.complete"
+  import_into sqlite "$SQLITE_URL"
+  touch "$SQLITE_DB.complete"
+fi
+# fold the WAL into the main file so the size below is the store's
+sqlite3 "$SQLITE_DB" 'PRAGMA wal_checkpoint(TRUNCATE);' >/dev/null
+if [ "$SQLITE_ANALYZE" = 1 ]; then
+  log "ANALYZE on the SQLite store (SQLITE_ANALYZE=1: not what the gateway does by itself)"
+  sqlite3 "$SQLITE_DB" 'ANALYZE; PRAGMA optimize;'
+else
+  # a store analysed by an earlier SQLITE_ANALYZE=1 run would not measure the product as shipped
+  sqlite3 "$SQLITE_DB" "SELECT 1 FROM sqlite_master WHERE name='sqlite_stat1'" | grep -q 1 \
+    && sqlite3 "$SQLITE_DB" 'DROP TABLE IF EXISTS sqlite_stat1; DROP TABLE IF EXISTS sqlite_stat4;' || true
+fi
+IMP[sqlite.size]=$(( $(stat -c %s "$SQLITE_DB") / 1000000 ))
+
+if [ "$PG_MODE" = 1 ]; then
+  port=55432; while (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do port=$((port + 1)); done
+  PG_PORT=$port
+  log "PostgreSQL $(basename "$(dirname "$(pg_bin_dir)")") on 127.0.0.1:$PG_PORT (throwaway cluster, fsync=off) in $PG_DIR"
+  pg_start "$PG_DIR" "$PG_PORT"
+  PG_STARTED=1
+  import_into postgres "$(pg_url "$PG_PORT")"
+  pg_psql "$PG_PORT" "VACUUM ANALYZE" >/dev/null 2>&1 || true
+  IMP[postgres.size]=$(( $(pg_psql "$PG_PORT" "SELECT pg_database_size('tobiume')") / 1000000 ))
+fi
+
+# ---------------------------------------------------------------- test data from the store
+DATA_DIR="$RUN_DIR/data"
+mkdir -p "$DATA_DIR"
+log "sampling test data ($SAMPLE rows per list) from $SQLITE_DB"
+sqlite3 -separator $'\t' "$SQLITE_DB" \
+  "SELECT id FROM resources WHERE rtype='Patient' AND deleted=0 AND json NOT LIKE '%BENCH-%' ORDER BY random() LIMIT $SAMPLE" >"$DATA_DIR/ids.txt"
+# name: the kanji family name or the kana given name (both indexed by `name`), with the birth date
+sqlite3 -separator $'\t' "$SQLITE_DB" "
+  SELECT CASE WHEN abs(random()) % 2 = 0 THEN json_extract(json, '\$.name[0].family')
+              ELSE coalesce(json_extract(json, '\$.name[1].given[0]'), json_extract(json, '\$.name[0].family')) END,
+         json_extract(json, '\$.birthDate')
+  FROM resources WHERE rid IN (SELECT rid FROM resources WHERE rtype='Patient' AND deleted=0 ORDER BY random() LIMIT $SAMPLE)
+  AND json_extract(json, '\$.birthDate') IS NOT NULL" >"$DATA_DIR/names.txt"
+sqlite3 -separator $'\t' "$SQLITE_DB" "
+  SELECT substr(json_extract(json, '\$.subject.reference'), 9), json_extract(json, '\$.code.coding[0].code')
+  FROM resources WHERE rid IN (SELECT rid FROM resources WHERE rtype='Observation' AND deleted=0 ORDER BY random() LIMIT $SAMPLE)
+  AND json_extract(json, '\$.subject.reference') LIKE 'Patient/%'" >"$DATA_DIR/obs.txt"
+wc -l "$DATA_DIR"/*.txt | sed 's/^/   /' >&2
+STORE_PATIENTS=$(sqlite3 "$SQLITE_DB" "SELECT count(*) FROM resources WHERE rtype='Patient' AND deleted=0")
+STORE_RESOURCES=$(sqlite3 "$SQLITE_DB" "SELECT count(*) FROM resources WHERE deleted=0")
+
+# ---------------------------------------------------------------- 4. serve + wrk
+RESULTS="$RUN_DIR/results.tsv"   # backend scenario rps p50_ms p90_ms p99_ms errors rss_max_mb load1
+: >"$RESULTS"
+
+rss_sampler() { # PID OUTFILE: "max VmRSS kB, max RssAnon kB" every 100 ms until killed
+  local pid=$1 out=$2 max=0 anon=0 r a
+  echo "0 0" >"$out"
+  while kill -0 "$pid" 2>/dev/null; do
+    read -r r a < <(awk '/^VmRSS:/{r=$2} /^RssAnon:/{a=$2} END{print r+0, a+0}' "/proc/$pid/status" 2>/dev/null || echo "0 0")
+    if [ "$r" -gt "$max" ] || [ "$a" -gt "$anon" ]; then
+      [ "$r" -gt "$max" ] && max=$r
+      [ "$a" -gt "$anon" ] && anon=$a
+      echo "$max $anon" >"$out.tmp" && mv -f "$out.tmp" "$out"
+    fi
+    sleep 0.1
+  done
+}
+
+start_server() { # BACKEND URL
+  local backend=$1 url=$2 port=18080 i
+  while (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do port=$((port + 1)); done
+  SERVER_URL="http://127.0.0.1:$port"
+  TOBIUME_DEMO_PATIENTS=0 TOBIUME_LOG="$SERVER_LOG" "$BIN" serve --listen "127.0.0.1:$port" --database "$url" \
+    >"$RUN_DIR/serve-$backend.log" 2>&1 &
+  SERVER_PID=$!
+  for i in $(seq 1 300); do
+    curl -fsS -o /dev/null "$SERVER_URL/health" 2>/dev/null && break
+    kill -0 "$SERVER_PID" 2>/dev/null || { cat "$RUN_DIR/serve-$backend.log" >&2; return 1; }
+    sleep 0.2
+  done
+  log "serve ($backend) pid $SERVER_PID at $SERVER_URL, RSS at start $(awk '/^VmRSS:/{print $2/1024 " MB"}' /proc/$SERVER_PID/status)"
+}
+
+stop_server() {
+  kill "$SERVER_PID" 2>/dev/null || true
+  wait "$SERVER_PID" 2>/dev/null || true
+  SERVER_PID=""
+}
+
+check_once() { # SCENARIO: one request through curl, must be 2xx (guards against benchmarking 404s)
+  local s=$1 path code
+  case $s in
+    health) path=/health ;;
+    metadata) path=/fhir/metadata ;;
+    read) path="/fhir/Patient/$(head -1 "$DATA_DIR/ids.txt")" ;;
+    *) return 0 ;;  # the searches and create are checked by the non-2xx count
+  esac
+  code=$(curl -s -o /dev/null -w '%{http_code}' "$SERVER_URL$path")
+  [ "${code:0:1}" = 2 ] || { echo "check $s: HTTP $code for $path" >&2; return 1; }
+}
+
+run_scenario() { # BACKEND SCENARIO
+  local backend=$1 s=$2 out="$RUN_DIR/wrk-$1-$2.txt" rssf="$RUN_DIR/rss-$1-$2" j perf_pid="" l
+  check_once "$s"
+  SCENARIO=$s DATA_DIR=$DATA_DIR wrk -t"$THREADS" -c"$CONNS" -d"$WARMUP" -s "$REPO/bench/lib/scenarios.lua" "$SERVER_URL" >/dev/null
+  l=$(load1)
+  rss_sampler "$SERVER_PID" "$rssf" &
+  SAMPLER_PID=$!
+  if [ "$PERF" = 1 ] && command -v perf >/dev/null; then
+    perf record -F 99 --call-graph dwarf,16384 -p "$SERVER_PID" -o "$RUN_DIR/perf-$backend-$s.data" -- sleep "$(secs_of "$DURATION")" >/dev/null 2>&1 &
+    perf_pid=$!
+  fi
+  SCENARIO=$s DATA_DIR=$DATA_DIR wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency -s "$REPO/bench/lib/scenarios.lua" "$SERVER_URL" >"$out"
+  [ -n "$perf_pid" ] && wait "$perf_pid" 2>/dev/null
+  kill "$SAMPLER_PID" 2>/dev/null; wait "$SAMPLER_PID" 2>/dev/null || true; SAMPLER_PID=""
+  j=$(sed -n 's/^BENCHJSON //p' "$out")
+  [ -n "$j" ] || { cat "$out" >&2; return 1; }
+  # JSON -> TSV with awk (no jq needed)
+  awk -v b="$backend" -v rss="$(cut -d' ' -f1 "$rssf")" -v anon="$(cut -d' ' -f2 "$rssf")" -v load="$l" '
+    function num(k,   m) { if (match($0, "\"" k "\":[0-9.]+")) { m = substr($0, RSTART, RLENGTH); sub(/.*:/, "", m); return m + 0 } return 0 }
+    { errs = num("err_connect") + num("err_read") + num("err_write") + num("err_timeout")
+      printf "%s\t%s\t%.0f\t%.2f\t%.2f\t%.2f\t%d\t%d\t%.0f\t%s\t%.0f\n", b, "'"$s"'", num("rps"), num("p50_us")/1000, num("p90_us")/1000,
+             num("p99_us")/1000, num("err_status"), errs, rss/1024, load, anon/1024 }' <<<"$j" >>"$RESULTS"
+  tail -1 "$RESULTS" | awk -F'\t' '{printf "   %-8s %-12s %9s req/s  p50 %7s ms  p99 %7s ms  non-2xx %s  socket errors %s  RSS max %s MB (anon %s)  (load %s)\n", $1, $2, $3, $4, $6, $7, $8, $9, $11, $10}' >&2
+}
+
+bench_backend() { # BACKEND URL
+  local backend=$1 url=$2 s
+  start_server "$backend" "$url"
+  for s in $SCENARIOS; do run_scenario "$backend" "$s"; done
+  HWM[$backend]=$(awk '/^VmHWM:/{printf "%.0f", $2/1024}' "/proc/$SERVER_PID/status")
+  stop_server
+}
+declare -A HWM
+
+log "wrk -t$THREADS -c$CONNS -d$DURATION --latency (warm-up $WARMUP per scenario), server TOBIUME_LOG=$SERVER_LOG"
+bench_backend sqlite "$SQLITE_URL"
+[ "$PG_MODE" = 1 ] && bench_backend postgres "$(pg_url "$PG_PORT")"
+
+# ---------------------------------------------------------------- 5. summary
+DATE=$(date +%F)
+mkdir -p "$RESULTS_DIR"
+MD="$RESULTS_DIR/server-$DATE.md"
+[ -e "$MD" ] && MD="$RESULTS_DIR/server-$DATE-$(date +%H%M).md"
+CPU=$(awk -F': ' '/^model name/{print $2; exit}' /proc/cpuinfo)
+MEM_GB=$(awk '/^MemTotal:/{printf "%.0f", $2/1048576}' /proc/meminfo)
+
+ceiling() { awk -F'\t' -v b="$1" '$1==b && $2=="health"{print $3}' "$RESULTS"; }
+table() {
+  echo "| store | scenario | req/s | × ceiling | p50 ms | p90 ms | p99 ms | non-2xx | socket err | server RSS max MB | of it anon MB | load1,5,15 at start |"
+  echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+  awk -F'\t' -v cs="$(ceiling sqlite)" -v cp="$(ceiling postgres)" '{
+    c = ($1 == "sqlite") ? cs : cp; r = (c > 0) ? sprintf("%.2f", $3 / c) : "-"
+    printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", $1, $2, $3, r, $4, $5, $6, $7, $8, $9, $11, $10 }' "$RESULTS"
+}
+imp_table() {
+  echo "| store | files | seconds | files/s | resources | resources/s | importer peak RSS MB | importer CPU | DB size MB | load at start |"
+  echo "|---|---:|---:|---:|---:|---:|---:|---|---:|---|"
+  local n
+  for n in sqlite postgres; do
+    [ -n "${IMP[$n.size]:-}" ] || continue
+    printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$n" "${IMP[$n.files]:--}" "${IMP[$n.secs]:--}" \
+      "${IMP[$n.fps]:--}" "${IMP[$n.created]:--}" "${IMP[$n.rps]:--}" "${IMP[$n.rss]:--}" "${IMP[$n.cpu]:--}" "${IMP[$n.size]}" "${IMP[$n.load]:--}"
+  done
+}
+verdict() { if awk "BEGIN{exit !($1)}"; then echo "met"; else echo "**missed**"; fi; }
+targets() {
+  local cs rd sn so fps rssmax anonmax
+  cs=$(ceiling sqlite)
+  rd=$(awk -F'\t' '$1=="sqlite" && $2=="read"{print $3}' "$RESULTS")
+  sn=$(awk -F'\t' '$1=="sqlite" && $2=="search_name"{print $6}' "$RESULTS")
+  so=$(awk -F'\t' '$1=="sqlite" && $2=="search_obs"{print $6}' "$RESULTS")
+  fps=${IMP[sqlite.fps]:-}
+  rssmax=$(awk -F'\t' 'BEGIN{m=0} $9>m{m=$9} END{print m}' "$RESULTS")
+  echo "| target (SQLite, this machine) | measured | verdict |"
+  echo "|---|---|---|"
+  [ -n "$rd" ] && [ -n "$cs" ] && echo "| read ≥ 50 % of the ceiling (GET /health) | $(awk -v a="$rd" -v b="$cs" 'BEGIN{printf "%.0f %%", 100*a/b}') | $(verdict "$rd >= 0.5 * $cs") |"
+  [ -n "$rd" ] && echo "| read ≥ 10,000 req/s | $rd req/s | $(verdict "$rd >= 10000") |"
+  [ -n "$sn" ] && echo "| search p99 ≤ 10 ms: Patient?name=&birthdate= | $sn ms | $(verdict "$sn <= 10") |"
+  [ -n "$so" ] && echo "| search p99 ≤ 10 ms: Observation?patient=&code=&_sort=-date | $so ms | $(verdict "$so <= 10") |"
+  [ -n "$fps" ] && echo "| import ≥ 5,000 files/s into SQLite | $fps files/s | $(verdict "$fps >= 5000") |"
+  anonmax=$(awk -F'\t' 'BEGIN{m=0} $11>m{m=$11} END{print m}' "$RESULTS")
+  echo "| server RSS ≤ 200 MB under load (max VmRSS sampled every 100 ms, all scenarios and stores; includes SQLite's mmap of the DB file) | $rssmax MB, of it anonymous $anonmax MB (VmHWM sqlite ${HWM[sqlite]:--} MB, postgres ${HWM[postgres]:--} MB) | $(verdict "$rssmax <= 200") |"
+}
+json() {
+  printf '{"date":"%s","rev":"%s","dirty_src_files":%s,"patients":%s,"files":%s,"store_resources":%s,"wrk":{"threads":%s,"connections":%s,"duration":"%s","warmup":"%s"},"ceiling":"GET /health",\n "import":[' \
+    "$(date -Iseconds)" "$REV" "$DIRTY" "$PATIENTS" "$FILES" "$STORE_RESOURCES" "$THREADS" "$CONNS" "$DURATION" "$WARMUP"
+  local n sep=""
+  for n in sqlite postgres; do
+    [ -n "${IMP[$n.size]:-}" ] || continue
+    printf '%s{"store":"%s","files":%s,"secs":%s,"files_per_s":%s,"resources":%s,"resources_per_s":%s,"peak_rss_mb":%s,"db_mb":%s}' "$sep" "$n" \
+      "${IMP[$n.files]:-null}" "${IMP[$n.secs]:-null}" "${IMP[$n.fps]:-null}" "${IMP[$n.created]:-null}" "${IMP[$n.rps]:-null}" "${IMP[$n.rss]:-null}" "${IMP[$n.size]}"
+    sep=","
+  done
+  printf '],\n "scenarios":[\n'
+  awk -F'\t' -v cs="$(ceiling sqlite)" -v cp="$(ceiling postgres)" '{
+    c = ($1 == "sqlite") ? cs : cp
+    printf "%s  {\"store\":\"%s\",\"scenario\":\"%s\",\"rps\":%s,\"ratio_to_ceiling\":%.3f,\"p50_ms\":%s,\"p90_ms\":%s,\"p99_ms\":%s,\"non_2xx\":%s,\"socket_errors\":%s,\"rss_max_mb\":%s,\"rss_anon_max_mb\":%s,\"load\":\"%s\"}", (NR>1?",\n":""), $1, $2, $3, (c>0?$3/c:0), $4, $5, $6, $7, $8, $9, $11, $10 }' "$RESULTS"
+  printf '\n ]}\n'
+}
+
+{
+  echo "# Server benchmark $(date '+%F %H:%M %Z')"
+  echo
+  echo "\`bench/server.sh\` at $REV$( [ "$DIRTY" -gt 0 ] && echo " (+$DIRTY uncommitted src changes)"), binary \`$BIN\`."
+  echo "Machine: $(nproc) cores ($CPU), $MEM_GB GiB RAM, $(uname -sr). Load average (1, 5, 15 min) at the end: $(load1)."
+  echo
+  echo "Store: $PATIENTS synthetic patients (seed $SEED), $FILES SS-MIX2 files ($CORPUS_MB MB), $STORE_RESOURCES resources ($STORE_PATIENTS Patient)."
+  echo "Load generator: \`wrk -t$THREADS -c$CONNS -d$DURATION --latency\` on loopback after a $WARMUP warm-up, same 2 cores as the"
+  echo "server; requests pick random rows of $SAMPLE sampled ids / (name, birth date) / (patient, code) per scenario."
+  echo "Ceiling = \`GET /health\` of the same server process (full middleware stack, constant 15-byte body)."
+  echo "Server log level: TOBIUME_LOG=$SERVER_LOG. SQLite statistics (ANALYZE): $( [ "$SQLITE_ANALYZE" = 1 ] && echo "yes (SQLITE_ANALYZE=1, what-if)" || echo "none, as the importer leaves them")."
+  echo "PostgreSQL: VACUUM ANALYZE after the import (what autovacuum does shortly after a bulk load)."
+  echo
+  echo "## Import"
+  echo
+  imp_table
+  echo
+  echo "## HTTP"
+  echo
+  table
+  echo
+  echo "## Targets"
+  echo
+  targets
+  echo
+  echo "## JSON"
+  echo
+  echo '```json'
+  json
+  echo '```'
+} >"$MD"
+
+echo
+sed -n '/^## Import/,/^## JSON/p' "$MD" | sed '$d'
+echo "written: $MD (raw wrk output and logs in $RUN_DIR)"
