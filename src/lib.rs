@@ -15,4 +15,5 @@ pub mod mapping;
 pub mod search;
 pub mod ssmix2;
 pub mod store;
+pub mod summary;
 pub mod validation;

@@ -11,6 +11,8 @@
 //! | `/fhir/{type}` | GET / POST / PUT / DELETE | `search-type` (§3.1.0.8) / `create` + conditional create (§3.1.0.6) / conditional update (§3.1.0.4.3) / conditional delete (§3.1.0.7.1) |
 //! | `/fhir/Patient/$register` | POST | the simple registration JSON ([`operation::register`]) |
 //! | `/fhir/Patient/$match` | POST | Patient `$match`, IHE PDQm ([`operation::match_`]) |
+//! | `/fhir/Patient/{id}/$summary`, `/fhir/Patient/$summary?identifier=` | GET | emergency / multi-disciplinary patient summary, IPS-shaped document Bundle ([`operation::summary`]) |
+//! | `/view/patient/{id}` | GET | reference HTML viewer of the summary ([`view`]) |
 //! | `/fhir/{type}/_search` | POST | `search-type` with form body |
 //! | `/fhir/{type}/_history` | GET | type `history` |
 //! | `/fhir/{type}/{id}` | GET / PUT / PATCH / DELETE | `read` (§3.1.0.2) / `update` (§3.1.0.4) / `patch` (§3.1.0.5, JSON Patch) / `delete` (§3.1.0.7) |
@@ -53,6 +55,7 @@ pub mod validate_operation;
 pub mod rawjson;
 mod response;
 pub mod summary;
+pub mod view;
 
 use std::sync::Arc;
 
@@ -188,6 +191,8 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/Patient/$register", post(operation::register::register_http))
         .route("/Patient/$match", post(operation::match_::patient_match))
+        .route("/Patient/$summary", get(operation::summary::type_summary))
+        .route("/Patient/{id}/$summary", get(operation::summary::instance_summary))
         .route("/$validate", post(validate_operation::validate_system))
         .route("/{type}/$validate", post(validate_operation::validate_type))
         .route("/{type}/{id}/$validate", post(validate_operation::validate_instance))
@@ -206,6 +211,7 @@ pub fn router(state: AppState) -> Router {
     let x_request_id = HeaderName::from_static("x-request-id");
     Router::new()
         .route("/health", get(health))
+        .route("/view/patient/{id}", get(view::patient))
         .nest("/fhir", fhir)
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
