@@ -57,8 +57,8 @@ pub fn exercise(data: &[u8]) -> usize {
         let file = StorageFile::synthetic(Path::new("/fuzz"), name);
         let opts = ConvertOptions {
             charset: Charset::Auto,
-            identity: if (first + i) % 2 == 0 { IdentityMode::Lenient } else { IdentityMode::Strict },
-            facility_code: if first % 3 == 0 { Some("1312345678".into()) } else { None },
+            identity: if (first + i).is_multiple_of(2) { IdentityMode::Lenient } else { IdentityMode::Strict },
+            facility_code: if first.is_multiple_of(3) { Some("1312345678".into()) } else { None },
             ..ConvertOptions::default()
         };
         for r in [None, reference.as_ref()] {
