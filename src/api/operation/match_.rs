@@ -43,7 +43,7 @@
 //! |---|---|
 //! | `certain` | an identifier in common and no birth-date conflict; or full name + birth date + sex + address all equal (the secretariat's duplicate check, `docs/domain.md` §1.2) |
 //! | `probable` | full name + birth date equal, sex not conflicting |
-//! | `certainly-not` | birth date or sex conflicting, and neither the full name nor an identifier in common |
+//! | `certainly-not` | no identifier in common, and either birth date or sex conflicting without the full name equal, or the names different (not even the family name equal) without the address or a phone in common |
 //! | `possible` | anything else scoring ≥ [`POSSIBLE_THRESHOLD`] |
 //!
 //! Candidates come from indexed searches through [`access`] (so consent and audit apply): the input's
@@ -253,6 +253,7 @@ pub struct MatchScore {
 pub fn score(input: &Demographics, candidate: &Demographics) -> MatchScore {
     let name_full = input.full_names.iter().any(|n| candidate.full_names.contains(n));
     let family = !name_full && input.families.iter().any(|n| candidate.families.contains(n));
+    let name_conflict = !name_full && !family && !input.full_names.is_empty() && !candidate.full_names.is_empty();
     let name_s = if name_full {
         1.0
     } else if family {
@@ -301,7 +302,9 @@ pub fn score(input: &Demographics, candidate: &Demographics) -> MatchScore {
         MatchGrade::Certain
     } else if name_full && birth_eq && !sex_conflict {
         MatchGrade::Probable
-    } else if (birth_conflict || sex_conflict) && !name_full && !identifier {
+    } else if !identifier
+        && (((birth_conflict || sex_conflict) && !name_full) || (name_conflict && !address_eq && !phone_eq))
+    {
         MatchGrade::CertainlyNot
     } else {
         MatchGrade::Possible
