@@ -130,6 +130,11 @@ pub async fn import_ssmix2(
     let _ = tokio::task::spawn_blocking(move || producer.join()).await;
     result?;
     report.unchanged_files = report.conversion.unchanged;
+    if report.store.created + report.store.updated + report.store.deleted > 0 {
+        // Refresh planner statistics: without them SQLite picks poor indexes after a bulk load
+        // (Observation?patient=&code=&_sort=-date went from ~1 ms to ~800 ms at 20,000 patients).
+        store.analyze().await?;
+    }
     Ok(report)
 }
 

@@ -93,6 +93,9 @@ impl SqliteStore {
     /// Refreshes the query planner's statistics (`ANALYZE`, then `PRAGMA optimize`). Call after a bulk
     /// import; cheap to repeat. Errors: `Database`.
     pub async fn analyze(&self) -> Result<(), StoreError> {
+        // Bounded sampling keeps ANALYZE to seconds on multi-GB stores; the planner needs the
+        // statistics to pick e.g. the patient reference index over a common JLAC10 code.
+        sqlx::query("PRAGMA analysis_limit = 2000").execute(&self.writer).await?;
         sqlx::query("ANALYZE").execute(&self.writer).await?;
         sqlx::query("PRAGMA optimize").execute(&self.writer).await?;
         Ok(())
