@@ -137,7 +137,7 @@ section{background:#fff;border-radius:8px;margin:0 0 10px;padding:10px 12px;box-
 h2{font-size:17px;margin:0 0 6px;padding-bottom:4px;border-bottom:2px solid #0b4f8a;display:flex;justify-content:space-between;align-items:baseline;gap:8px}\
 h2 .upd{font-size:12px;font-weight:normal;color:#555;white-space:nowrap}\
 ul{list-style:none;margin:0;padding:0}\
-li{padding:6px 0;border-bottom:1px solid #eee;overflow-wrap:anywhere}\
+li{padding:5px 0;border-bottom:1px solid #eee;overflow-wrap:anywhere}\
 li:last-child{border-bottom:0}\
 .lb{display:block;font-size:12px;color:#555}\
 .meta{display:block;font-size:12px;color:#666}\
@@ -148,6 +148,8 @@ li.ci .tx{font-weight:bold}\
 li.key .tx{font-weight:bold}\
 .empty{color:#777}\
 .warn{background:#fff3cd;padding:8px;border-radius:6px;margin:0 0 10px}\
+a.alert{display:block;margin:10px -12px -12px;padding:8px 12px;background:#c00;color:#fff;font-weight:bold;text-decoration:none}\
+.badge.inv{background:#fff;color:#c00}\
 footer{font-size:12px;color:#666;padding:4px 12px 20px}\
 footer a{color:#0b4f8a}";
 
@@ -189,7 +191,23 @@ pub fn render(v: &View, requested_id: &str, fhir_url: &str) -> String {
     if let Some(c) = &v.patient.card_id {
         line.push(format!("ID {}", esc(c)));
     }
-    h.push_str(&format!("<div>{}</div></div></header><main>", line.join("　")));
+    h.push_str(&format!("<div>{}</div></div>", line.join("　")));
+    // Contraindicated drugs repeated at the top, in red, so they are seen without scrolling (the
+    // section itself stays in the network's order below).
+    let ci: Vec<&str> = v
+        .sections
+        .iter()
+        .flat_map(|s| s.items.iter())
+        .filter(|i| i.contraindicated)
+        .map(|i| i.text.split('（').next().unwrap_or(&i.text))
+        .collect();
+    if !ci.is_empty() {
+        h.push_str(&format!(
+            "<a class=\"alert\" href=\"#contraindicated-drugs\" style=\"background:#c00;color:#fff\"><span class=\"badge inv\">禁忌薬</span>{}</a>",
+            ci.iter().map(|t| esc(t)).collect::<Vec<_>>().join("／")
+        ));
+    }
+    h.push_str("</header><main>");
     if v.degraded {
         h.push_str("<div class=\"warn\">登録情報の一部を正しく読み取れなかったため、簡易表示しています。</div>");
     }
