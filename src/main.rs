@@ -607,7 +607,11 @@ async fn register(source: RegisterSource) -> ExitCode {
     };
     let api_cfg = api::ApiConfig { base_url: cfg.base_url(), ..api::ApiConfig::default() };
     let state = api::AppState::new(Arc::new(store), registry, api_cfg);
-    let ctx = RequestContext { request_id: Some(format!("cli-{}", std::process::id())), ..RequestContext::default() };
+    let mut headers = axum::http::HeaderMap::new();
+    if let Ok(v) = axum::http::HeaderValue::from_str(&format!("cli-{}", std::process::id())) {
+        headers.insert("x-request-id", v);
+    }
+    let ctx = RequestContext::from_headers(&headers);
     let print_issues = |e: &api::ApiError| {
         for i in &e.issues {
             eprintln!("{}", serde_json::json!({"error": i.diagnostics, "code": i.code, "expression": i.expression}));

@@ -182,10 +182,10 @@ async fn patient_match_scores_and_grades(db: Db) {
     // onlyCertainMatches: only the certain one; count limits
     let q = query_patient(("オオノ", "ショウヘイ"), Some("1950-05-05"), Some("male"), Some("福岡県北九州市小倉北区城内1-1"));
     let only = json!({"name": "onlyCertainMatches", "valueBoolean": true});
-    let m = matches(&do_match(&a, params(q.clone(), &[only.clone()])).await);
+    let m = matches(&do_match(&a, params(q.clone(), std::slice::from_ref(&only))).await);
     assert_eq!(m, [("tobiume-TB-1".into(), 0.9, "certain".into())]);
     let q2 = query_patient(("ウメノ", "ユウコ"), None, None, None);
-    let m = matches(&do_match(&a, params(q2.clone(), &[only.clone()])).await);
+    let m = matches(&do_match(&a, params(q2.clone(), std::slice::from_ref(&only))).await);
     assert!(m.is_empty(), "probable/possible are not certain: {m:?}");
     let m = matches(&do_match(&a, params(q2, &[json!({"name": "count", "valueInteger": 1})])).await);
     assert_eq!(m.len(), 1);

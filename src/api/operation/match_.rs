@@ -129,10 +129,20 @@ impl Demographics {
     /// elements are skipped.
     pub fn of(patient: &Value) -> Demographics {
         let mut d = Demographics::default();
-        for n in patient.get("name").and_then(Value::as_array).into_iter().flatten() {
+        for n in patient
+            .get("name")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             let family = n.get("family").and_then(Value::as_str).unwrap_or("");
-            let given: Vec<&str> =
-                n.get("given").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).collect();
+            let given: Vec<&str> = n
+                .get("given")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
             let full = if !family.is_empty() || !given.is_empty() {
                 fold_ja(&format!("{family}{}", given.concat()))
             } else {
@@ -141,9 +151,21 @@ impl Demographics {
             push_unique(&mut d.full_names, full);
             push_unique(&mut d.families, fold_ja(family));
         }
-        d.birth_date = patient.get("birthDate").and_then(Value::as_str).map(str::to_string);
-        d.gender = patient.get("gender").and_then(Value::as_str).filter(|g| *g != "unknown").map(str::to_string);
-        for a in patient.get("address").and_then(Value::as_array).into_iter().flatten() {
+        d.birth_date = patient
+            .get("birthDate")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        d.gender = patient
+            .get("gender")
+            .and_then(Value::as_str)
+            .filter(|g| *g != "unknown")
+            .map(str::to_string);
+        for a in patient
+            .get("address")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             let text = match a.get("text").and_then(Value::as_str) {
                 Some(t) => t.to_string(),
                 None => {
@@ -151,7 +173,13 @@ impl Demographics {
                     for k in ["state", "city", "district"] {
                         s.push_str(a.get(k).and_then(Value::as_str).unwrap_or(""));
                     }
-                    for l in a.get("line").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str) {
+                    for l in a
+                        .get("line")
+                        .and_then(Value::as_array)
+                        .into_iter()
+                        .flatten()
+                        .filter_map(Value::as_str)
+                    {
                         s.push_str(l);
                     }
                     s
@@ -159,17 +187,38 @@ impl Demographics {
             };
             push_unique(&mut d.addresses, normalize_address(&text));
         }
-        for t in patient.get("telecom").and_then(Value::as_array).into_iter().flatten() {
-            if matches!(t.get("system").and_then(Value::as_str), Some("phone") | Some("sms") | None) {
-                let digits: String =
-                    t.get("value").and_then(Value::as_str).unwrap_or("").chars().filter(char::is_ascii_digit).collect();
+        for t in patient
+            .get("telecom")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            if matches!(
+                t.get("system").and_then(Value::as_str),
+                Some("phone") | Some("sms") | None
+            ) {
+                let digits: String = t
+                    .get("value")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .chars()
+                    .filter(char::is_ascii_digit)
+                    .collect();
                 if digits.len() >= 6 {
                     push_unique(&mut d.phones, digits);
                 }
             }
         }
-        for i in patient.get("identifier").and_then(Value::as_array).into_iter().flatten() {
-            if let (Some(s), Some(v)) = (i.get("system").and_then(Value::as_str), i.get("value").and_then(Value::as_str)) {
+        for i in patient
+            .get("identifier")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            if let (Some(s), Some(v)) = (
+                i.get("system").and_then(Value::as_str),
+                i.get("value").and_then(Value::as_str),
+            ) {
                 if !s.is_empty() && !v.is_empty() {
                     d.identifiers.push((s.to_string(), v.to_string()));
                 }
@@ -180,7 +229,10 @@ impl Demographics {
 
     /// `true` when there is nothing to match on (no name, birth date, identifier or phone).
     pub fn is_empty(&self) -> bool {
-        self.full_names.is_empty() && self.birth_date.is_none() && self.identifiers.is_empty() && self.phones.is_empty()
+        self.full_names.is_empty()
+            && self.birth_date.is_none()
+            && self.identifiers.is_empty()
+            && self.phones.is_empty()
     }
 }
 
@@ -193,11 +245,53 @@ fn push_unique(v: &mut Vec<String>, s: String) {
 /// The 47 prefectures (stripped from the front of addresses, since one system writes them and
 /// another does not).
 const PREFECTURES: [&str; 47] = [
-    "北海道", "青森県", "岩手県", "宮城県", "秋田県", "山形県", "福島県", "茨城県", "栃木県", "群馬県", "埼玉県",
-    "千葉県", "東京都", "神奈川県", "新潟県", "富山県", "石川県", "福井県", "山梨県", "長野県", "岐阜県", "静岡県",
-    "愛知県", "三重県", "滋賀県", "京都府", "大阪府", "兵庫県", "奈良県", "和歌山県", "鳥取県", "島根県", "岡山県",
-    "広島県", "山口県", "徳島県", "香川県", "愛媛県", "高知県", "福岡県", "佐賀県", "長崎県", "熊本県", "大分県",
-    "宮崎県", "鹿児島県", "沖縄県",
+    "北海道",
+    "青森県",
+    "岩手県",
+    "宮城県",
+    "秋田県",
+    "山形県",
+    "福島県",
+    "茨城県",
+    "栃木県",
+    "群馬県",
+    "埼玉県",
+    "千葉県",
+    "東京都",
+    "神奈川県",
+    "新潟県",
+    "富山県",
+    "石川県",
+    "福井県",
+    "山梨県",
+    "長野県",
+    "岐阜県",
+    "静岡県",
+    "愛知県",
+    "三重県",
+    "滋賀県",
+    "京都府",
+    "大阪府",
+    "兵庫県",
+    "奈良県",
+    "和歌山県",
+    "鳥取県",
+    "島根県",
+    "岡山県",
+    "広島県",
+    "山口県",
+    "徳島県",
+    "香川県",
+    "愛媛県",
+    "高知県",
+    "福岡県",
+    "佐賀県",
+    "長崎県",
+    "熊本県",
+    "大分県",
+    "宮崎県",
+    "鹿児島県",
+    "沖縄県",
 ];
 
 /// Comparison form of a Japanese address: [`fold_ja`] (width, spaces, kana), a leading postcode
@@ -207,7 +301,11 @@ pub fn normalize_address(text: &str) -> String {
     let mut s = fold_ja(text);
     s = s.trim_start_matches('〒').to_string();
     let b = s.as_bytes();
-    if b.len() >= 8 && b[..3].iter().all(u8::is_ascii_digit) && b[3] == b'-' && b[4..8].iter().all(u8::is_ascii_digit) {
+    if b.len() >= 8
+        && b[..3].iter().all(u8::is_ascii_digit)
+        && b[3] == b'-'
+        && b[4..8].iter().all(u8::is_ascii_digit)
+    {
         s = s[8..].to_string();
     } else if b.len() >= 7 && b[..7].iter().all(u8::is_ascii_digit) {
         s = s[7..].to_string();
@@ -215,7 +313,11 @@ pub fn normalize_address(text: &str) -> String {
     if let Some(p) = PREFECTURES.iter().find(|p| s.starts_with(*p)) {
         s = s[p.len()..].to_string();
     }
-    let s = s.replace("丁目", "-").replace("番地", "-").replace('番', "-").replace('号', "");
+    let s = s
+        .replace("丁目", "-")
+        .replace("番地", "-")
+        .replace('番', "-")
+        .replace('号', "");
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         if c == '-' && (out.ends_with('-') || out.is_empty()) {
@@ -251,9 +353,17 @@ pub struct MatchScore {
 /// Scores `candidate` against `input` (see the module docs for weights and grades). Symmetric in
 /// everything but identifiers' role. Never fails.
 pub fn score(input: &Demographics, candidate: &Demographics) -> MatchScore {
-    let name_full = input.full_names.iter().any(|n| candidate.full_names.contains(n));
-    let family = !name_full && input.families.iter().any(|n| candidate.families.contains(n));
-    let name_conflict = !name_full && !family && !input.full_names.is_empty() && !candidate.full_names.is_empty();
+    let name_full = input
+        .full_names
+        .iter()
+        .any(|n| candidate.full_names.contains(n));
+    let family = !name_full
+        && input
+            .families
+            .iter()
+            .any(|n| candidate.families.contains(n));
+    let name_conflict =
+        !name_full && !family && !input.full_names.is_empty() && !candidate.full_names.is_empty();
     let name_s = if name_full {
         1.0
     } else if family {
@@ -264,7 +374,9 @@ pub fn score(input: &Demographics, candidate: &Demographics) -> MatchScore {
 
     let (birth_s, birth_eq, birth_conflict) = match (&input.birth_date, &candidate.birth_date) {
         (Some(a), Some(b)) if a == b => (1.0, true, false),
-        (Some(a), Some(b)) if a.starts_with(b.as_str()) || b.starts_with(a.as_str()) => (0.5, false, false),
+        (Some(a), Some(b)) if a.starts_with(b.as_str()) || b.starts_with(a.as_str()) => {
+            (0.5, false, false)
+        }
         (Some(_), Some(_)) => (0.0, false, true),
         _ => (0.0, false, false),
     };
@@ -272,11 +384,18 @@ pub fn score(input: &Demographics, candidate: &Demographics) -> MatchScore {
         (Some(a), Some(b)) => (a == b, a != b),
         _ => (false, false),
     };
-    let address_eq = input.addresses.iter().any(|a| candidate.addresses.contains(a));
+    let address_eq = input
+        .addresses
+        .iter()
+        .any(|a| candidate.addresses.contains(a));
     let address_part = !address_eq
         && input.addresses.iter().any(|a| {
             candidate.addresses.iter().any(|b| {
-                let (short, long) = if a.chars().count() <= b.chars().count() { (a, b) } else { (b, a) };
+                let (short, long) = if a.chars().count() <= b.chars().count() {
+                    (a, b)
+                } else {
+                    (b, a)
+                };
                 short.chars().count() >= 6 && long.contains(short.as_str())
             })
         });
@@ -288,28 +407,45 @@ pub fn score(input: &Demographics, candidate: &Demographics) -> MatchScore {
         0.0
     };
     let phone_eq = input.phones.iter().any(|p| candidate.phones.contains(p));
-    let identifier = input.identifiers.iter().any(|i| candidate.identifiers.contains(i));
+    let identifier = input
+        .identifiers
+        .iter()
+        .any(|i| candidate.identifiers.contains(i));
 
     let weighted = 0.35 * name_s
         + 0.30 * birth_s
         + 0.10 * f64::from(u8::from(sex_eq))
         + 0.15 * address_s
         + 0.10 * f64::from(u8::from(phone_eq));
-    let raw = if identifier { 0.6 + 0.4 * weighted } else { weighted };
+    let raw = if identifier {
+        0.6 + 0.4 * weighted
+    } else {
+        weighted
+    };
     let score = (raw.clamp(0.0, 1.0) * 100.0).round() / 100.0;
 
-    let grade = if (identifier && !birth_conflict) || (name_full && birth_eq && sex_eq && address_eq) {
-        MatchGrade::Certain
-    } else if name_full && birth_eq && !sex_conflict {
-        MatchGrade::Probable
-    } else if !identifier
-        && (((birth_conflict || sex_conflict) && !name_full) || (name_conflict && !address_eq && !phone_eq))
-    {
-        MatchGrade::CertainlyNot
-    } else {
-        MatchGrade::Possible
-    };
-    MatchScore { score, grade, name: name_full, birth_date: birth_eq, sex: sex_eq, address: address_eq, identifier }
+    let grade =
+        if (identifier && !birth_conflict) || (name_full && birth_eq && sex_eq && address_eq) {
+            MatchGrade::Certain
+        } else if name_full && birth_eq && !sex_conflict {
+            MatchGrade::Probable
+        } else if !identifier
+            && (((birth_conflict || sex_conflict) && !name_full)
+                || (name_conflict && !address_eq && !phone_eq))
+        {
+            MatchGrade::CertainlyNot
+        } else {
+            MatchGrade::Possible
+        };
+    MatchScore {
+        score,
+        grade,
+        name: name_full,
+        birth_date: birth_eq,
+        sex: sex_eq,
+        address: address_eq,
+        identifier,
+    }
 }
 
 /// A scored candidate.
@@ -328,10 +464,17 @@ pub struct Candidate {
 /// [`POSSIBLE_THRESHOLD`], best first (score, then grade, then id).
 ///
 /// Errors: as [`access::search`] (500 on a database failure).
-pub async fn find_matches(state: &AppState, ctx: &RequestContext, input: &Demographics) -> ApiResult<Vec<Candidate>> {
+pub async fn find_matches(
+    state: &AppState,
+    ctx: &RequestContext,
+    input: &Demographics,
+) -> ApiResult<Vec<Candidate>> {
     let mut searches: Vec<Vec<(String, String)>> = Vec::new();
     for (s, v) in &input.identifiers {
-        searches.push(vec![("identifier".into(), format!("{}|{}", escape(s), escape(v)))]);
+        searches.push(vec![(
+            "identifier".into(),
+            format!("{}|{}", escape(s), escape(v)),
+        )]);
     }
     if let Some(b) = &input.birth_date {
         searches.push(vec![("birthdate".into(), b.clone())]);
@@ -353,10 +496,16 @@ pub async fn find_matches(state: &AppState, ctx: &RequestContext, input: &Demogr
             if r.deleted || !seen.insert(r.id.clone()) {
                 continue;
             }
-            let Ok(value) = serde_json::from_str::<Value>(&r.json) else { continue };
+            let Ok(value) = serde_json::from_str::<Value>(&r.json) else {
+                continue;
+            };
             let s = score(input, &Demographics::of(&value));
             if s.grade != MatchGrade::CertainlyNot && s.score >= POSSIBLE_THRESHOLD {
-                out.push(Candidate { resource: r, value, score: s });
+                out.push(Candidate {
+                    resource: r,
+                    value,
+                    score: s,
+                });
             }
         }
     }
@@ -392,22 +541,40 @@ struct MatchInput {
 fn parse_input(v: Value) -> ApiResult<MatchInput> {
     let bad = |msg: &str, at: String| ApiError::bad_request(msg.to_string()).with_expression(&at);
     match v.get("resourceType").and_then(Value::as_str) {
-        Some("Patient") => return Ok(MatchInput { patient: v, only_certain: false, count: DEFAULT_COUNT }),
+        Some("Patient") => {
+            return Ok(MatchInput {
+                patient: v,
+                only_certain: false,
+                count: DEFAULT_COUNT,
+            })
+        }
         Some("Parameters") => {}
         _ => {
-            return Err(bad("the body must be a Parameters resource (or a Patient)", "Resource.resourceType".into()))
+            return Err(bad(
+                "the body must be a Parameters resource (or a Patient)",
+                "Resource.resourceType".into(),
+            ))
         }
     }
     let mut patient = None;
     let mut only_certain = false;
     let mut count = DEFAULT_COUNT;
-    for (i, p) in v.get("parameter").and_then(Value::as_array).into_iter().flatten().enumerate() {
+    for (i, p) in v
+        .get("parameter")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
         let at = format!("Parameters.parameter[{i}]");
         match p.get("name").and_then(Value::as_str) {
             Some("resource") => {
                 let r = p.get("resource").cloned().unwrap_or(Value::Null);
                 if r.get("resourceType").and_then(Value::as_str) != Some("Patient") {
-                    return Err(bad("parameter `resource` must hold a Patient", format!("{at}.resource")));
+                    return Err(bad(
+                        "parameter `resource` must hold a Patient",
+                        format!("{at}.resource"),
+                    ));
                 }
                 if patient.is_some() {
                     return Err(bad("parameter `resource` given more than once", at));
@@ -418,22 +585,45 @@ fn parse_input(v: Value) -> ApiResult<MatchInput> {
                 only_certain = p
                     .get("valueBoolean")
                     .and_then(Value::as_bool)
-                    .ok_or_else(|| bad("onlyCertainMatches needs valueBoolean", format!("{at}.valueBoolean")))?;
+                    .ok_or_else(|| {
+                        bad(
+                            "onlyCertainMatches needs valueBoolean",
+                            format!("{at}.valueBoolean"),
+                        )
+                    })?;
             }
             Some("count") => {
                 let n = p
                     .get("valueInteger")
                     .and_then(Value::as_i64)
                     .filter(|n| *n >= 1)
-                    .ok_or_else(|| bad("count needs a valueInteger of at least 1", format!("{at}.valueInteger")))?;
+                    .ok_or_else(|| {
+                        bad(
+                            "count needs a valueInteger of at least 1",
+                            format!("{at}.valueInteger"),
+                        )
+                    })?;
                 count = usize::try_from(n).unwrap_or(MAX_COUNT).min(MAX_COUNT);
             }
-            _ => return Err(bad("unknown parameter (expected resource, onlyCertainMatches, count)", format!("{at}.name"))),
+            _ => {
+                return Err(bad(
+                    "unknown parameter (expected resource, onlyCertainMatches, count)",
+                    format!("{at}.name"),
+                ))
+            }
         }
     }
-    let patient =
-        patient.ok_or_else(|| bad("parameter `resource` (the Patient to match) is required", "Parameters.parameter".into()))?;
-    Ok(MatchInput { patient, only_certain, count })
+    let patient = patient.ok_or_else(|| {
+        bad(
+            "parameter `resource` (the Patient to match) is required",
+            "Parameters.parameter".into(),
+        )
+    })?;
+    Ok(MatchInput {
+        patient,
+        only_certain,
+        count,
+    })
 }
 
 /// The `search` element of a match entry.
@@ -479,7 +669,9 @@ pub async fn patient_match(
             outcome = Some(operation_outcome(&[Issue {
                 severity: "warning",
                 code: "multiple-matches",
-                diagnostics: "several certain matches; none returned because onlyCertainMatches is true".into(),
+                diagnostics:
+                    "several certain matches; none returned because onlyCertainMatches is true"
+                        .into(),
                 expression: None,
             }]));
         }
@@ -488,7 +680,10 @@ pub async fn patient_match(
     let mut w = BundleWriter::new("searchset", Some(found.len()), &[]);
     for c in &found {
         w.entry(Entry {
-            full_url: Some(format!("{}/Patient/{}", state.config.base_url, c.resource.id)),
+            full_url: Some(format!(
+                "{}/Patient/{}",
+                state.config.base_url, c.resource.id
+            )),
             resource: Some(&c.resource.json),
             search: Some(search_element(&c.score)),
             ..Entry::default()
@@ -496,7 +691,11 @@ pub async fn patient_match(
     }
     let outcome_text = outcome.map(|o| o.to_string());
     if let Some(t) = &outcome_text {
-        w.entry(Entry { resource: Some(t), search: Some(json!({"mode": "outcome"})), ..Entry::default() });
+        w.entry(Entry {
+            resource: Some(t),
+            search: Some(json!({"mode": "outcome"})),
+            ..Entry::default()
+        });
     }
     Ok(fhir_bytes(StatusCode::OK, w.finish().into_bytes()))
 }
@@ -505,7 +704,13 @@ pub async fn patient_match(
 mod tests {
     use super::*;
 
-    fn patient(kana: (&str, &str), kanji: (&str, &str), birth: &str, gender: &str, address: &str) -> Value {
+    fn patient(
+        kana: (&str, &str),
+        kanji: (&str, &str),
+        birth: &str,
+        gender: &str,
+        address: &str,
+    ) -> Value {
         json!({
             "resourceType": "Patient",
             "name": [
@@ -522,36 +727,76 @@ mod tests {
     #[test]
     fn addresses_normalize() {
         let a = normalize_address("福岡県福岡市中央区天神1丁目1番1号");
-        assert_eq!(a, normalize_address("〒810-0001 福岡市中央区天神１－１－１"));
+        assert_eq!(
+            a,
+            normalize_address("〒810-0001 福岡市中央区天神１－１－１")
+        );
         assert_eq!(a, "福岡市中央区天神1-1-1");
         assert_ne!(a, normalize_address("福岡市中央区天神1-1-2"));
     }
 
     #[test]
     fn grades() {
-        let base = Demographics::of(&patient(("ウメノ", "ハナコ"), ("梅野", "花子"), "1938-03-14", "female", "福岡市中央区天神1-1-1"));
+        let base = Demographics::of(&patient(
+            ("ウメノ", "ハナコ"),
+            ("梅野", "花子"),
+            "1938-03-14",
+            "female",
+            "福岡市中央区天神1-1-1",
+        ));
         // the same person, written differently
-        let same = Demographics::of(&patient(("うめの", "はなこ"), ("梅野", "花子"), "1938-03-14", "female", "福岡県福岡市中央区天神1丁目1番1号"));
+        let same = Demographics::of(&patient(
+            ("うめの", "はなこ"),
+            ("梅野", "花子"),
+            "1938-03-14",
+            "female",
+            "福岡県福岡市中央区天神1丁目1番1号",
+        ));
         let s = score(&base, &same);
         assert_eq!(s.grade, MatchGrade::Certain);
         assert_eq!(s.score, 1.0);
         // moved house: probable
-        let moved = Demographics::of(&patient(("ウメノ", "ハナコ"), ("梅野", "花子"), "1938-03-14", "female", "北九州市小倉北区1-1"));
+        let moved = Demographics::of(&patient(
+            ("ウメノ", "ハナコ"),
+            ("梅野", "花子"),
+            "1938-03-14",
+            "female",
+            "北九州市小倉北区1-1",
+        ));
         let s = score(&base, &moved);
         assert_eq!(s.grade, MatchGrade::Probable);
         assert_eq!(s.score, 0.85);
         // another person born the same day
-        let other = Demographics::of(&patient(("サトウ", "ハナコ"), ("佐藤", "花子"), "1938-03-14", "male", "福岡市東区1-1"));
+        let other = Demographics::of(&patient(
+            ("サトウ", "ハナコ"),
+            ("佐藤", "花子"),
+            "1938-03-14",
+            "male",
+            "福岡市東区1-1",
+        ));
         let s = score(&base, &other);
         assert_eq!(s.grade, MatchGrade::CertainlyNot);
         // same name, other birth date and sex
-        let namesake = Demographics::of(&patient(("ウメノ", "ハナコ"), ("梅野", "花子"), "1990-01-01", "male", "東京都港区1-1"));
+        let namesake = Demographics::of(&patient(
+            ("ウメノ", "ハナコ"),
+            ("梅野", "花子"),
+            "1990-01-01",
+            "male",
+            "東京都港区1-1",
+        ));
         assert_eq!(score(&base, &namesake).grade, MatchGrade::Possible);
         // identifier in common
-        let mut with_id = patient(("ウメノ", "ハナコ"), ("梅野", "花子"), "1938-03-14", "female", "x");
+        let mut with_id = patient(
+            ("ウメノ", "ハナコ"),
+            ("梅野", "花子"),
+            "1938-03-14",
+            "female",
+            "x",
+        );
         with_id["identifier"] = json!([{"system": "urn:x", "value": "1"}]);
         let a = Demographics::of(&with_id);
-        let mut b = Demographics::of(&json!({"resourceType": "Patient", "birthDate": "1938-03-14"}));
+        let mut b =
+            Demographics::of(&json!({"resourceType": "Patient", "birthDate": "1938-03-14"}));
         b.identifiers.push(("urn:x".into(), "1".into()));
         assert_eq!(score(&a, &b).grade, MatchGrade::Certain);
         assert!(score(&a, &b).score >= 0.6);

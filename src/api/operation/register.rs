@@ -61,20 +61,26 @@ use crate::api::outcome::{operation_outcome, ApiError, ApiResult, Issue};
 use crate::api::response::{self, fhir_bytes, fhir_json};
 use crate::api::AppState;
 use crate::mapping::registration::receipt::{self, Merged, ReceiptRow, RowError};
-use crate::mapping::registration::{from_fhir, to_fhir, CardId, DateTime, Ids, Registration, CARD_ID_SYSTEM};
+use crate::mapping::registration::{
+    from_fhir, to_fhir, CardId, DateTime, Ids, Registration, CARD_ID_SYSTEM,
+};
 use crate::search::normalize::fold_ja;
 use crate::store::{StoredResource, TxEntry, TxResult, WriteOutcome};
 use crate::validation::schema;
 
 /// The JSON Schema of the simple registration JSON (draft 2020-12), compiled once.
 static REGISTRATION_SCHEMA: LazyLock<Result<jsonschema::Validator, String>> = LazyLock::new(|| {
-    let v: Value = serde_json::from_str(include_str!("../../../conformance/registration.schema.json"))
-        .map_err(|e| format!("registration.schema.json does not parse: {e}"))?;
-    jsonschema::validator_for(&v).map_err(|e| format!("registration.schema.json does not compile: {e}"))
+    let v: Value = serde_json::from_str(include_str!(
+        "../../../conformance/registration.schema.json"
+    ))
+    .map_err(|e| format!("registration.schema.json does not parse: {e}"))?;
+    jsonschema::validator_for(&v)
+        .map_err(|e| format!("registration.schema.json does not compile: {e}"))
 });
 
 /// One registration at a time per process (see the module docs).
-static REGISTER_LOCK: LazyLock<tokio::sync::Mutex<()>> = LazyLock::new(|| tokio::sync::Mutex::new(()));
+static REGISTER_LOCK: LazyLock<tokio::sync::Mutex<()>> =
+    LazyLock::new(|| tokio::sync::Mutex::new(()));
 
 /// How many times a registration is re-run after a version conflict.
 const ATTEMPTS: usize = 3;
@@ -135,7 +141,11 @@ pub fn parse_registration(bytes: &[u8]) -> ApiResult<Registration> {
             let mut path = pointer_to_path(err.instance_path().as_str());
             if let jsonschema::error::ValidationErrorKind::Required { property } = err.kind() {
                 if let Some(p) = property.as_str() {
-                    path = if path == "$" { p.to_string() } else { format!("{path}.{p}") };
+                    path = if path == "$" {
+                        p.to_string()
+                    } else {
+                        format!("{path}.{p}")
+                    };
                 }
             }
             let issue = Issue::error("structure", err.masked().to_string()).at(path);
@@ -147,15 +157,28 @@ pub fn parse_registration(bytes: &[u8]) -> ApiResult<Registration> {
             }
         }
         if issues.is_empty() {
-            issues.push(Issue::error("structure", "does not follow registration.schema.json").at("$"));
+            issues.push(
+                Issue::error("structure", "does not follow registration.schema.json").at("$"),
+            );
         }
-        return Err(ApiError { status: StatusCode::UNPROCESSABLE_ENTITY, issues });
+        return Err(ApiError {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            issues,
+        });
     }
     let reg: Registration = serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
-        let path = if path == "." || path.is_empty() { "$".to_string() } else { path };
-        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "structure", strip_values(&e.inner().to_string()))
-            .with_expression(&path)
+        let path = if path == "." || path.is_empty() {
+            "$".to_string()
+        } else {
+            path
+        };
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "structure",
+            strip_values(&e.inner().to_string()),
+        )
+        .with_expression(&path)
     })?;
     reg.validate().map_err(|errs| ApiError {
         status: StatusCode::UNPROCESSABLE_ENTITY,
@@ -242,7 +265,12 @@ impl RegisterOutcome {
     /// Counts of (created, updated, unchanged, deleted).
     pub fn counts(&self) -> (usize, usize, usize, usize) {
         let n = |c: Change| self.entries.iter().filter(|e| e.change == c).count();
-        (n(Change::Created), n(Change::Updated), n(Change::Unchanged), n(Change::Deleted))
+        (
+            n(Change::Created),
+            n(Change::Updated),
+            n(Change::Unchanged),
+            n(Change::Deleted),
+        )
     }
 }
 
@@ -252,16 +280,27 @@ impl RegisterOutcome {
 /// Errors: 412 `multiple-matches` (several registered patients are certain matches), 422 (a produced
 /// resource fails the R4 schema — a mapping defect), 412 `conflict` when version conflicts persist
 /// after 3 attempts, 500 store failure.
-pub async fn register(state: &AppState, ctx: &RequestContext, reg: Registration) -> ApiResult<RegisterOutcome> {
+pub async fn register(
+    state: &AppState,
+    ctx: &RequestContext,
+    reg: Registration,
+) -> ApiResult<RegisterOutcome> {
     let _guard = REGISTER_LOCK.lock().await;
     register_locked(state, ctx, reg).await
 }
 
-async fn register_locked(state: &AppState, ctx: &RequestContext, reg: Registration) -> ApiResult<RegisterOutcome> {
+async fn register_locked(
+    state: &AppState,
+    ctx: &RequestContext,
+    reg: Registration,
+) -> ApiResult<RegisterOutcome> {
     let mut last = None;
     for _ in 0..ATTEMPTS {
         match attempt(state, ctx, reg.clone()).await {
-            Err(e) if e.status == StatusCode::PRECONDITION_FAILED && e.issues.iter().any(|i| i.code == "conflict") => {
+            Err(e)
+                if e.status == StatusCode::PRECONDITION_FAILED
+                    && e.issues.iter().any(|i| i.code == "conflict") =>
+            {
                 last = Some(e);
             }
             other => return other,
@@ -271,7 +310,12 @@ async fn register_locked(state: &AppState, ctx: &RequestContext, reg: Registrati
 }
 
 /// Reads `Type/id`; `None` when absent or deleted.
-async fn read_opt(state: &AppState, ctx: &RequestContext, t: &str, id: &str) -> ApiResult<Option<StoredResource>> {
+async fn read_opt(
+    state: &AppState,
+    ctx: &RequestContext,
+    t: &str,
+    id: &str,
+) -> ApiResult<Option<StoredResource>> {
     match access::read(state, ctx, t, id).await {
         Ok(r) => Ok(Some(r)),
         Err(e) if e.status == StatusCode::NOT_FOUND || e.status == StatusCode::GONE => Ok(None),
@@ -299,14 +343,22 @@ async fn deduplicate(
     reg: &mut Registration,
     new_patient: &Value,
 ) -> ApiResult<MatchedBy> {
-    if read_opt(state, ctx, "Patient", &ids.patient(&reg.card_id)).await?.is_some() {
+    if read_opt(state, ctx, "Patient", &ids.patient(&reg.card_id))
+        .await?
+        .is_some()
+    {
         return Ok(MatchedBy::CardId);
     }
     let demo = Demographics::of(new_patient);
     let found = match_::find_matches(state, ctx, &demo).await?;
     let certain: Vec<CardId> = found
         .iter()
-        .filter(|c| c.score.grade == MatchGrade::Certain && c.score.name && c.score.birth_date && c.score.address)
+        .filter(|c| {
+            c.score.grade == MatchGrade::Certain
+                && c.score.name
+                && c.score.birth_date
+                && c.score.address
+        })
         .filter_map(|c| managed_card(ids, &c.resource.id, &c.value))
         .collect();
     match certain.len() {
@@ -334,13 +386,22 @@ async fn owned_resources(
     card: &CardId,
 ) -> ApiResult<Vec<StoredResource>> {
     let pid = ids.patient(card);
-    let Some(patient) = read_opt(state, ctx, "Patient", &pid).await? else { return Ok(Vec::new()) };
+    let Some(patient) = read_opt(state, ctx, "Patient", &pid).await? else {
+        return Ok(Vec::new());
+    };
     let mut out = vec![patient];
     for (t, param) in PATIENT_COMPARTMENT {
-        let params = vec![((*param).to_string(), format!("Patient/{pid}")), ("_count".into(), "1000".into())];
+        let params = vec![
+            ((*param).to_string(), format!("Patient/{pid}")),
+            ("_count".into(), "1000".into()),
+        ];
         let q = crate::search::query::parse(&state.registry, t, &params)?;
         let page = access::search(state, ctx, &q).await?;
-        out.extend(page.matches.into_iter().filter(|r| !r.deleted && ids.owns(card, &r.id)));
+        out.extend(
+            page.matches
+                .into_iter()
+                .filter(|r| !r.deleted && ids.owns(card, &r.id)),
+        );
     }
     let mut referenced: HashMap<&str, Vec<String>> = HashMap::new();
     for r in &out {
@@ -348,7 +409,9 @@ async fn owned_resources(
             collect_refs(&v, &mut |s| {
                 for t in ["Organization", "Practitioner"] {
                     if let Some(id) = s.strip_prefix(t).and_then(|x| x.strip_prefix('/')) {
-                        if ids.owns(card, id) && !referenced.get(t).is_some_and(|v| v.iter().any(|x| x == id)) {
+                        if ids.owns(card, id)
+                            && !referenced.get(t).is_some_and(|v| v.iter().any(|x| x == id))
+                        {
                             referenced.entry(t).or_default().push(id.to_string());
                         }
                     }
@@ -357,9 +420,18 @@ async fn owned_resources(
         }
     }
     for (t, list) in referenced {
-        let params = vec![("_id".to_string(), list.join(",")), ("_count".into(), "1000".into())];
+        let params = vec![
+            ("_id".to_string(), list.join(",")),
+            ("_count".into(), "1000".into()),
+        ];
         let q = crate::search::query::parse(&state.registry, t, &params)?;
-        out.extend(access::search(state, ctx, &q).await?.matches.into_iter().filter(|r| !r.deleted));
+        out.extend(
+            access::search(state, ctx, &q)
+                .await?
+                .matches
+                .into_iter()
+                .filter(|r| !r.deleted),
+        );
     }
     Ok(out)
 }
@@ -392,7 +464,11 @@ fn content(json: &str) -> Option<Value> {
     Some(v)
 }
 
-async fn attempt(state: &AppState, ctx: &RequestContext, mut reg: Registration) -> ApiResult<RegisterOutcome> {
+async fn attempt(
+    state: &AppState,
+    ctx: &RequestContext,
+    mut reg: Registration,
+) -> ApiResult<RegisterOutcome> {
     let ids = Ids::default();
     let first = to_fhir(&reg, &ids);
     let new_patient = first
@@ -401,22 +477,40 @@ async fn attempt(state: &AppState, ctx: &RequestContext, mut reg: Registration) 
         .cloned()
         .ok_or_else(ApiError::internal)?;
     let matched = deduplicate(state, ctx, &ids, &mut reg, &new_patient).await?;
-    let resources = if matches!(matched, MatchedBy::Demographics { .. }) { to_fhir(&reg, &ids) } else { first };
+    let resources = if matches!(matched, MatchedBy::Demographics { .. }) {
+        to_fhir(&reg, &ids)
+    } else {
+        first
+    };
     for r in &resources {
         schema::check(r).map_err(|issues| {
-            let t = r.get("resourceType").and_then(Value::as_str).unwrap_or("Resource");
-            tracing::error!(resource_type = t, issues = issues.len(), "registration mapping produced an invalid resource");
+            let t = r
+                .get("resourceType")
+                .and_then(Value::as_str)
+                .unwrap_or("Resource");
+            tracing::error!(
+                resource_type = t,
+                issues = issues.len(),
+                "registration mapping produced an invalid resource"
+            );
             ApiError::schema(issues)
         })?;
     }
     let pid = ids.patient(&reg.card_id);
     let old = owned_resources(state, ctx, &ids, &reg.card_id).await?;
-    let old_by_key: HashMap<(String, String), &StoredResource> =
-        old.iter().map(|r| ((r.resource_type.clone(), r.id.clone()), r)).collect();
+    let old_by_key: HashMap<(String, String), &StoredResource> = old
+        .iter()
+        .map(|r| ((r.resource_type.clone(), r.id.clone()), r))
+        .collect();
 
     let new_keys: HashSet<(String, String)> = resources
         .iter()
-        .filter_map(|r| Some((r.get("resourceType")?.as_str()?.to_string(), r.get("id")?.as_str()?.to_string())))
+        .filter_map(|r| {
+            Some((
+                r.get("resourceType")?.as_str()?.to_string(),
+                r.get("id")?.as_str()?.to_string(),
+            ))
+        })
         .collect();
     // (index into entries or None for unchanged) per planned resource, in output order
     let mut tx: Vec<TxEntry> = Vec::new();
@@ -425,13 +519,19 @@ async fn attempt(state: &AppState, ctx: &RequestContext, mut reg: Registration) 
         let key = (r.resource_type.clone(), r.id.clone());
         if !new_keys.contains(&key) {
             plan.push((key.0.clone(), key.1.clone(), Some(tx.len()), Some(r)));
-            tx.push(TxEntry::Delete { resource_type: key.0, id: key.1 });
+            tx.push(TxEntry::Delete {
+                resource_type: key.0,
+                id: key.1,
+            });
         }
     }
     for r in resources {
-        let (Some(t), Some(id)) =
-            (r.get("resourceType").and_then(Value::as_str).map(str::to_string), r.get("id").and_then(Value::as_str).map(str::to_string))
-        else {
+        let (Some(t), Some(id)) = (
+            r.get("resourceType")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            r.get("id").and_then(Value::as_str).map(str::to_string),
+        ) else {
             return Err(ApiError::internal());
         };
         let prev = old_by_key.get(&(t.clone(), id.clone())).copied();
@@ -440,7 +540,12 @@ async fn attempt(state: &AppState, ctx: &RequestContext, mut reg: Registration) 
             continue;
         }
         plan.push((t.clone(), id.clone(), Some(tx.len()), prev));
-        tx.push(TxEntry::Update { resource_type: t, id, body: r.into(), if_match: prev.map(|p| p.version_id) });
+        tx.push(TxEntry::Update {
+            resource_type: t,
+            id,
+            body: r.into(),
+            if_match: prev.map(|p| p.version_id),
+        });
     }
 
     let results = if tx.is_empty() {
@@ -465,14 +570,22 @@ async fn attempt(state: &AppState, ctx: &RequestContext, mut reg: Registration) 
                 RegisteredEntry {
                     resource_type: t,
                     id,
-                    change: if *outcome == WriteOutcome::Created { Change::Created } else { Change::Updated },
+                    change: if *outcome == WriteOutcome::Created {
+                        Change::Created
+                    } else {
+                        Change::Updated
+                    },
                     version_id: Some(resource.version_id),
                     last_updated: Some(resource.last_updated.clone()),
                 }
             }
-            Some(TxResult::Deleted { version_id }) => {
-                RegisteredEntry { resource_type: t, id, change: Change::Deleted, version_id: *version_id, last_updated: None }
-            }
+            Some(TxResult::Deleted { version_id }) => RegisteredEntry {
+                resource_type: t,
+                id,
+                change: Change::Deleted,
+                version_id: *version_id,
+                last_updated: None,
+            },
             None => {
                 let p = prev.ok_or_else(ApiError::internal)?;
                 if t == "Patient" && id == pid {
@@ -496,22 +609,38 @@ async fn attempt(state: &AppState, ctx: &RequestContext, mut reg: Registration) 
         written = results.len(),
         "registration written"
     );
-    Ok(RegisterOutcome { patient, created, matched, entries })
+    Ok(RegisterOutcome {
+        patient,
+        created,
+        matched,
+        entries,
+    })
 }
 
 /// The current registration of `card` read back from the store ([`from_fhir`] over its resources),
 /// or `None` when there is no Patient for it. Errors: 422 when the stored resources no longer form a
 /// registration (edited outside the registration API), 500 store failure.
-pub async fn load_registration(state: &AppState, ctx: &RequestContext, card: &CardId) -> ApiResult<Option<Registration>> {
+pub async fn load_registration(
+    state: &AppState,
+    ctx: &RequestContext,
+    card: &CardId,
+) -> ApiResult<Option<Registration>> {
     let ids = Ids::default();
     let res = owned_resources(state, ctx, &ids, card).await?;
     if res.is_empty() {
         return Ok(None);
     }
-    let values: Vec<Value> = res.iter().filter_map(|r| serde_json::from_str(&r.json).ok()).collect();
-    from_fhir(&values)
-        .map(Some)
-        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", format!("stored registration: {e}")))
+    let values: Vec<Value> = res
+        .iter()
+        .filter_map(|r| serde_json::from_str(&r.json).ok())
+        .collect();
+    from_fhir(&values).map(Some).map_err(|e| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid",
+            format!("stored registration: {e}"),
+        )
+    })
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -573,7 +702,11 @@ fn response_bundle(base: &str, out: &RegisterOutcome) -> String {
                 resp["outcome"] = o;
             }
         }
-        w.entry(Entry { full_url: Some(format!("{base}/{}/{}", e.resource_type, e.id)), response: Some(resp), ..Entry::default() });
+        w.entry(Entry {
+            full_url: Some(format!("{base}/{}/{}", e.resource_type, e.id)),
+            response: Some(resp),
+            ..Entry::default()
+        });
     }
     w.finish()
 }
@@ -591,11 +724,17 @@ pub async fn register_http(
     let reg = parse_registration(&bytes)?;
     let ctx = RequestContext::from_headers(&headers);
     let out = register(&state, &ctx, reg).await?;
-    let status = if out.created { StatusCode::CREATED } else { StatusCode::OK };
+    let status = if out.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
     let base = &state.config.base_url;
     let mut r = match prefer(&headers) {
         None => fhir_bytes(status, response_bundle(base, &out).into_bytes()),
-        Some(response::PreferReturn::Representation) => fhir_bytes(status, out.patient.json.clone().into_bytes()),
+        Some(response::PreferReturn::Representation) => {
+            fhir_bytes(status, out.patient.json.clone().into_bytes())
+        }
         Some(response::PreferReturn::Minimal) => {
             let mut r = ().into_response();
             *r.status_mut() = status;
@@ -606,14 +745,25 @@ pub async fn register_http(
             let mut issues = vec![Issue {
                 severity: "information",
                 code: "informational",
-                diagnostics: format!("Patient/{}: {c} created, {u} updated, {n} unchanged, {d} deleted", out.patient.id),
+                diagnostics: format!(
+                    "Patient/{}: {c} created, {u} updated, {n} unchanged, {d} deleted",
+                    out.patient.id
+                ),
                 expression: None,
             }];
             if let Some(o) = dedup_outcome(&out.matched) {
                 if let Some(i) = o["issue"].get(0) {
                     issues.push(Issue {
-                        severity: if i["severity"] == "warning" { "warning" } else { "information" },
-                        code: if i["code"] == "duplicate" { "duplicate" } else { "informational" },
+                        severity: if i["severity"] == "warning" {
+                            "warning"
+                        } else {
+                            "information"
+                        },
+                        code: if i["code"] == "duplicate" {
+                            "duplicate"
+                        } else {
+                            "informational"
+                        },
                         diagnostics: i["diagnostics"].as_str().unwrap_or_default().to_string(),
                         expression: Some("cardId".into()),
                     });
@@ -652,7 +802,12 @@ pub struct ReceiptReport {
 
 /// Finds the registered patient a row belongs to: by card id, else by kana name + birth date (exact
 /// after [`fold_ja`], among registered patients). Errors (no values): no match, several matches.
-async fn find_card(state: &AppState, ctx: &RequestContext, ids: &Ids, row: &ReceiptRow) -> Result<CardId, String> {
+async fn find_card(
+    state: &AppState,
+    ctx: &RequestContext,
+    ids: &Ids,
+    row: &ReceiptRow,
+) -> Result<CardId, String> {
     if let Some(card) = &row.card_id {
         match read_opt(state, ctx, "Patient", &ids.patient(card)).await {
             Ok(Some(_)) => return Ok(card.clone()),
@@ -672,21 +827,32 @@ async fn find_card(state: &AppState, ctx: &RequestContext, ids: &Ids, row: &Rece
         ("identifier".to_string(), format!("{CARD_ID_SYSTEM}|")),
         ("_count".to_string(), "1000".to_string()),
     ];
-    let q = crate::search::query::parse(&state.registry, "Patient", &params).map_err(|_| "internal search error".to_string())?;
-    let page = access::search(state, ctx, &q).await.map_err(|_| "store failure while looking up the patient".to_string())?;
+    let q = crate::search::query::parse(&state.registry, "Patient", &params)
+        .map_err(|_| "internal search error".to_string())?;
+    let page = access::search(state, ctx, &q)
+        .await
+        .map_err(|_| "store failure while looking up the patient".to_string())?;
     let cards: Vec<CardId> = page
         .matches
         .iter()
         .filter_map(|r| {
             let v: Value = serde_json::from_str(&r.json).ok()?;
-            Demographics::of(&v).full_names.contains(&key).then(|| managed_card(ids, &r.id, &v)).flatten()
+            Demographics::of(&v)
+                .full_names
+                .contains(&key)
+                .then(|| managed_card(ids, &r.id, &v))
+                .flatten()
         })
         .collect();
     let n = cards.len();
     match (n, cards.into_iter().next()) {
         (1, Some(card)) => Ok(card),
-        (0, _) | (_, None) => Err("no registered patient matches name_kana and birth_date (nothing created)".into()),
-        (n, _) => Err(format!("{n} registered patients match name_kana and birth_date; give card_id")),
+        (0, _) | (_, None) => {
+            Err("no registered patient matches name_kana and birth_date (nothing created)".into())
+        }
+        (n, _) => Err(format!(
+            "{n} registered patients match name_kana and birth_date; give card_id"
+        )),
     }
 }
 
@@ -707,7 +873,10 @@ pub async fn apply_receipt(
 ) -> ApiResult<ReceiptReport> {
     let _guard = REGISTER_LOCK.lock().await;
     let ids = Ids::default();
-    let mut report = ReceiptReport { rows: rows.len(), ..ReceiptReport::default() };
+    let mut report = ReceiptReport {
+        rows: rows.len(),
+        ..ReceiptReport::default()
+    };
     let mut groups: Vec<(CardId, Vec<ReceiptRow>)> = Vec::new();
     for row in rows {
         match find_card(state, ctx, &ids, &row).await {
@@ -715,14 +884,20 @@ pub async fn apply_receipt(
                 Some((_, v)) => v.push(row),
                 None => groups.push((card, vec![row])),
             },
-            Err(message) => report.errors.push(RowError { row: row.row, message }),
+            Err(message) => report.errors.push(RowError {
+                row: row.row,
+                message,
+            }),
         }
     }
     for (card, rows) in groups {
         let row_numbers: Vec<usize> = rows.iter().map(|r| r.row).collect();
         let fail = |report: &mut ReceiptReport, msg: String| {
             for r in &row_numbers {
-                report.errors.push(RowError { row: *r, message: msg.clone() });
+                report.errors.push(RowError {
+                    row: *r,
+                    message: msg.clone(),
+                });
             }
         };
         let mut reg = match load_registration(state, ctx, &card).await {
@@ -732,7 +907,10 @@ pub async fn apply_receipt(
                 continue;
             }
             Err(e) => {
-                fail(&mut report, format!("cannot read the stored registration: {}", first_diag(&e)));
+                fail(
+                    &mut report,
+                    format!("cannot read the stored registration: {}", first_diag(&e)),
+                );
                 continue;
             }
         };
@@ -741,7 +919,8 @@ pub async fn apply_receipt(
         for row in &rows {
             let m = receipt::merge(&mut reg, row, import_date);
             counts[m as usize] += 1;
-            if m != Merged::Duplicate && matches!(row.code, Some(receipt::RowCode::ReceiptDrug(_))) {
+            if m != Merged::Duplicate && matches!(row.code, Some(receipt::RowCode::ReceiptDrug(_)))
+            {
                 warnings.push(RowError {
                     row: row.row,
                     message: "レセ電 医薬品コード has no code system in the registration: the drug was kept by name".into(),
@@ -753,7 +932,13 @@ pub async fn apply_receipt(
             continue;
         }
         if let Err(errs) = reg.validate() {
-            fail(&mut report, format!("the merged registration is invalid: {}", errs.first().map(|e| e.to_string()).unwrap_or_default()));
+            fail(
+                &mut report,
+                format!(
+                    "the merged registration is invalid: {}",
+                    errs.first().map(|e| e.to_string()).unwrap_or_default()
+                ),
+            );
             continue;
         }
         match register_locked(state, ctx, reg).await {
@@ -766,7 +951,10 @@ pub async fn apply_receipt(
                 report.warnings.extend(warnings);
             }
             Err(e) if e.status.is_server_error() => return Err(e),
-            Err(e) => fail(&mut report, format!("the registration could not be written: {}", first_diag(&e))),
+            Err(e) => fail(
+                &mut report,
+                format!("the registration could not be written: {}", first_diag(&e)),
+            ),
         }
     }
     report.errors.sort_by_key(|e| e.row);
@@ -775,7 +963,10 @@ pub async fn apply_receipt(
 }
 
 fn first_diag(e: &ApiError) -> String {
-    e.issues.first().map(|i| i.diagnostics.clone()).unwrap_or_default()
+    e.issues
+        .first()
+        .map(|i| i.diagnostics.clone())
+        .unwrap_or_default()
 }
 
 /// Today's date in Japan (`YYYY-MM-DD`), the default item date of receipt imports (`None` only if the
@@ -783,7 +974,12 @@ fn first_diag(e: &ApiError) -> String {
 pub fn today_jst() -> Option<DateTime> {
     let offset = time::UtcOffset::from_hms(9, 0, 0).ok()?;
     let now = time::OffsetDateTime::now_utc().to_offset(offset);
-    DateTime::new(format!("{:04}-{:02}-{:02}", now.year(), u8::from(now.month()), now.day()))
+    DateTime::new(format!(
+        "{:04}-{:02}-{:02}",
+        now.year(),
+        u8::from(now.month()),
+        now.day()
+    ))
 }
 
 #[cfg(test)]
@@ -793,8 +989,14 @@ mod tests {
     #[test]
     fn pointer_paths() {
         assert_eq!(pointer_to_path(""), "$");
-        assert_eq!(pointer_to_path("/mainDiagnoses/5/value"), "mainDiagnoses[5].value");
-        assert_eq!(pointer_to_path("/demographics/nameKana/value/family"), "demographics.nameKana.value.family");
+        assert_eq!(
+            pointer_to_path("/mainDiagnoses/5/value"),
+            "mainDiagnoses[5].value"
+        );
+        assert_eq!(
+            pointer_to_path("/demographics/nameKana/value/family"),
+            "demographics.nameKana.value.family"
+        );
     }
 
     #[test]
@@ -803,12 +1005,29 @@ mod tests {
         assert!(parse_registration(ok).is_ok());
         let mut v: Value = serde_json::from_slice(ok).unwrap();
         v["demographics"]["birthDate"]["value"] = json!("1938/03/14");
-        v["demographics"]["sex"].as_object_mut().unwrap().remove("value");
+        v["demographics"]["sex"]
+            .as_object_mut()
+            .unwrap()
+            .remove("value");
         let e = parse_registration(&serde_json::to_vec(&v).unwrap()).unwrap_err();
         assert_eq!(e.status, StatusCode::UNPROCESSABLE_ENTITY);
-        let paths: Vec<_> = e.issues.iter().filter_map(|i| i.expression.clone()).collect();
-        assert!(paths.iter().any(|p| p == "demographics.birthDate.value"), "{paths:?}");
-        assert!(paths.iter().any(|p| p == "demographics.sex.value"), "{paths:?}");
-        assert!(e.issues.iter().all(|i| !i.diagnostics.contains("1938")), "{:?}", e.issues);
+        let paths: Vec<_> = e
+            .issues
+            .iter()
+            .filter_map(|i| i.expression.clone())
+            .collect();
+        assert!(
+            paths.iter().any(|p| p == "demographics.birthDate.value"),
+            "{paths:?}"
+        );
+        assert!(
+            paths.iter().any(|p| p == "demographics.sex.value"),
+            "{paths:?}"
+        );
+        assert!(
+            e.issues.iter().all(|i| !i.diagnostics.contains("1938")),
+            "{:?}",
+            e.issues
+        );
     }
 }

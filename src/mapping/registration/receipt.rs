@@ -260,10 +260,16 @@ fn disease_code(system: Option<&str>, code: &str) -> Result<DiseaseCode, String>
         Some("medis-ex") => DiseaseCodeSystem::MedisExCode,
         Some("receipt") => DiseaseCodeSystem::Receipt,
         Some("icd10") => DiseaseCodeSystem::Icd10,
-        Some(_) => return Err("code_system: not a disease code system (medis, medis-ex, receipt, icd10)".into()),
+        Some(_) => {
+            return Err(
+                "code_system: not a disease code system (medis, medis-ex, receipt, icd10)".into(),
+            )
+        }
         None if digits && code.len() == 8 => DiseaseCodeSystem::MedisKeyNumber,
         None if digits && code.len() == 7 => DiseaseCodeSystem::Receipt,
-        None if code.len() == 4 && code.bytes().all(|b| b.is_ascii_alphanumeric()) => DiseaseCodeSystem::MedisExCode,
+        None if code.len() == 4 && code.bytes().all(|b| b.is_ascii_alphanumeric()) => {
+            DiseaseCodeSystem::MedisExCode
+        }
         None if code.len() >= 3
             && code.as_bytes()[0].is_ascii_uppercase()
             && code.as_bytes()[1..3].iter().all(u8::is_ascii_digit) =>
@@ -272,7 +278,10 @@ fn disease_code(system: Option<&str>, code: &str) -> Result<DiseaseCode, String>
         }
         None => return Err("code: cannot tell its code system; fill code_system".into()),
     };
-    Ok(DiseaseCode { system: sys, code: c })
+    Ok(DiseaseCode {
+        system: sys,
+        code: c,
+    })
 }
 
 fn drug_code(system: Option<&str>, code: &str) -> Result<RowCode, String> {
@@ -283,13 +292,22 @@ fn drug_code(system: Option<&str>, code: &str) -> Result<RowCode, String> {
         Some("hot13") => DrugCodeSystem::Hot13,
         Some("general") => DrugCodeSystem::GeneralName,
         Some("receipt") => return Ok(RowCode::ReceiptDrug(code.to_string())),
-        Some(_) => return Err("code_system: not a drug code system (yj, hot9, hot13, general, receipt)".into()),
-        None if code.len() == 12 && code.bytes().all(|b| b.is_ascii_alphanumeric()) => DrugCodeSystem::Yj,
+        Some(_) => {
+            return Err(
+                "code_system: not a drug code system (yj, hot9, hot13, general, receipt)".into(),
+            )
+        }
+        None if code.len() == 12 && code.bytes().all(|b| b.is_ascii_alphanumeric()) => {
+            DrugCodeSystem::Yj
+        }
         None if digits && code.len() == 13 => DrugCodeSystem::Hot13,
         None if digits && code.len() == 9 => return Ok(RowCode::ReceiptDrug(code.to_string())),
         None => return Err("code: cannot tell its code system; fill code_system".into()),
     };
-    Ok(RowCode::Drug(DrugCode { system: sys, code: code.to_string() }))
+    Ok(RowCode::Drug(DrugCode {
+        system: sys,
+        code: code.to_string(),
+    }))
 }
 
 /// Parses the whole CSV: the checked rows, and one [`RowError`] per rejected row (the rest go on).
@@ -313,8 +331,11 @@ pub fn parse(bytes: &[u8]) -> Result<(Vec<ReceiptRow>, Vec<RowError>), CsvError>
     if !cols.contains(&Col::Name) {
         return Err(CsvError::MissingColumn("name"));
     }
-    if !cols.contains(&Col::CardId) && !(cols.contains(&Col::NameKana) && cols.contains(&Col::BirthDate)) {
-        return Err(CsvError::MissingColumn("card_id (or name_kana and birth_date)"));
+    let by_name = cols.contains(&Col::NameKana) && cols.contains(&Col::BirthDate);
+    if !cols.contains(&Col::CardId) && !by_name {
+        return Err(CsvError::MissingColumn(
+            "card_id (or name_kana and birth_date)",
+        ));
     }
     let mut rows = Vec::new();
     let mut errors = Vec::new();
@@ -332,10 +353,17 @@ pub fn parse(bytes: &[u8]) -> Result<(Vec<ReceiptRow>, Vec<RowError>), CsvError>
 
 fn parse_row(row: usize, cols: &[Col], fields: &[String]) -> Result<ReceiptRow, String> {
     if fields.len() != cols.len() {
-        return Err(format!("has {} fields, the header has {}", fields.len(), cols.len()));
+        return Err(format!(
+            "has {} fields, the header has {}",
+            fields.len(),
+            cols.len()
+        ));
     }
     let get = |c: Col| {
-        cols.iter().position(|x| *x == c).map(|i| fields[i].trim()).filter(|s| !s.is_empty())
+        cols.iter()
+            .position(|x| *x == c)
+            .map(|i| fields[i].trim())
+            .filter(|s| !s.is_empty())
     };
     let card_id = match get(Col::CardId) {
         Some(s) => Some(CardId::new(s).ok_or("card_id: not a card id (1-32 of A-Z a-z 0-9 -)")?),
@@ -343,7 +371,9 @@ fn parse_row(row: usize, cols: &[Col], fields: &[String]) -> Result<ReceiptRow, 
     };
     let name_kana = get(Col::NameKana).map(str::to_string);
     let birth_date = match get(Col::BirthDate) {
-        Some(s) => Some(parse_date(s).ok_or("birth_date: not a date (YYYY-MM-DD, YYYY/MM/DD or YYYYMMDD)")?),
+        Some(s) => Some(
+            parse_date(s).ok_or("birth_date: not a date (YYYY-MM-DD, YYYY/MM/DD or YYYYMMDD)")?,
+        ),
         None => None,
     };
     if card_id.is_none() && (name_kana.is_none() || birth_date.is_none()) {
@@ -366,11 +396,23 @@ fn parse_row(row: usize, cols: &[Col], fields: &[String]) -> Result<ReceiptRow, 
         None => None,
     };
     let start_date = match get(Col::StartDate) {
-        Some(s) => Some(parse_date(s).ok_or("start_date: not a date (YYYY-MM-DD, YYYY/MM/DD or YYYYMMDD)")?),
+        Some(s) => Some(
+            parse_date(s).ok_or("start_date: not a date (YYYY-MM-DD, YYYY/MM/DD or YYYYMMDD)")?,
+        ),
         None => None,
     };
     let source = get(Col::Source).map(str::to_string);
-    Ok(ReceiptRow { row, card_id, name_kana, birth_date, kind, code, name, start_date, source })
+    Ok(ReceiptRow {
+        row,
+        card_id,
+        name_kana,
+        birth_date,
+        kind,
+        code,
+        name,
+        start_date,
+        source,
+    })
 }
 
 /// What [`merge`] did with a row.
@@ -389,7 +431,13 @@ pub enum Merged {
 fn item_meta(row: &ReceiptRow, date: &DateTime) -> ItemMeta {
     ItemMeta {
         last_updated: date.clone(),
-        author: Author { name: row.source.clone().unwrap_or_else(|| DEFAULT_SOURCE.to_string()), facility: None },
+        author: Author {
+            name: row
+                .source
+                .clone()
+                .unwrap_or_else(|| DEFAULT_SOURCE.to_string()),
+            facility: None,
+        },
     }
 }
 
@@ -430,13 +478,16 @@ pub fn merge(reg: &mut Registration, row: &ReceiptRow, import_date: &DateTime) -
                 Some(RowCode::Disease(c)) => Some(c.clone()),
                 _ => None,
             };
-            let in_main = reg.main_diagnoses.iter().any(|d| {
-                fold_ja(&d.value.name) == key || (code.is_some() && d.value.code == code)
-            });
+            let in_main = reg
+                .main_diagnoses
+                .iter()
+                .any(|d| fold_ja(&d.value.name) == key || (code.is_some() && d.value.code == code));
             let in_history = reg.history.as_ref().is_some_and(|h| {
                 h.value.lines().any(|l| {
                     fold_ja(history_name(l)) == key
-                        || code.as_ref().is_some_and(|c| l.contains(&format!("[{}]", c.code)))
+                        || code
+                            .as_ref()
+                            .is_some_and(|c| l.contains(&format!("[{}]", c.code)))
                 })
             });
             if in_main || in_history {
@@ -445,7 +496,11 @@ pub fn merge(reg: &mut Registration, row: &ReceiptRow, import_date: &DateTime) -
             let meta = item_meta(row, import_date);
             if reg.main_diagnoses.len() < MAX_MAIN_DIAGNOSES {
                 reg.main_diagnoses.push(Item::new(
-                    Diagnosis { name: row.name.clone(), code, onset: row.start_date.clone() },
+                    Diagnosis {
+                        name: row.name.clone(),
+                        code,
+                        onset: row.start_date.clone(),
+                    },
                     meta,
                 ));
                 Merged::MainDiagnosis
@@ -473,9 +528,17 @@ pub fn merge(reg: &mut Registration, row: &ReceiptRow, import_date: &DateTime) -
             if present {
                 return Merged::Duplicate;
             }
-            let date = row.start_date.as_ref().and_then(|d| DateTime::new(d.as_str())).unwrap_or_else(|| import_date.clone());
+            let date = row
+                .start_date
+                .as_ref()
+                .and_then(|d| DateTime::new(d.as_str()))
+                .unwrap_or_else(|| import_date.clone());
             reg.prescriptions.push(Item::new(
-                Prescription { drug: row.name.clone(), code, dosage: None },
+                Prescription {
+                    drug: row.name.clone(),
+                    code,
+                    dosage: None,
+                },
                 item_meta(row, &date),
             ));
             Merged::Prescription
@@ -487,7 +550,8 @@ pub fn merge(reg: &mut Registration, row: &ReceiptRow, import_date: &DateTime) -
 mod tests {
     use super::*;
 
-    const CSV: &str = "card_id,name_kana,birth_date,kind,code_system,code,name,start_date,source\r\n\
+    const CSV: &str =
+        "card_id,name_kana,birth_date,kind,code_system,code,name,start_date,source\r\n\
 TB-1,,,病名,,20054174,2型糖尿病,2019-04-01,北九州市国保レセプト\r\n\
 ,\"ウメノ ハナコ\",1938/03/14,薬剤,yj,2149039F1022,\"アムロジピン錠5mg\",20200110,\r\n\
 TB-1,,,処置,,,x,,\r\n\
@@ -501,7 +565,10 @@ TB-1,,,病名,,,\"高血圧症\"\"本態性\"\"\",,\n\
         assert_eq!(rows[0].row, 2);
         assert_eq!(
             rows[0].code,
-            Some(RowCode::Disease(DiseaseCode { system: DiseaseCodeSystem::MedisKeyNumber, code: "20054174".into() }))
+            Some(RowCode::Disease(DiseaseCode {
+                system: DiseaseCodeSystem::MedisKeyNumber,
+                code: "20054174".into()
+            }))
         );
         assert_eq!(rows[1].birth_date.as_ref().unwrap().as_str(), "1938-03-14");
         assert_eq!(rows[1].start_date.as_ref().unwrap().as_str(), "2020-01-10");
@@ -516,16 +583,29 @@ TB-1,,,病名,,,\"高血圧症\"\"本態性\"\"\",,\n\
         let (rows, errors) = parse(&bytes).unwrap();
         assert!(errors.is_empty());
         assert_eq!(rows[0].name, "ロキソニン錠");
-        assert_eq!(parse(b"card_id,kind,nam\n"), Err(CsvError::Header(3, "unknown column name".into())));
-        assert_eq!(parse(b"card_id,name\n"), Err(CsvError::MissingColumn("kind")));
-        assert_eq!(parse(b"card_id,kind,name\n\"x,1"), Err(CsvError::Unterminated(2)));
+        assert_eq!(
+            parse(b"card_id,kind,nam\n"),
+            Err(CsvError::Header(3, "unknown column name".into()))
+        );
+        assert_eq!(
+            parse(b"card_id,name\n"),
+            Err(CsvError::MissingColumn("kind"))
+        );
+        assert_eq!(
+            parse(b"card_id,kind,name\n\"x,1"),
+            Err(CsvError::Unterminated(2))
+        );
         assert_eq!(parse(b""), Err(CsvError::Empty));
     }
 
     #[test]
     fn dates() {
         for ok in ["2019-04-01", "2019/4/1", "20190401", "２０１９／０４／０１"] {
-            assert_eq!(parse_date(ok).map(|d| d.as_str().to_string()).as_deref(), Some("2019-04-01"), "{ok}");
+            assert_eq!(
+                parse_date(ok).map(|d| d.as_str().to_string()).as_deref(),
+                Some("2019-04-01"),
+                "{ok}"
+            );
         }
         for bad in ["2019-13-01", "19-04-01", "H31.4.1", "2019"] {
             assert!(parse_date(bad).is_none(), "{bad}");
