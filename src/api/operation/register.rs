@@ -26,8 +26,8 @@
 //!
 //! Registrations are serialised within one gateway process (an async mutex), so the same form posted
 //! twice — also concurrently — gives one patient; across several processes on one database the
-//! card-id path is still safe (same logical ids, `If-Match`), the demographic path is not (see
-//! the gaps in `docs/architecture.md`).
+//! card-id path is still safe (same logical ids, `If-Match`), the demographic path is not (a known
+//! gap: it needs a database-level lock, e.g. a PostgreSQL advisory lock, in the store).
 //!
 //! # HTTP
 //!
