@@ -109,6 +109,7 @@ if [ "$PG_MODE" != 0 ] && ! pg_bin_dir >/dev/null; then
 fi
 [ "$PG_MODE" = auto ] && PG_MODE=1
 
+BIN_GIVEN=${BIN:-}
 if [ -z "${BIN:-}" ]; then
   log "cargo build --release"
   (cd "$REPO" && cargo build --release --locked --bin tobiume-gateway)
@@ -368,7 +369,11 @@ json() {
 {
   echo "# Server benchmark $(date '+%F %H:%M %Z')"
   echo
-  echo "\`bench/server.sh\` at $REV$( [ "$DIRTY" -gt 0 ] && echo " (+$DIRTY uncommitted src changes)"), binary \`$BIN\`."
+  if [ -n "${BIN_GIVEN:-}" ]; then
+    echo "\`bench/server.sh\` in a checkout at $REV; binary \`$BIN\` supplied via BIN= (its revision is not checked)."
+  else
+    echo "\`bench/server.sh\` at $REV$( [ "$DIRTY" -gt 0 ] && echo " (+$DIRTY uncommitted src changes)"), binary \`$BIN\` built by the script."
+  fi
   echo "Machine: $(nproc) cores ($CPU), $MEM_GB GiB RAM, $(uname -sr). Load average (1, 5, 15 min) at the end: $(load1)."
   echo
   echo "Store: $PATIENTS synthetic patients (seed $SEED), $FILES SS-MIX2 files ($CORPUS_MB MB), $STORE_RESOURCES resources ($STORE_PATIENTS Patient)."
