@@ -1,0 +1,180 @@
+//! Latency of `GET /fhir/Patient/{id}/$summary?mode=emergency` over N registered patients.
+//!
+//! ```sh
+//! cargo run --release --example bench_summary -- [--patients N] [--requests R] [--database URL] [--mode M]
+//! ```
+//!
+//! * Loads N copies of `conformance/registration.example.json` (card ids `TB-B-0000000` …, ~45
+//!   resources each, through the store's bulk import path: prepared batches of 200 registrations in one
+//!   transaction each) into a fresh store (default: a temp SQLite file; `--database` to use PostgreSQL or
+//!   keep the file — an existing store that already holds the patients is reused), plus the real SS-MIX2
+//!   fixture linked to patient 0 by `Patient.link` (so one patient in the sample also merges SS-MIX2
+//!   data).
+//! * Then sends R requests (default 2000, after 100 warm-up) for random patients through the complete
+//!   axum router in process (handler, access layer, store, JSON) — no TCP — one at a time, and prints
+//!   p50 / p90 / p99 / max in milliseconds.
+//!
+//! Default N = 100 000 (the issue's target); loading it takes a while on a small machine — pass a
+//! smaller N to measure what fits and say so when reporting.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::http::Request;
+use serde_json::{json, Value};
+use tobiume_gateway::api::{router, ApiConfig, AppState};
+use tobiume_gateway::mapping::registration::{to_fhir, CardId, Ids, Registration};
+use tobiume_gateway::search::Registry;
+use tobiume_gateway::store::{ImportFile, ImportWrite, PreparedImport, ResourceBody, ResourceStore, Store};
+use tower::ServiceExt;
+
+fn arg(name: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned())
+}
+
+fn card(i: usize) -> String {
+    format!("TB-B-{i:07}")
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let n: usize = arg("--patients").and_then(|v| v.parse().ok()).unwrap_or(100_000);
+    let requests: usize = arg("--requests").and_then(|v| v.parse().ok()).unwrap_or(2000);
+    let mode = arg("--mode").unwrap_or_else(|| "emergency".into());
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let url = arg("--database")
+        .unwrap_or_else(|| format!("sqlite://{}?mode=rwc", tmp.path().join("bench-summary.db").display()));
+    let registry = Arc::new(Registry::standard());
+    let store = Store::connect_with_registry(&url, registry.clone()).await.expect("store");
+
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/conformance/registration.example.json"))
+        .expect("example registration");
+    let template: Registration = serde_json::from_str(&text).expect("example parses");
+    let ids = Ids::default();
+    let last = format!("tobiume-{}", card(n.saturating_sub(1)));
+    let loaded = store.read("Patient", &last).await.is_ok();
+    if loaded {
+        eprintln!("reusing the {n} registrations already in the store");
+    } else {
+        eprintln!("loading {n} registrations …");
+        let t0 = Instant::now();
+        let batch = 200;
+        let mut pending: Option<tokio::task::JoinHandle<PreparedImport>> = None;
+        let mut i = 0;
+        while i < n || pending.is_some() {
+            let next = if i < n {
+                let end = (i + batch).min(n);
+                let (reg, tpl) = (registry.clone(), template.clone());
+                let ids = ids.clone();
+                let range = i..end;
+                i = end;
+                Some(tokio::task::spawn_blocking(move || {
+                    let files: Vec<ImportFile> = range
+                        .map(|k| {
+                            let mut r = tpl.clone();
+                            r.card_id = CardId::new(card(k)).expect("card id");
+                            let mut res = to_fhir(&r, &ids);
+                            if k == 0 {
+                                res[0]["link"] = json!([{"other": {"reference": "Patient/9999013.ADT-00",
+                                    "display": "福岡市民病院"}, "type": "seealso"}]);
+                            }
+                            ImportFile {
+                                path: format!("bench/registration/{k}"),
+                                content_sha256: format!("{k:064x}"),
+                                writes: res
+                                    .into_iter()
+                                    .map(|v: Value| ImportWrite {
+                                        resource_type: v["resourceType"].as_str().unwrap_or_default().to_string(),
+                                        id: v["id"].as_str().unwrap_or_default().to_string(),
+                                        body: Some(ResourceBody::Json(v)),
+                                    })
+                                    .collect(),
+                            }
+                        })
+                        .collect();
+                    PreparedImport::prepare(&reg, files).expect("prepare")
+                }))
+            } else {
+                None
+            };
+            if let Some(p) = pending.take() {
+                store.apply_import(p.await.expect("prepare task")).await.expect("apply");
+            }
+            pending = next;
+            if i % 10_000 == 0 && i > 0 {
+                eprintln!("  {i} prepared, {:.0} s", t0.elapsed().as_secs_f64());
+            }
+        }
+        let fixture = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures/ssmix2-real"));
+        tobiume_gateway::import::import_ssmix2(&store, fixture, &Default::default(), |_| {}).await.expect("import");
+        let _ = store.analyze().await;
+        eprintln!("loaded in {:.1} s", t0.elapsed().as_secs_f64());
+    }
+
+    let state = AppState::new(Arc::new(store), registry, ApiConfig::default());
+    if std::env::args().any(|a| a == "--breakdown") {
+        // Time the two stages separately: gathering (reads) and building (pure).
+        use tobiume_gateway::api::access::RequestContext;
+        use tobiume_gateway::api::operation::summary::gather;
+        use tobiume_gateway::summary::{build, Mode, Options};
+        let ctx = RequestContext::default();
+        let opts = Options::new(time::OffsetDateTime::now_utc(), "http://localhost:8080/fhir");
+        let (mut g, mut b, mut ser) = (Vec::new(), Vec::new(), Vec::new());
+        for k in 0..300 {
+            let id = format!("tobiume-{}", card((k * 7919) % n));
+            let t = Instant::now();
+            let src = gather(&state, &ctx, &id, &opts).await.expect("gather");
+            let t1 = Instant::now();
+            let s = build(&src, Mode::Emergency, &opts);
+            let t2 = Instant::now();
+            let _ = serde_json::to_vec(&s.bundle).unwrap();
+            let t3 = Instant::now();
+            g.push((t1 - t).as_secs_f64() * 1000.0);
+            b.push((t2 - t1).as_secs_f64() * 1000.0);
+            ser.push((t3 - t2).as_secs_f64() * 1000.0);
+        }
+        for (name, mut v) in [("gather", g), ("build", b), ("serialize", ser)] {
+            v.sort_by(|a, b| a.total_cmp(b));
+            println!("{name}: p50 {:.2} ms, p99 {:.2} ms", v[v.len() / 2], v[v.len() * 99 / 100]);
+        }
+    }
+    let app = router(state);
+    let mut rng: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        (rng % n as u64) as usize
+    };
+    let mut times = Vec::with_capacity(requests);
+    let mut bytes = 0usize;
+    for k in 0..(requests + 100) {
+        let who = if k % 100 == 0 { 0 } else { next() }; // patient 0 (with SS-MIX2 data) 1 % of the time
+        let uri = format!("/fhir/Patient/tobiume-{}/$summary?mode={mode}", card(who));
+        let t = Instant::now();
+        let res = app.clone().oneshot(Request::builder().uri(&uri).body(Body::empty()).unwrap()).await.unwrap();
+        let status = res.status();
+        let body = axum::body::to_bytes(res.into_body(), usize::MAX).await.unwrap();
+        let dt = t.elapsed();
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+        if k >= 100 {
+            times.push(dt.as_secs_f64() * 1000.0);
+            bytes += body.len();
+        }
+    }
+    times.sort_by(|a, b| a.total_cmp(b));
+    let q = |p: f64| times[((times.len() as f64 * p).ceil() as usize).saturating_sub(1).min(times.len() - 1)];
+    println!(
+        "$summary?mode={mode} over {n} registered patients ({}): {} requests, p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms, mean body {} bytes",
+        if url.starts_with("postgres") { "PostgreSQL" } else { "SQLite" },
+        times.len(),
+        q(0.50),
+        q(0.90),
+        q(0.99),
+        times[times.len() - 1],
+        bytes / times.len().max(1)
+    );
+}
