@@ -365,12 +365,9 @@ async fn import(args: SourceArgs, database: Option<String>, quarantine: PathBuf,
             return ExitCode::from(1);
         }
     };
-    let cfg = match Config::load(None, |k| std::env::var(k).ok()) {
+    let cfg = match load_config(None) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(1);
-        }
+        Err(code) => return code,
     };
     let url = database.unwrap_or(cfg.database);
     let store = match store::Store::connect_with_registry(&url, Arc::new(search::Registry::standard())).await {
@@ -419,12 +416,9 @@ async fn import(args: SourceArgs, database: Option<String>, quarantine: PathBuf,
 }
 
 async fn serve(listen: Option<String>, database: Option<String>, config: Option<PathBuf>) -> ExitCode {
-    let mut cfg = match Config::load(config.as_deref(), |k| std::env::var(k).ok()) {
+    let mut cfg = match load_config(config.as_deref()) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(1);
-        }
+        Err(code) => return code,
     };
     if let Some(l) = listen {
         cfg.listen = l;
@@ -589,12 +583,9 @@ async fn register(source: RegisterSource) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let cfg = match Config::load(None, |k| std::env::var(k).ok()) {
+    let cfg = match load_config(None) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(1);
-        }
+        Err(code) => return code,
     };
     let url = database.unwrap_or(cfg.database.clone());
     let registry = Arc::new(search::Registry::standard());
@@ -707,4 +698,13 @@ async fn register(source: RegisterSource) -> ExitCode {
     };
     state.store.close().await;
     code
+}
+
+/// Loads the configuration (file, then `TOBIUME_*` environment); on error prints it and returns exit
+/// status 1 for the caller to return.
+fn load_config(file: Option<&std::path::Path>) -> Result<Config, ExitCode> {
+    Config::load(file, |k| std::env::var(k).ok()).map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::from(1)
+    })
 }
