@@ -49,17 +49,9 @@ fn registration_resources() -> Vec<Value> {
 
 /// Known mapper defects found by the validator (`resourceType/id-prefix`, expression, rule fragment).
 /// Each entry must still fail (so that a fix shows up here) and nothing else may fail.
-///
-/// * OMP-02 (injection) `MedicationRequest.dosageInstruction.extension[JP_MedicationDosage_Device]` carries a
-///   `valueCodeableConcept` (HL7 0164 administration device, e.g. `IVP` 点滴ポンプ), but the JP Core 1.1.2
-///   extension `http://jpfhir.jp/fhir/core/Extension/StructureDefinition/JP_MedicationDosage_Device` allows
-///   only `valueReference` (Reference(Device)). Fix in `src/mapping/ssmix2` (RXR-3/RXE device): emit a
-///   contained `Device` with that `type` and reference it, or drop the extension. Three resources (RXE.1.1–1.3).
-const SSMIX2_EXPECTED: &[(&str, &str, &str)] = &[(
-    "MedicationRequest/9999013.20110701.OMP-02.123456789012345.RXE.1.",
-    "MedicationRequest.dosageInstruction[0].extension[0].valueCodeableConcept",
-    "type CodeableConcept is not allowed for Extension.value[x] (allowed: Reference)",
-)];
+/// (The OMP-02 administration-device extension, formerly a CodeableConcept, now references a contained
+/// Device as JP_MedicationDosage_Device requires.)
+const SSMIX2_EXPECTED: &[(&str, &str, &str)] = &[];
 const REGISTRATION_EXPECTED: &[(&str, &str, &str)] = &[];
 
 fn check(name: &str, resources: &[Value], expected: &[(&str, &str, &str)]) {

@@ -201,10 +201,24 @@ pub(super) fn prescription_order(cx: &mut Ctx, injection: bool) -> Result<(), Ma
             put(&mut dosage, "site", cx.cwe(rxr.field(2)));
             put(&mut dosage, "method", cx.cwe(rxr.field(4)));
             if !rxr.field(3).is_empty() {
-                let device = cx.cwe(rxr.field(3));
+                // RXR-3 administration device (HL7 0164, e.g. IVP 点滴ポンプ): the JP Core extension takes a
+                // Reference(Device), so the device is a contained Device with that type.
+                let device_type = cx.cwe(rxr.field(3));
+                let device = json!({"resourceType": "Device", "id": "device", "type": device_type});
+                match m.get_mut("contained").and_then(Value::as_array_mut) {
+                    Some(c) => c.push(device),
+                    None => {
+                        m.insert("contained".into(), json!([device]));
+                    }
+                }
+                let display = rxr.field(3).comp(2).text().into_owned();
+                let mut r = json!({"reference": "#device"});
+                if !display.is_empty() {
+                    r["display"] = json!(display);
+                }
                 let ext = dosage.entry("extension").or_insert_with(|| json!([]));
                 if let Some(a) = ext.as_array_mut() {
-                    a.push(json!({"url": format!("{EXT}JP_MedicationDosage_Device"), "valueCodeableConcept": device}));
+                    a.push(json!({"url": format!("{EXT}JP_MedicationDosage_Device"), "valueReference": r}));
                 }
             }
         }
