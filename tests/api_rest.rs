@@ -41,6 +41,27 @@ async fn health_and_metadata(db: Db) {
     }
     let sys: Vec<&str> = cs["rest"][0]["interaction"].as_array().unwrap().iter().map(|i| i["code"].as_str().unwrap()).collect();
     assert_eq!(sys, ["transaction", "batch", "history-system"]);
+    // Every advertised operation exists: a POST/GET to it is never 404 or 405.
+    let ops: Vec<&str> = patient["operation"].as_array().unwrap().iter().map(|o| o["name"].as_str().unwrap()).collect();
+    for op in ["validate", "match", "register", "summary"] {
+        assert!(ops.contains(&op), "{op} in {ops:?}");
+    }
+    assert_eq!(cs["rest"][0]["operation"][0]["name"], "validate");
+    for (method, path) in [
+        ("POST", "/fhir/$validate"),
+        ("POST", "/fhir/Patient/$validate"),
+        ("POST", "/fhir/Patient/$match"),
+        ("POST", "/fhir/Patient/$register"),
+        ("GET", "/fhir/Patient/x/$summary?mode=emergency"),
+    ] {
+        let r = a.send(method, path, &[("content-type", "application/fhir+json")], "{}").await;
+        assert!(r.status != 404 || path.contains("$summary"), "{method} {path}: {}", r.status);
+        assert_ne!(r.status, 405, "{method} {path}");
+        if path.contains("$summary") {
+            // Unknown patient: a 404 OperationOutcome from the operation, not a missing route.
+            assert_eq!(r.json()["resourceType"], "OperationOutcome");
+        }
+    }
 }
 
 both_db!(create_read_vread_update_delete_history);
@@ -256,4 +277,16 @@ async fn conditional_create_update_delete(db: Db) {
         .assert_outcome(412);
     let r = a.send("DELETE", "/fhir/Patient?identifier=urn:x|999", &[], Body::empty()).await;
     assert_eq!(r.status, 204);
+}
+
+/// The gateway's own OperationDefinitions (conformance/) are valid R4.
+#[test]
+fn own_operation_definitions_are_valid_r4() {
+    for name in ["OperationDefinition-Patient-register.json", "OperationDefinition-Patient-summary.json"] {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("conformance").join(name);
+        let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        if let Err(e) = tobiume_gateway::validation::schema::check(&v) {
+            panic!("{name}: {e:?}");
+        }
+    }
 }

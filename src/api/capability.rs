@@ -46,7 +46,26 @@ fn registry_params(registry: &Registry, resource_type: &str) -> Vec<(String, Str
     out
 }
 
-/// The CapabilityStatement resource (R4 4.0.1, `kind = instance`, `format = json`).
+/// Operations the router implements (`src/api/mod.rs` routes): (resource type or `None` for system
+/// level, operation name, canonical of its OperationDefinition). Kept next to the routes' handlers in
+/// `api::operation`; `tests/api_rest.rs` checks that every listed operation answers.
+pub const OPERATIONS: &[(Option<&str>, &str, &str)] = &[
+    (None, "validate", "http://hl7.org/fhir/OperationDefinition/Resource-validate"),
+    (Some("Patient"), "match", "http://hl7.org/fhir/OperationDefinition/Patient-match"),
+    (Some("Patient"), "register", "http://tobiume-gateway.local/fhir/OperationDefinition/Patient-register"),
+    (Some("Patient"), "summary", "http://tobiume-gateway.local/fhir/OperationDefinition/Patient-summary"),
+];
+
+fn operations_for(scope: Option<&str>) -> Vec<Value> {
+    OPERATIONS
+        .iter()
+        .filter(|(t, _, _)| *t == scope)
+        .map(|(_, name, def)| json!({"name": name, "definition": def}))
+        .collect()
+}
+
+/// The CapabilityStatement resource (R4 4.0.1, `kind = instance`, `format = json`), with the
+/// operations of [`OPERATIONS`].
 pub fn capability_statement(registry: &Registry, config: &ApiConfig) -> Value {
     let now = time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
@@ -72,6 +91,10 @@ pub fn capability_statement(registry: &Registry, config: &ApiConfig) -> Value {
                 "searchInclude": ["*"],
                 "searchRevInclude": ["*"],
                 "searchParam": params,
+                // `$validate` is implemented at type and instance level for every type.
+                "operation": std::iter::once(json!({"name": "validate", "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate"}))
+                    .chain(operations_for(Some(t.as_str())))
+                    .collect::<Vec<_>>(),
             })
         })
         .collect();
@@ -92,6 +115,7 @@ pub fn capability_statement(registry: &Registry, config: &ApiConfig) -> Value {
             "resource": resources,
             "interaction": SYSTEM_INTERACTIONS.iter().map(|c| json!({"code": c})).collect::<Vec<_>>(),
             "searchParam": COMMON_PARAMS.iter().map(|(c, t, d)| json!({"name": c, "definition": d, "type": t})).collect::<Vec<_>>(),
+            "operation": operations_for(None),
         }],
     })
 }
