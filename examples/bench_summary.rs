@@ -27,12 +27,16 @@ use serde_json::{json, Value};
 use tobiume_gateway::api::{router, ApiConfig, AppState};
 use tobiume_gateway::mapping::registration::{to_fhir, CardId, Ids, Registration};
 use tobiume_gateway::search::Registry;
-use tobiume_gateway::store::{ImportFile, ImportWrite, PreparedImport, ResourceBody, ResourceStore, Store};
+use tobiume_gateway::store::{
+    ImportFile, ImportWrite, PreparedImport, ResourceBody, ResourceStore, Store,
+};
 use tower::ServiceExt;
 
 fn arg(name: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned())
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
 }
 
 fn card(i: usize) -> String {
@@ -41,17 +45,30 @@ fn card(i: usize) -> String {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let n: usize = arg("--patients").and_then(|v| v.parse().ok()).unwrap_or(100_000);
-    let requests: usize = arg("--requests").and_then(|v| v.parse().ok()).unwrap_or(2000);
+    let n: usize = arg("--patients")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let requests: usize = arg("--requests")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000);
     let mode = arg("--mode").unwrap_or_else(|| "emergency".into());
     let tmp = tempfile::tempdir().expect("tempdir");
-    let url = arg("--database")
-        .unwrap_or_else(|| format!("sqlite://{}?mode=rwc", tmp.path().join("bench-summary.db").display()));
+    let url = arg("--database").unwrap_or_else(|| {
+        format!(
+            "sqlite://{}?mode=rwc",
+            tmp.path().join("bench-summary.db").display()
+        )
+    });
     let registry = Arc::new(Registry::standard());
-    let store = Store::connect_with_registry(&url, registry.clone()).await.expect("store");
+    let store = Store::connect_with_registry(&url, registry.clone())
+        .await
+        .expect("store");
 
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/conformance/registration.example.json"))
-        .expect("example registration");
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/conformance/registration.example.json"
+    ))
+    .expect("example registration");
     let template: Registration = serde_json::from_str(&text).expect("example parses");
     let ids = Ids::default();
     let last = format!("tobiume-{}", card(n.saturating_sub(1)));
@@ -101,15 +118,23 @@ async fn main() {
                 None
             };
             if let Some(p) = pending.take() {
-                store.apply_import(p.await.expect("prepare task")).await.expect("apply");
+                store
+                    .apply_import(p.await.expect("prepare task"))
+                    .await
+                    .expect("apply");
             }
             pending = next;
             if i % 10_000 == 0 && i > 0 {
                 eprintln!("  {i} prepared, {:.0} s", t0.elapsed().as_secs_f64());
             }
         }
-        let fixture = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures/ssmix2-real"));
-        tobiume_gateway::import::import_ssmix2(&store, fixture, &Default::default(), |_| {}).await.expect("import");
+        let fixture = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../shared/fixtures/ssmix2-real"
+        ));
+        tobiume_gateway::import::import_ssmix2(&store, fixture, &Default::default(), |_| {})
+            .await
+            .expect("import");
         let _ = store.analyze().await;
         eprintln!("loaded in {:.1} s", t0.elapsed().as_secs_f64());
     }
@@ -121,7 +146,10 @@ async fn main() {
         use tobiume_gateway::api::operation::summary::gather;
         use tobiume_gateway::summary::{build, Mode, Options};
         let ctx = RequestContext::default();
-        let opts = Options::new(time::OffsetDateTime::now_utc(), "http://localhost:8080/fhir");
+        let opts = Options::new(
+            time::OffsetDateTime::now_utc(),
+            "http://localhost:8080/fhir",
+        );
         let (mut g, mut b, mut ser) = (Vec::new(), Vec::new(), Vec::new());
         for k in 0..300 {
             let id = format!("tobiume-{}", card((k * 7919) % n));
@@ -138,7 +166,11 @@ async fn main() {
         }
         for (name, mut v) in [("gather", g), ("build", b), ("serialize", ser)] {
             v.sort_by(|a, b| a.total_cmp(b));
-            println!("{name}: p50 {:.2} ms, p99 {:.2} ms", v[v.len() / 2], v[v.len() * 99 / 100]);
+            println!(
+                "{name}: p50 {:.2} ms, p99 {:.2} ms",
+                v[v.len() / 2],
+                v[v.len() * 99 / 100]
+            );
         }
     }
     let app = router(state);
@@ -155,9 +187,15 @@ async fn main() {
         let who = if k % 100 == 0 { 0 } else { next() }; // patient 0 (with SS-MIX2 data) 1 % of the time
         let uri = format!("/fhir/Patient/tobiume-{}/$summary?mode={mode}", card(who));
         let t = Instant::now();
-        let res = app.clone().oneshot(Request::builder().uri(&uri).body(Body::empty()).unwrap()).await.unwrap();
+        let res = app
+            .clone()
+            .oneshot(Request::builder().uri(&uri).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
         let status = res.status();
-        let body = axum::body::to_bytes(res.into_body(), usize::MAX).await.unwrap();
+        let body = axum::body::to_bytes(res.into_body(), usize::MAX)
+            .await
+            .unwrap();
         let dt = t.elapsed();
         assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
         if k >= 100 {
@@ -166,7 +204,11 @@ async fn main() {
         }
     }
     times.sort_by(|a, b| a.total_cmp(b));
-    let q = |p: f64| times[((times.len() as f64 * p).ceil() as usize).saturating_sub(1).min(times.len() - 1)];
+    let q = |p: f64| {
+        times[((times.len() as f64 * p).ceil() as usize)
+            .saturating_sub(1)
+            .min(times.len() - 1)]
+    };
     println!(
         "$summary?mode={mode} over {n} registered patients ({}): {} requests, p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms, mean body {} bytes",
         if url.starts_with("postgres") { "PostgreSQL" } else { "SQLite" },

@@ -34,10 +34,18 @@ fn at(s: &str) -> OffsetDateTime {
 
 /// The example registration as resources; `patch` edits the Patient (links, identifiers).
 fn registration(patch: impl FnOnce(&mut Value)) -> Vec<Value> {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/conformance/registration.example.json")).unwrap();
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/conformance/registration.example.json"
+    ))
+    .unwrap();
     let r: Registration = serde_json::from_str(&text).unwrap();
     let mut res = to_fhir(&r, &Ids::default());
-    patch(res.iter_mut().find(|v| v["resourceType"] == "Patient").unwrap());
+    patch(
+        res.iter_mut()
+            .find(|v| v["resourceType"] == "Patient")
+            .unwrap(),
+    );
     res
 }
 
@@ -66,14 +74,26 @@ async fn linked_app(db: Db, now: &str) -> App {
         }),
     )
     .await;
-    import_ssmix2(&app.store, &shared("fixtures/ssmix2-real"), &ImportOptions::default(), |_| {}).await.unwrap();
+    import_ssmix2(
+        &app.store,
+        &shared("fixtures/ssmix2-real"),
+        &ImportOptions::default(),
+        |_| {},
+    )
+    .await
+    .unwrap();
     app
 }
 
 async fn summary(app: &App, id: &str, mode: &str) -> Value {
-    let res = app.get(&format!("/fhir/Patient/{id}/$summary?mode={mode}")).await;
+    let res = app
+        .get(&format!("/fhir/Patient/{id}/$summary?mode={mode}"))
+        .await;
     assert_eq!(res.status, 200, "{}", res.body);
-    assert!(res.header("content-type").unwrap().starts_with("application/fhir+json"));
+    assert!(res
+        .header("content-type")
+        .unwrap()
+        .starts_with("application/fhir+json"));
     res.json()
 }
 
@@ -91,7 +111,12 @@ fn section_codes(b: &Value) -> Vec<String> {
                 .as_array()
                 .unwrap()
                 .iter()
-                .find(|c| c["system"].as_str().unwrap().ends_with("/CodeSystem/summary-section"))
+                .find(|c| {
+                    c["system"]
+                        .as_str()
+                        .unwrap()
+                        .ends_with("/CodeSystem/summary-section")
+                })
                 .unwrap()["code"]
                 .as_str()
                 .unwrap()
@@ -105,20 +130,40 @@ fn section<'a>(b: &'a Value, code: &str) -> &'a Value {
         .as_array()
         .unwrap()
         .iter()
-        .find(|s| s["code"]["coding"].as_array().unwrap().iter().any(|c| c["code"] == code))
+        .find(|s| {
+            s["code"]["coding"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|c| c["code"] == code)
+        })
         .unwrap_or_else(|| panic!("no section {code}"))
 }
 
 fn entry_refs(s: &Value) -> Vec<String> {
-    s["entry"].as_array().into_iter().flatten().map(|e| e["reference"].as_str().unwrap().to_string()).collect()
+    s["entry"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| e["reference"].as_str().unwrap().to_string())
+        .collect()
 }
 
 fn resource<'a>(b: &'a Value, full_url: &str) -> &'a Value {
-    &b["entry"].as_array().unwrap().iter().find(|e| e["fullUrl"] == full_url).unwrap_or_else(|| panic!("no entry {full_url}"))["resource"]
+    &b["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["fullUrl"] == full_url)
+        .unwrap_or_else(|| panic!("no entry {full_url}"))["resource"]
 }
 
 fn last_updated(s: &Value) -> Option<&str> {
-    s["extension"].as_array()?.iter().find(|e| e["url"].as_str().unwrap().ends_with("section-last-updated"))?["valueDateTime"].as_str()
+    s["extension"]
+        .as_array()?
+        .iter()
+        .find(|e| e["url"].as_str().unwrap().ends_with("section-last-updated"))?["valueDateTime"]
+        .as_str()
 }
 
 const EMERGENCY: &[&str] = &[
@@ -131,8 +176,16 @@ const EMERGENCY: &[&str] = &[
     "current-treatment",
     "emergency-care-wishes",
 ];
-const MULTI_ONLY: &[&str] =
-    &["patient-wishes", "remarks", "adl", "disability", "long-term-care", "impairments", "dementia", "behaviour"];
+const MULTI_ONLY: &[&str] = &[
+    "patient-wishes",
+    "remarks",
+    "adl",
+    "disability",
+    "long-term-care",
+    "impairments",
+    "dementia",
+    "behaviour",
+];
 
 both_db!(emergency_mode_holds_exactly_the_emergency_items);
 async fn emergency_mode_holds_exactly_the_emergency_items(db: Db) {
@@ -143,9 +196,16 @@ async fn emergency_mode_holds_exactly_the_emergency_items(db: Db) {
     assert_eq!(b["resourceType"], "Bundle");
     assert_eq!(b["type"], "document");
     assert_eq!(b["identifier"]["system"], "urn:ietf:rfc:3986");
-    assert!(b["identifier"]["value"].as_str().unwrap().starts_with("urn:uuid:"));
+    assert!(b["identifier"]["value"]
+        .as_str()
+        .unwrap()
+        .starts_with("urn:uuid:"));
     assert_eq!(b["timestamp"], "2011-09-30T12:00:00+09:00");
-    assert!(b["entry"].as_array().unwrap().iter().all(|e| e["fullUrl"].is_string()));
+    assert!(b["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|e| e["fullUrl"].is_string()));
     let c = composition(&b);
     assert_eq!(c["resourceType"], "Composition");
     assert_eq!(c["status"], "final");
@@ -153,21 +213,43 @@ async fn emergency_mode_holds_exactly_the_emergency_items(db: Db) {
     assert_eq!(c["type"]["coding"][0]["code"], "60591-5");
     assert_eq!(c["title"], "救急用サマリー");
     assert_eq!(c["date"], "2011-09-30T12:00:00+09:00");
-    assert!(c["author"][0]["display"].as_str().unwrap().starts_with("tobiume-gateway"));
+    assert!(c["author"][0]["display"]
+        .as_str()
+        .unwrap()
+        .starts_with("tobiume-gateway"));
     assert_eq!(c["subject"]["reference"], format!("{BASE}/Patient/{REG}"));
     assert_eq!(c["subject"]["display"], "梅野 花子");
 
     // Exactly the emergency sections, in the network's order.
     assert_eq!(section_codes(&b), EMERGENCY);
     for code in MULTI_ONLY {
-        assert!(!section_codes(&b).iter().any(|c| c == code), "{code} must not be in emergency mode");
+        assert!(
+            !section_codes(&b).iter().any(|c| c == code),
+            "{code} must not be in emergency mode"
+        );
     }
     let text = b.to_string();
-    for absent in ["adl-eating", "care-level", "behaviour", "consent-information", "-remarks", "hds-r", "impairment-1"] {
-        assert!(!text.contains(&format!("{REG}-{absent}")), "{absent} leaked into emergency mode");
+    for absent in [
+        "adl-eating",
+        "care-level",
+        "behaviour",
+        "consent-information",
+        "-remarks",
+        "hds-r",
+        "impairment-1",
+    ] {
+        assert!(
+            !text.contains(&format!("{REG}-{absent}")),
+            "{absent} leaked into emergency mode"
+        );
     }
     // IPS section codes where IPS has them.
-    let loinc = |code: &str| section(&b, code)["code"]["coding"][0]["code"].as_str().unwrap().to_string();
+    let loinc = |code: &str| {
+        section(&b, code)["code"]["coding"][0]["code"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
     assert_eq!(loinc("prescriptions"), "10160-0");
     assert_eq!(loinc("main-diagnoses"), "11450-4");
     assert_eq!(loinc("allergies"), "48765-2");
@@ -180,12 +262,22 @@ async fn emergency_mode_holds_exactly_the_emergency_items(db: Db) {
     assert!(entry_refs(reg).contains(&hospital));
     assert_eq!(resource(&b, &hospital)["name"], "福岡市民病院");
     let div = reg["text"]["div"].as_str().unwrap();
-    assert!(div.contains("緊急時紹介先医療機関: 福岡市民病院 TEL 092-632-1111"), "{div}");
-    assert_eq!(last_updated(reg), Some("2026-09-10"), "newest registration item (care facility)");
+    assert!(
+        div.contains("緊急時紹介先医療機関: 福岡市民病院 TEL 092-632-1111"),
+        "{div}"
+    );
+    assert_eq!(
+        last_updated(reg),
+        Some("2026-09-10"),
+        "newest registration item (care facility)"
+    );
 
     // Contraindicated drug ワーファリン, in red.
     let ci = section(&b, "contraindicated-drugs");
-    let warfarin = resource(&b, &format!("{BASE}/AllergyIntolerance/{REG}-contraindication-1"));
+    let warfarin = resource(
+        &b,
+        &format!("{BASE}/AllergyIntolerance/{REG}-contraindication-1"),
+    );
     assert!(warfarin.to_string().contains("ワーファリン"));
     assert_eq!(entry_refs(ci).len(), 2);
     let div = ci["text"]["div"].as_str().unwrap();
@@ -194,13 +286,16 @@ async fn emergency_mode_holds_exactly_the_emergency_items(db: Db) {
 
     // SS-MIX2 胃炎 merged into the problem list, with its source.
     let dx = section(&b, "main-diagnoses");
-    let gastritis = format!("{BASE}/Condition/9999013.-.PPR-01.999999999999999.PRB.123456789012345");
+    let gastritis =
+        format!("{BASE}/Condition/9999013.-.PPR-01.999999999999999.PRB.123456789012345");
     assert!(entry_refs(dx).contains(&gastritis));
     assert_eq!(entry_refs(dx).len(), 6, "5 registered + 1 SS-MIX2");
     let g = resource(&b, &gastritis);
     assert_eq!(g["code"]["text"], "胃炎");
     assert_eq!(g["meta"]["source"], "urn:tobiume:source:ssmix2");
-    assert!(dx["text"]["div"].as_str().unwrap().contains("病名: 胃炎 発症 2011-08-31（活動中） [更新 2011-08-31 出典: SS-MIX2 (福岡市民病院)]"));
+    assert!(dx["text"]["div"].as_str().unwrap().contains(
+        "病名: 胃炎 発症 2011-08-31（活動中） [更新 2011-08-31 出典: SS-MIX2 (福岡市民病院)]"
+    ));
     let prov: Vec<&Value> = b["entry"]
         .as_array()
         .unwrap()
@@ -210,28 +305,63 @@ async fn emergency_mode_holds_exactly_the_emergency_items(db: Db) {
         .collect();
     assert_eq!(prov.len(), 1);
     assert_eq!(prov[0]["agent"][0]["who"]["display"], "福岡市民病院");
-    assert!(prov[0]["target"].as_array().unwrap().iter().any(|t| t["reference"] == gastritis.as_str()));
+    assert!(prov[0]["target"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|t| t["reference"] == gastritis.as_str()));
     // The SS-MIX2 Patient the merged data refers to is in the document; the other fixture patient is not.
     resource(&b, &format!("{BASE}/Patient/{SS}"));
-    assert!(!text.contains("0000001."), "unlinked SS-MIX2 patient leaked");
+    assert!(
+        !text.contains("0000001."),
+        "unlinked SS-MIX2 patient leaked"
+    );
 
     // SS-MIX2 allergies all (5), after the 3 registered ones.
     let al = section(&b, "allergies");
     assert_eq!(entry_refs(al).len(), 3 + 5);
-    assert!(al["text"]["div"].as_str().unwrap().contains("アレルギー: 薬剤: ペニシリン"));
+    assert!(al["text"]["div"]
+        .as_str()
+        .unwrap()
+        .contains("アレルギー: 薬剤: ペニシリン"));
 
     // Prescriptions: 3 coded + free text registered, and the SS-MIX2 MedicationRequests of the last 3
     // months before 2011-09-30 12:00 (four of 2011-07-01), not the two of 2009.
     let rx = entry_refs(section(&b, "prescriptions"));
-    let mr: Vec<&String> = rx.iter().filter(|r| r.contains("/MedicationRequest/")).collect();
+    let mr: Vec<&String> = rx
+        .iter()
+        .filter(|r| r.contains("/MedicationRequest/"))
+        .collect();
     assert_eq!(rx.len() - mr.len(), 4, "{rx:?}");
     assert_eq!(mr.len(), 4, "{mr:?}");
-    assert!(mr.iter().all(|r| !r.ends_with("RXE.1.2") || r.contains("OMP-01")), "2009 orders are outside the window");
-    assert_eq!(last_updated(section(&b, "prescriptions")), Some("2026-08-20"));
+    for old in [
+        "OMP-02.123456789012345.RXE.1.2",
+        "OMP-02.123456789012345.RXE.1.3",
+    ] {
+        assert!(
+            !mr.iter().any(|r| r.ends_with(old)),
+            "{old} (authored 2009) is outside the window"
+        );
+    }
+    assert!(
+        mr.iter()
+            .any(|r| r.ends_with("OMP-02.123456789012345.RXE.1.1")),
+        "authored 2011-07-01T01:24 is inside"
+    );
+    assert_eq!(
+        last_updated(section(&b, "prescriptions")),
+        Some("2026-08-20")
+    );
 
     // History (registered narrative); wishes for emergency care with their newest date.
-    assert_eq!(entry_refs(section(&b, "history")), vec![format!("{BASE}/Observation/{REG}-history")]);
-    assert_eq!(last_updated(section(&b, "emergency-care-wishes")), Some("2026-09-01T15:30:00+09:00"));
+    assert_eq!(
+        entry_refs(section(&b, "history")),
+        vec![format!("{BASE}/Observation/{REG}-history")]
+    );
+    assert_eq!(
+        last_updated(section(&b, "emergency-care-wishes")),
+        Some("2026-09-01T15:30:00+09:00")
+    );
 
     // Structurally valid R4.
     if let Err(issues) = tobiume_gateway::validation::schema::check(&b) {
@@ -267,18 +397,32 @@ async fn multidisciplinary_mode_adds_the_care_items(db: Db) {
     assert_eq!(section_codes(&b), expected);
     assert_eq!(entry_refs(section(&b, "adl")).len(), 6);
     assert_eq!(entry_refs(section(&b, "disability")).len(), 3);
-    assert_eq!(entry_refs(section(&b, "long-term-care")), vec![format!("{BASE}/Observation/{REG}-care-level")]);
+    assert_eq!(
+        entry_refs(section(&b, "long-term-care")),
+        vec![format!("{BASE}/Observation/{REG}-care-level")]
+    );
     assert_eq!(entry_refs(section(&b, "impairments")).len(), 3);
     assert_eq!(entry_refs(section(&b, "dementia")).len(), 3);
     assert_eq!(entry_refs(section(&b, "behaviour")).len(), 1);
-    assert_eq!(entry_refs(section(&b, "patient-wishes")), vec![format!("{BASE}/Consent/{REG}-consent-information")]);
-    assert_eq!(entry_refs(section(&b, "remarks")), vec![format!("{BASE}/Observation/{REG}-remarks")]);
+    assert_eq!(
+        entry_refs(section(&b, "patient-wishes")),
+        vec![format!("{BASE}/Consent/{REG}-consent-information")]
+    );
+    assert_eq!(
+        entry_refs(section(&b, "remarks")),
+        vec![format!("{BASE}/Observation/{REG}-remarks")]
+    );
     assert_eq!(section(&b, "adl")["code"]["coding"][0]["code"], "47420-5");
     assert_eq!(last_updated(section(&b, "behaviour")), Some("2026-09-10"));
-    assert!(section(&b, "dementia")["text"]["div"].as_str().unwrap().contains("17点（2026-08-20）"));
+    assert!(section(&b, "dementia")["text"]["div"]
+        .as_str()
+        .unwrap()
+        .contains("17点（2026-08-20）"));
     // The emergency content is all still there.
     assert!(b.to_string().contains("ワーファリン"));
-    assert!(entry_refs(section(&b, "main-diagnoses")).iter().any(|r| r.contains("PRB.123456789012345")));
+    assert!(entry_refs(section(&b, "main-diagnoses"))
+        .iter()
+        .any(|r| r.contains("PRB.123456789012345")));
     if let Err(issues) = tobiume_gateway::validation::schema::check(&b) {
         panic!("schema: {issues:?}");
     }
@@ -293,33 +437,54 @@ async fn prescription_window_follows_now_and_either_id_works(db: Db) {
     assert_eq!(rx.len(), 4, "registered prescriptions only: {rx:?}");
     assert!(rx.iter().all(|r| !r.contains("MedicationRequest")));
     // Conditions and allergies are not windowed.
-    assert!(entry_refs(section(&b, "main-diagnoses")).iter().any(|r| r.contains("PRB.123456789012345")));
+    assert!(entry_refs(section(&b, "main-diagnoses"))
+        .iter()
+        .any(|r| r.contains("PRB.123456789012345")));
 
     // $summary on the SS-MIX2 Patient finds the registration through the link and gives the same
     // document subject and sections.
     let via_ss = summary(&app, SS, "emergency").await;
-    assert_eq!(composition(&via_ss)["subject"]["reference"], format!("{BASE}/Patient/{REG}"));
+    assert_eq!(
+        composition(&via_ss)["subject"]["reference"],
+        format!("{BASE}/Patient/{REG}")
+    );
     assert_eq!(section_codes(&via_ss), EMERGENCY);
-    assert_eq!(entry_refs(section(&via_ss, "main-diagnoses")), entry_refs(section(&b, "main-diagnoses")));
+    assert_eq!(
+        entry_refs(section(&via_ss, "main-diagnoses")),
+        entry_refs(section(&b, "main-diagnoses"))
+    );
 
     // By identifier (type level): the card id.
     let res = app
         .get("/fhir/Patient/$summary?identifier=http://tobiume-gateway.local/fhir/sid/card-id%7CTB-40-0012345&mode=emergency")
         .await;
     assert_eq!(res.status, 200, "{}", res.body);
-    assert_eq!(composition(&res.json())["subject"]["reference"], format!("{BASE}/Patient/{REG}"));
+    assert_eq!(
+        composition(&res.json())["subject"]["reference"],
+        format!("{BASE}/Patient/{REG}")
+    );
 }
 
 both_db!(errors_are_operation_outcomes);
 async fn errors_are_operation_outcomes(db: Db) {
     let app = linked_app(db, "2011-09-30T12:00:00+09:00").await;
-    app.get("/fhir/Patient/nobody/$summary?mode=emergency").await.assert_outcome(404);
-    let bad = app.get(&format!("/fhir/Patient/{REG}/$summary?mode=everything")).await.assert_outcome(400);
+    app.get("/fhir/Patient/nobody/$summary?mode=emergency")
+        .await
+        .assert_outcome(404);
+    let bad = app
+        .get(&format!("/fhir/Patient/{REG}/$summary?mode=everything"))
+        .await
+        .assert_outcome(400);
     assert_eq!(bad["issue"][0]["expression"][0], "mode");
-    app.get("/fhir/Patient/$summary?identifier=urn:x%7Cnone").await.assert_outcome(404);
+    app.get("/fhir/Patient/$summary?identifier=urn:x%7Cnone")
+        .await
+        .assert_outcome(404);
     app.get("/fhir/Patient/$summary").await.assert_outcome(400);
     // Default mode is emergency.
-    assert_eq!(section_codes(&summary(&app, REG, "emergency").await), EMERGENCY);
+    assert_eq!(
+        section_codes(&summary(&app, REG, "emergency").await),
+        EMERGENCY
+    );
     let res = app.get(&format!("/fhir/Patient/{REG}/$summary")).await;
     assert_eq!(section_codes(&res.json()), EMERGENCY);
 }
@@ -327,31 +492,49 @@ async fn errors_are_operation_outcomes(db: Db) {
 both_db!(linked_by_shared_identifier_or_linkage);
 async fn linked_by_shared_identifier_or_linkage(db: Db) {
     let mut app = support::app(db).await;
-    app.router = app.router.layer(Extension(SummaryClock(at("2011-09-30T12:00:00+09:00"))));
+    app.router = app
+        .router
+        .layer(Extension(SummaryClock(at("2011-09-30T12:00:00+09:00"))));
     // The registration carries the hospital patient id; the import with --facility gives the SS-MIX2
     // Patient the same JP Core identifier.
     put_all(
         &app,
         &registration(|p| {
-            p["identifier"]
-                .as_array_mut()
-                .unwrap()
-                .push(json!({"system": "urn:oid:1.2.392.100495.20.3.51.14010000028", "value": "9999013"}));
+            p["identifier"].as_array_mut().unwrap().push(
+                json!({"system": "urn:oid:1.2.392.100495.20.3.51.14010000028", "value": "9999013"}),
+            );
         }),
     )
     .await;
     let mut opts = ImportOptions::default();
     opts.convert.facility_code = Some("4010000028".into());
-    import_ssmix2(&app.store, &shared("fixtures/ssmix2-real"), &opts, |_| {}).await.unwrap();
+    import_ssmix2(&app.store, &shared("fixtures/ssmix2-real"), &opts, |_| {})
+        .await
+        .unwrap();
     let b = summary(&app, REG, "emergency").await;
     let dx = section(&b, "main-diagnoses");
-    assert!(entry_refs(dx).iter().any(|r| r.ends_with("/Condition/4010000028.9999013.-.PPR-01.999999999999999.PRB.123456789012345")));
-    assert!(dx["text"]["div"].as_str().unwrap().contains("出典: SS-MIX2 (医療機関コード 4010000028)"));
-    let g = b["entry"].as_array().unwrap().iter().find(|e| e["resource"]["code"]["text"] == "胃炎").unwrap();
-    assert_eq!(g["resource"]["meta"]["source"], "urn:tobiume:source:ssmix2:4010000028");
+    assert!(entry_refs(dx).iter().any(|r| r
+        .ends_with("/Condition/4010000028.9999013.-.PPR-01.999999999999999.PRB.123456789012345")));
+    assert!(dx["text"]["div"]
+        .as_str()
+        .unwrap()
+        .contains("出典: SS-MIX2 (医療機関コード 4010000028)"));
+    let g = b["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["resource"]["code"]["text"] == "胃炎")
+        .unwrap();
+    assert_eq!(
+        g["resource"]["meta"]["source"],
+        "urn:tobiume:source:ssmix2:4010000028"
+    );
     // …and from the SS-MIX2 side.
     let via = summary(&app, "4010000028.9999013.ADT-00", "emergency").await;
-    assert_eq!(composition(&via)["subject"]["reference"], format!("{BASE}/Patient/{REG}"));
+    assert_eq!(
+        composition(&via)["subject"]["reference"],
+        format!("{BASE}/Patient/{REG}")
+    );
 
     // Without a link an SS-MIX2 patient's summary holds its own data only (subject = itself).
     let other = "4010000028.7777777.ADT-00";
@@ -367,10 +550,22 @@ async fn linked_by_shared_identifier_or_linkage(db: Db) {
     )
     .await;
     let alone = summary(&app, other, "emergency").await;
-    assert_eq!(composition(&alone)["subject"]["reference"], format!("{BASE}/Patient/{other}"));
+    assert_eq!(
+        composition(&alone)["subject"]["reference"],
+        format!("{BASE}/Patient/{other}")
+    );
     assert!(entry_refs(section(&alone, "registration")).is_empty());
-    assert_eq!(section(&alone, "registration")["emptyReason"]["coding"][0]["code"], "unavailable");
-    assert!(section(&alone, "history")["text"]["div"].as_str().unwrap().contains("胃潰瘍"), "resolved → past illness");
+    assert_eq!(
+        section(&alone, "registration")["emptyReason"]["coding"][0]["code"],
+        "unavailable"
+    );
+    assert!(
+        section(&alone, "history")["text"]["div"]
+            .as_str()
+            .unwrap()
+            .contains("胃潰瘍"),
+        "resolved → past illness"
+    );
     assert!(!alone.to_string().contains("ワーファリン"));
     if let Err(issues) = tobiume_gateway::validation::schema::check(&alone) {
         panic!("schema: {issues:?}");
@@ -380,12 +575,23 @@ async fn linked_by_shared_identifier_or_linkage(db: Db) {
     let linkage = json!({"resourceType": "Linkage", "item": [
         {"type": "source", "resource": {"reference": format!("Patient/{REG}")}},
         {"type": "alternate", "resource": {"reference": format!("Patient/{other}")}}]});
-    let res = app.json("POST", "/fhir/Linkage", &linkage.to_string()).await;
+    let res = app
+        .json("POST", "/fhir/Linkage", &linkage.to_string())
+        .await;
     assert_eq!(res.status, 201, "{}", res.body);
     let now_linked = summary(&app, other, "emergency").await;
-    assert_eq!(composition(&now_linked)["subject"]["reference"], format!("{BASE}/Patient/{REG}"));
-    let hist = section(&now_linked, "history")["text"]["div"].as_str().unwrap().to_string();
-    assert!(hist.contains("胃潰瘍") && hist.contains("出典: SS-MIX2 (医療機関コード 4010000028)"), "{hist}");
+    assert_eq!(
+        composition(&now_linked)["subject"]["reference"],
+        format!("{BASE}/Patient/{REG}")
+    );
+    let hist = section(&now_linked, "history")["text"]["div"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        hist.contains("胃潰瘍") && hist.contains("出典: SS-MIX2 (医療機関コード 4010000028)"),
+        "{hist}"
+    );
     // Both SS-MIX2 patients are merged (胃炎 from the identifier link too).
     assert!(now_linked.to_string().contains("胃炎"));
     if let Err(issues) = tobiume_gateway::validation::schema::check(&now_linked) {

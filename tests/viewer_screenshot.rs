@@ -29,21 +29,39 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
         if std::thread::panicking() {
-            eprintln!("--- server log ---\n{}", std::fs::read_to_string(&self.log).unwrap_or_default());
+            eprintln!(
+                "--- server log ---\n{}",
+                std::fs::read_to_string(&self.log).unwrap_or_default()
+            );
         }
     }
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn is_root() -> bool {
-    Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0").unwrap_or(false)
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
 }
 
 fn find_chromium() -> Option<String> {
-    ["chromium", "chromium-browser", "google-chrome", "google-chrome-stable"].iter().find_map(|c| {
+    [
+        "chromium",
+        "chromium-browser",
+        "google-chrome",
+        "google-chrome-stable",
+    ]
+    .iter()
+    .find_map(|c| {
         Command::new(c)
             .arg("--version")
             .stdout(Stdio::null())
@@ -67,10 +85,18 @@ fn chromium() -> Option<String> {
     }
     eprintln!("installing chromium (apt-get install -y chromium fonts-noto-cjk) …");
     let apt = |args: &[&str]| {
-        Command::new("apt-get").args(args).env("DEBIAN_FRONTEND", "noninteractive").status().map(|s| s.success()).unwrap_or(false)
+        Command::new("apt-get")
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
     };
     let _ = apt(&["update", "-qq"]);
-    assert!(apt(&["install", "-y", "-qq", "chromium", "fonts-noto-cjk"]), "apt-get install chromium failed");
+    assert!(
+        apt(&["install", "-y", "-qq", "chromium", "fonts-noto-cjk"]),
+        "apt-get install chromium failed"
+    );
     Some(find_chromium().expect("chromium installed but not runnable"))
 }
 
@@ -80,7 +106,13 @@ fn start_server(db: &str, dir: &Path) -> Server {
         let log = dir.join(format!("serve-{attempt}.log"));
         let out = std::fs::File::create(&log).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_tobiume-gateway"))
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--database", db])
+            .args([
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--database",
+                db,
+            ])
             .env("TOBIUME_DEMO_PATIENTS", "0")
             .env("TOBIUME_SUMMARY_NOW", "2011-09-30T12:00:00+09:00")
             .env("NO_COLOR", "1")
@@ -91,11 +123,18 @@ fn start_server(db: &str, dir: &Path) -> Server {
             .stderr(out)
             .spawn()
             .expect("spawn serve");
-        let mut server = Server { child, base: format!("http://127.0.0.1:{port}"), log };
+        let mut server = Server {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            log,
+        };
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             if let Some(status) = server.child.try_wait().unwrap() {
-                if std::fs::read_to_string(&server.log).unwrap_or_default().contains("cannot listen") {
+                if std::fs::read_to_string(&server.log)
+                    .unwrap_or_default()
+                    .contains("cannot listen")
+                {
                     break;
                 }
                 panic!("serve exited ({status})");
@@ -164,32 +203,58 @@ fn screenshot(chromium: &str, url: &str, out: &Path, profile: &Path, size: &str)
 fn viewer_screenshots_in_both_modes_show_contraindications_in_red() {
     let Some(chromium) = chromium() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let db = format!("sqlite://{}?mode=rwc", dir.path().join("viewer.db").display());
+    let db = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("viewer.db").display()
+    );
 
     // SS-MIX2 import with the real command, then the server.
-    let fixture = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures/ssmix2-real"));
+    let fixture = Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/fixtures/ssmix2-real"
+    ));
     let status = Command::new(env!("CARGO_BIN_EXE_tobiume-gateway"))
-        .args(["import", "ssmix2", fixture.to_str().unwrap(), "--database", &db])
+        .args([
+            "import",
+            "ssmix2",
+            fixture.to_str().unwrap(),
+            "--database",
+            &db,
+        ])
         .current_dir(dir.path())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
         .unwrap();
-    assert!(status.code().is_some_and(|c| c == 0 || c == 2), "import: {status}");
+    assert!(
+        status.code().is_some_and(|c| c == 0 || c == 2),
+        "import: {status}"
+    );
     let server = start_server(&db, dir.path());
 
     // The example registration over HTTP, linked to the SS-MIX2 patient.
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/conformance/registration.example.json")).unwrap();
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/conformance/registration.example.json"
+    ))
+    .unwrap();
     let r: Registration = serde_json::from_str(&text).unwrap();
     let mut res = to_fhir(&r, &Ids::default());
-    let p = res.iter_mut().find(|v| v["resourceType"] == "Patient").unwrap();
+    let p = res
+        .iter_mut()
+        .find(|v| v["resourceType"] == "Patient")
+        .unwrap();
     p["link"] = json!([{"other": {"reference": "Patient/9999013.ADT-00", "display": "福岡市民病院"}, "type": "seealso"}]);
     let entries: Vec<Value> = res
         .iter()
         .map(|r| json!({"resource": r, "request": {"method": "PUT", "url": format!("{}/{}", r["resourceType"].as_str().unwrap(), r["id"].as_str().unwrap())}}))
         .collect();
-    let body = json!({"resourceType": "Bundle", "type": "transaction", "entry": entries}).to_string();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let body =
+        json!({"resourceType": "Bundle", "type": "transaction", "entry": entries}).to_string();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let http = reqwest::Client::new();
     rt.block_on(async {
         let r = http
@@ -200,7 +265,11 @@ fn viewer_screenshots_in_both_modes_show_contraindications_in_red() {
             .await
             .unwrap();
         assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
-        let page = http.get(format!("{}/view/patient/{REG}?mode=emergency", server.base)).send().await.unwrap();
+        let page = http
+            .get(format!("{}/view/patient/{REG}?mode=emergency", server.base))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(page.status(), 200);
         let html = page.text().await.unwrap();
         assert!(html.contains("ワーファリン") && html.contains("出典: SS-MIX2 (福岡市民病院)"));
@@ -213,7 +282,13 @@ fn viewer_screenshots_in_both_modes_show_contraindications_in_red() {
         let out = out_dir.join(format!("viewer-{mode}.png"));
         let _ = std::fs::remove_file(&out);
         let profile = dir.path().join(format!("chromium-{mode}"));
-        screenshot(&chromium, &format!("{}/view/patient/{REG}?mode={mode}", server.base), &out, &profile, "390,844");
+        screenshot(
+            &chromium,
+            &format!("{}/view/patient/{REG}?mode={mode}", server.base),
+            &out,
+            &profile,
+            "390,844",
+        );
         let (w, h, red) = red_pixels(&out);
         eprintln!("{}: {w}x{h}, {red} red pixels", out.display());
         assert!(w >= 390 && h >= 800, "{w}x{h}");
@@ -222,9 +297,26 @@ fn viewer_screenshots_in_both_modes_show_contraindications_in_red() {
     // The whole emergency page at the same width, for people reviewing the layout (not asserted beyond red).
     let full = out_dir.join("viewer-emergency-full.png");
     let url = format!("{}/view/patient/{REG}?mode=emergency", server.base);
-    screenshot(&chromium, &url, &full, &dir.path().join("chromium-full"), "390,4200");
-    assert!(red_pixels(&full).2 > reds[0], "the contraindicated-drug items add red below the fold");
-    assert!(reds[0] > 500, "emergency screenshot shows no red (contraindicated drugs): {} red pixels", reds[0]);
-    assert!(reds[1] > 500, "multidisciplinary screenshot shows no red: {} red pixels", reds[1]);
+    screenshot(
+        &chromium,
+        &url,
+        &full,
+        &dir.path().join("chromium-full"),
+        "390,4200",
+    );
+    assert!(
+        red_pixels(&full).2 > reds[0],
+        "the contraindicated-drug items add red below the fold"
+    );
+    assert!(
+        reds[0] > 500,
+        "emergency screenshot shows no red (contraindicated drugs): {} red pixels",
+        reds[0]
+    );
+    assert!(
+        reds[1] > 500,
+        "multidisciplinary screenshot shows no red: {} red pixels",
+        reds[1]
+    );
     drop(server);
 }

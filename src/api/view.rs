@@ -38,7 +38,12 @@ pub async fn patient(
     let params = query_pairs(&q);
     let mode = match summary::mode_param(&params) {
         Ok(m) => m,
-        Err(_) => return error_page(StatusCode::BAD_REQUEST, "表示モードの指定が正しくありません（emergency または multidisciplinary）。"),
+        Err(_) => {
+            return error_page(
+                StatusCode::BAD_REQUEST,
+                "表示モードの指定が正しくありません（emergency または multidisciplinary）。",
+            )
+        }
     };
     let ctx = RequestContext::from_headers(&headers);
     match summary::summarize(&state, &ctx, &id, mode, summary::now(clock.as_deref())).await {
@@ -67,10 +72,19 @@ pub async fn patient(
 fn html_response(status: StatusCode, body: String) -> Response {
     let mut r = (status, body).into_response();
     let h = r.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     h.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; form-action 'none'; frame-ancestors 'none'"),
@@ -109,7 +123,13 @@ pub fn esc(s: &str) -> String {
 /// Percent-encodes a path segment (ids are `[A-Za-z0-9.-]` already; this is belt and braces).
 fn seg(s: &str) -> String {
     s.bytes()
-        .map(|b| if b.is_ascii_alphanumeric() || b == b'-' || b == b'.' { (b as char).to_string() } else { format!("%{b:02X}") })
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b == b'-' || b == b'.' {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
         .collect()
 }
 
@@ -163,9 +183,16 @@ pub fn render(v: &View, requested_id: &str, fhir_url: &str) -> String {
     h.push_str("<meta name=\"robots\" content=\"noindex\">");
     h.push_str(&format!("<title>{} {}</title>", esc(v.title), esc(name)));
     h.push_str(&format!("<style>{CSS}</style></head><body>"));
-    h.push_str(&format!("<header><h1>{}</h1><nav class=\"mode\">", esc(v.title)));
+    h.push_str(&format!(
+        "<header><h1>{}</h1><nav class=\"mode\">",
+        esc(v.title)
+    ));
     for m in [Mode::Emergency, Mode::Multidisciplinary] {
-        let on = if m == v.mode { " class=\"on\" aria-current=\"page\"" } else { "" };
+        let on = if m == v.mode {
+            " class=\"on\" aria-current=\"page\""
+        } else {
+            ""
+        };
         h.push_str(&format!(
             "<a href=\"/view/patient/{}?mode={}\"{on}>{}</a>",
             seg(requested_id),
@@ -212,9 +239,16 @@ pub fn render(v: &View, requested_id: &str, fhir_url: &str) -> String {
         h.push_str("<div class=\"warn\">登録情報の一部を正しく読み取れなかったため、簡易表示しています。</div>");
     }
     for s in &v.sections {
-        h.push_str(&format!("<section id=\"{}\"><h2><span>{}</span>", s.section.code(), esc(s.title)));
+        h.push_str(&format!(
+            "<section id=\"{}\"><h2><span>{}</span>",
+            s.section.code(),
+            esc(s.title)
+        ));
         if let Some(d) = &s.last_updated {
-            h.push_str(&format!("<span class=\"upd\">最終更新 {}</span>", esc(&show_date(d))));
+            h.push_str(&format!(
+                "<span class=\"upd\">最終更新 {}</span>",
+                esc(&show_date(d))
+            ));
         }
         h.push_str("</h2>");
         if s.items.is_empty() {
@@ -230,7 +264,11 @@ pub fn render(v: &View, requested_id: &str, fhir_url: &str) -> String {
             } else {
                 h.push_str("<li>");
             }
-            h.push_str(&format!("<span class=\"lb\">{}</span><span class=\"tx\">{}</span>", esc(&it.label), esc(&it.text)));
+            h.push_str(&format!(
+                "<span class=\"lb\">{}</span><span class=\"tx\">{}</span>",
+                esc(&it.label),
+                esc(&it.text)
+            ));
             let mut meta = Vec::new();
             if let Some(d) = &it.last_updated {
                 meta.push(format!("更新 {}", esc(&show_date(d))));
@@ -255,4 +293,3 @@ pub fn render(v: &View, requested_id: &str, fhir_url: &str) -> String {
     ));
     h
 }
-

@@ -112,7 +112,10 @@ pub fn registration_items(r: &Registration) -> Vec<(Section, ItemView)> {
     use RegistrationItem as I;
     let mut out: Vec<(Section, ItemView)> = Vec::new();
     let mut push = |item: I, text: String, meta: &ItemMeta| {
-        out.push((item.section(), ItemView::registered(item.display(), text, meta)));
+        out.push((
+            item.section(),
+            ItemView::registered(item.display(), text, meta),
+        ));
     };
     let d = &r.demographics;
     let name = |n: &crate::mapping::registration::PersonName| match &n.given {
@@ -121,7 +124,11 @@ pub fn registration_items(r: &Registration) -> Vec<(Section, ItemView)> {
     };
     push(I::NameKanji, name(&d.name_kanji.value), &d.name_kanji.meta);
     push(I::NameKana, name(&d.name_kana.value), &d.name_kana.meta);
-    push(I::BirthDate, d.birth_date.value.as_str().to_string(), &d.birth_date.meta);
+    push(
+        I::BirthDate,
+        d.birth_date.value.as_str().to_string(),
+        &d.birth_date.meta,
+    );
     push(I::Sex, sex_ja(d.sex.value).to_string(), &d.sex.meta);
     if let Some(a) = &d.address {
         let text = match &a.value.postal_code {
@@ -134,9 +141,17 @@ pub fn registration_items(r: &Registration) -> Vec<(Section, ItemView)> {
         push(I::Phone, phone_text(&p.value), &p.meta);
     }
     let g = &r.registration;
-    push(I::RegisteringClinic, facility_text(&g.registering_clinic.value), &g.registering_clinic.meta);
+    push(
+        I::RegisteringClinic,
+        facility_text(&g.registering_clinic.value),
+        &g.registering_clinic.meta,
+    );
     if let Some(f) = &g.emergency_referral_hospital {
-        push(I::EmergencyReferralHospital, facility_text(&f.value), &f.meta);
+        push(
+            I::EmergencyReferralHospital,
+            facility_text(&f.value),
+            &f.meta,
+        );
     }
     if let Some(i) = &g.insurance {
         let v = &i.value;
@@ -161,7 +176,10 @@ pub fn registration_items(r: &Registration) -> Vec<(Section, ItemView)> {
     }
     for c in &g.emergency_contacts {
         let v = &c.value;
-        let rel = v.relationship_text.clone().unwrap_or_else(|| v.relationship.display().to_string());
+        let rel = v
+            .relationship_text
+            .clone()
+            .unwrap_or_else(|| v.relationship.display().to_string());
         let phones: Vec<String> = v.phones.iter().map(phone_text).collect();
         let text = if phones.is_empty() {
             format!("{}（{rel}）", v.name)
@@ -170,8 +188,14 @@ pub fn registration_items(r: &Registration) -> Vec<(Section, ItemView)> {
         };
         push(I::EmergencyContact, text, &c.meta);
     }
-    let prof = |p: &Option<Item<Professional>>| p.as_ref().map(|p| (professional_text(&p.value), p.meta.clone()));
-    let fac = |f: &Option<Item<Facility>>| f.as_ref().map(|f| (facility_text(&f.value), f.meta.clone()));
+    let prof = |p: &Option<Item<Professional>>| {
+        p.as_ref()
+            .map(|p| (professional_text(&p.value), p.meta.clone()))
+    };
+    let fac = |f: &Option<Item<Facility>>| {
+        f.as_ref()
+            .map(|f| (facility_text(&f.value), f.meta.clone()))
+    };
     for (item, v) in [
         (I::AttendingDoctor, prof(&g.attending_doctor)),
         (I::VisitingNurseStation, fac(&g.visiting_nurse_station)),
@@ -223,45 +247,89 @@ pub fn registration_items(r: &Registration) -> Vec<(Section, ItemView)> {
         push(I::ContraindicatedDrug, text, &c.meta);
     }
     for a in &r.allergies {
-        push(I::Allergy, with_note(a.value.kind.display(), a.value.detail.as_ref()), &a.meta);
+        push(
+            I::Allergy,
+            with_note(a.value.kind.display(), a.value.detail.as_ref()),
+            &a.meta,
+        );
     }
     for t in &r.current_treatments {
-        push(I::CurrentTreatment, with_note(t.value.kind.display(), t.value.detail.as_ref()), &t.meta);
+        push(
+            I::CurrentTreatment,
+            with_note(t.value.kind.display(), t.value.detail.as_ref()),
+            &t.meta,
+        );
     }
     let adl = &r.adl;
     if let Some(a) = &adl.eating {
-        push(I::AdlEating, with_note(a.value.level.display(), a.value.note.as_ref()), &a.meta);
+        push(
+            I::AdlEating,
+            with_note(a.value.level.display(), a.value.note.as_ref()),
+            &a.meta,
+        );
     }
     if let Some(a) = &adl.feeding_route {
-        push(I::AdlFeedingRoute, with_note(a.value.level.display(), a.value.note.as_ref()), &a.meta);
+        push(
+            I::AdlFeedingRoute,
+            with_note(a.value.level.display(), a.value.note.as_ref()),
+            &a.meta,
+        );
     }
     if let Some(a) = &adl.food_form {
-        push(I::AdlFoodForm, with_note(a.value.level.display(), a.value.note.as_ref()), &a.meta);
+        push(
+            I::AdlFoodForm,
+            with_note(a.value.level.display(), a.value.note.as_ref()),
+            &a.meta,
+        );
     }
     if let Some(a) = &adl.excretion {
-        push(I::AdlExcretion, with_note(a.value.level.display(), a.value.note.as_ref()), &a.meta);
+        push(
+            I::AdlExcretion,
+            with_note(a.value.level.display(), a.value.note.as_ref()),
+            &a.meta,
+        );
     }
     if let Some(a) = &adl.mobility {
-        push(I::AdlMobility, with_note(a.value.level.display(), a.value.note.as_ref()), &a.meta);
+        push(
+            I::AdlMobility,
+            with_note(a.value.level.display(), a.value.note.as_ref()),
+            &a.meta,
+        );
     }
     if let Some(a) = &adl.breathing {
-        push(I::AdlBreathing, with_note(a.value.level.display(), a.value.note.as_ref()), &a.meta);
+        push(
+            I::AdlBreathing,
+            with_note(a.value.level.display(), a.value.note.as_ref()),
+            &a.meta,
+        );
     }
     let dis = &r.disability;
     if let Some(x) = &dis.physical {
-        push(I::PhysicalDisability, x.value.display().to_string(), &x.meta);
+        push(
+            I::PhysicalDisability,
+            x.value.display().to_string(),
+            &x.meta,
+        );
     }
     if let Some(x) = &dis.mental {
         push(I::MentalDisability, x.value.display().to_string(), &x.meta);
     }
     if let Some(x) = &dis.rehabilitation {
-        push(I::RehabilitationCertificate, x.value.display().to_string(), &x.meta);
+        push(
+            I::RehabilitationCertificate,
+            x.value.display().to_string(),
+            &x.meta,
+        );
     }
     if let Some(c) = &r.care_level {
         push(I::CareLevel, c.value.display().to_string(), &c.meta);
     }
     for i in &r.impairments {
-        push(I::Impairment, with_note(i.value.kind.display(), i.value.note.as_ref()), &i.meta);
+        push(
+            I::Impairment,
+            with_note(i.value.kind.display(), i.value.note.as_ref()),
+            &i.meta,
+        );
     }
     let dem = &r.dementia;
     if let Some(l) = &dem.level {
@@ -310,7 +378,9 @@ pub fn registration_items(r: &Registration) -> Vec<(Section, ItemView)> {
     for (s, item) in &mut out {
         match s {
             Section::ContraindicatedDrugs => item.contraindicated = true,
-            Section::Registration if item.label == I::EmergencyReferralHospital.display() => item.key = true,
+            Section::Registration if item.label == I::EmergencyReferralHospital.display() => {
+                item.key = true
+            }
             _ => {}
         }
     }
@@ -320,24 +390,38 @@ pub fn registration_items(r: &Registration) -> Vec<(Section, ItemView)> {
 /// `CodeableConcept` text: `text`, else the first `coding.display`, else the first code.
 pub fn concept_text(cc: Option<&Value>) -> Option<String> {
     let cc = cc?;
-    if let Some(t) = cc.get("text").and_then(Value::as_str).filter(|t| !t.is_empty()) {
+    if let Some(t) = cc
+        .get("text")
+        .and_then(Value::as_str)
+        .filter(|t| !t.is_empty())
+    {
         return Some(t.to_string());
     }
     let codings = cc.get("coding").and_then(Value::as_array)?;
     codings
         .iter()
         .find_map(|c| c.get("display").and_then(Value::as_str))
-        .or_else(|| codings.iter().find_map(|c| c.get("code").and_then(Value::as_str)))
+        .or_else(|| {
+            codings
+                .iter()
+                .find_map(|c| c.get("code").and_then(Value::as_str))
+        })
         .map(str::to_string)
 }
 
 fn str_at<'a>(v: &'a Value, pointer: &str) -> Option<&'a str> {
-    v.pointer(pointer).and_then(Value::as_str).filter(|s| !s.is_empty())
+    v.pointer(pointer)
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
 }
 
 /// The first `coding.code` of a CodeableConcept at `pointer`.
 pub(crate) fn code_at<'a>(v: &'a Value, pointer: &str) -> Option<&'a str> {
-    v.pointer(pointer)?.get("coding")?.as_array()?.iter().find_map(|c| c.get("code")?.as_str())
+    v.pointer(pointer)?
+        .get("coding")?
+        .as_array()?
+        .iter()
+        .find_map(|c| c.get("code")?.as_str())
 }
 
 fn clinical_status_ja(code: &str) -> &str {
@@ -361,7 +445,8 @@ pub fn recorded_date(r: &Value) -> Option<String> {
         Some("MedicationRequest") => str_at(r, "/authoredOn"),
         _ => None,
     };
-    own.or_else(|| str_at(r, "/meta/lastUpdated")).map(str::to_string)
+    own.or_else(|| str_at(r, "/meta/lastUpdated"))
+        .map(str::to_string)
 }
 
 /// An SS-MIX2 (or other external) Condition, AllergyIntolerance or MedicationRequest as a summary line,
@@ -387,9 +472,16 @@ pub fn external_item(r: &Value, source: &str) -> Option<ItemView> {
                 .into_iter()
                 .flatten()
                 .filter_map(|x| {
-                    x.get("description").and_then(Value::as_str).map(str::to_string).or_else(|| {
-                        concept_text(x.get("manifestation").and_then(Value::as_array).and_then(|a| a.first()))
-                    })
+                    x.get("description")
+                        .and_then(Value::as_str)
+                        .map(str::to_string)
+                        .or_else(|| {
+                            concept_text(
+                                x.get("manifestation")
+                                    .and_then(Value::as_array)
+                                    .and_then(|a| a.first()),
+                            )
+                        })
                 })
                 .collect();
             if !reactions.is_empty() {
@@ -423,7 +515,12 @@ pub fn external_item(r: &Value, source: &str) -> Option<ItemView> {
                         .and_then(Value::as_array)
                         .into_iter()
                         .flatten()
-                        .flat_map(|m| m.get("ingredient").and_then(Value::as_array).into_iter().flatten())
+                        .flat_map(|m| {
+                            m.get("ingredient")
+                                .and_then(Value::as_array)
+                                .into_iter()
+                                .flatten()
+                        })
                         .filter_map(|i| concept_text(i.get("itemCodeableConcept")))
                         .collect();
                     (!names.is_empty()).then(|| names.join("＋"))
@@ -432,7 +529,10 @@ pub fn external_item(r: &Value, source: &str) -> Option<ItemView> {
                 .unwrap_or_else(|| "（薬剤名なし）".into());
             let mut text = drug;
             if let Some(d) = r.pointer("/dosageInstruction/0") {
-                if let Some(t) = str_at(d, "/text").map(str::to_string).or_else(|| concept_text(d.pointer("/timing/code"))) {
+                if let Some(t) = str_at(d, "/text")
+                    .map(str::to_string)
+                    .or_else(|| concept_text(d.pointer("/timing/code")))
+                {
                     text.push_str(&format!(" {t}"));
                 }
             }
@@ -461,7 +561,9 @@ pub fn generic_registration_item(r: &Value) -> Option<ItemView> {
     let rtype = r.get("resourceType").and_then(Value::as_str)?;
     let text = match rtype {
         "Patient" | "Organization" | "Practitioner" | "CareTeam" | "Coverage" => {
-            str_at(r, "/name/0/text").or_else(|| str_at(r, "/name")).map(str::to_string)
+            str_at(r, "/name/0/text")
+                .or_else(|| str_at(r, "/name"))
+                .map(str::to_string)
         }
         "Observation" => str_at(r, "/valueString")
             .map(str::to_string)
@@ -476,15 +578,27 @@ pub fn generic_registration_item(r: &Value) -> Option<ItemView> {
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
-        .find(|e| e.get("url").and_then(Value::as_str) == Some(crate::mapping::registration::ext::ITEM_META));
+        .find(|e| {
+            e.get("url").and_then(Value::as_str)
+                == Some(crate::mapping::registration::ext::ITEM_META)
+        });
     let sub = |name: &str| {
-        meta.and_then(|m| m.get("extension")?.as_array()?.iter().find(|e| e.get("url").and_then(Value::as_str) == Some(name)))
+        meta.and_then(|m| {
+            m.get("extension")?
+                .as_array()?
+                .iter()
+                .find(|e| e.get("url").and_then(Value::as_str) == Some(name))
+        })
     };
     Some(ItemView {
         label: rtype.to_string(),
         text,
-        last_updated: sub("lastUpdated").and_then(|e| e.get("valueDateTime")?.as_str()).map(str::to_string),
-        author: sub("author").and_then(|e| e.get("valueString")?.as_str()).map(str::to_string),
+        last_updated: sub("lastUpdated")
+            .and_then(|e| e.get("valueDateTime")?.as_str())
+            .map(str::to_string),
+        author: sub("author")
+            .and_then(|e| e.get("valueString")?.as_str())
+            .map(str::to_string),
         source: None,
         contraindicated: false,
         key: false,

@@ -58,7 +58,9 @@ use std::collections::HashSet;
 use serde_json::{json, Map, Value};
 use time::OffsetDateTime;
 
-use crate::mapping::registration::{from_fhir, section_of, Choice, Registration, Section, CODE_SYSTEM_BASE};
+use crate::mapping::registration::{
+    from_fhir, section_of, Choice, Registration, Section, CODE_SYSTEM_BASE,
+};
 pub use items::ItemView;
 
 /// LOINC system URI.
@@ -67,7 +69,8 @@ pub const LOINC: &str = "http://loinc.org";
 pub const PATIENT_SUMMARY_DOCUMENT: &str = "60591-5";
 /// Extension on `Composition.section`: `valueDateTime`, the latest last-updated date of the section's
 /// items (Tobiume-net plus shows a last-updated date per item; the section shows the newest).
-pub const SECTION_LAST_UPDATED: &str = "http://tobiume-gateway.local/fhir/StructureDefinition/section-last-updated";
+pub const SECTION_LAST_UPDATED: &str =
+    "http://tobiume-gateway.local/fhir/StructureDefinition/section-last-updated";
 /// `meta.source` given to merged SS-MIX2 resources (suffixed `:<facility code>` when known).
 pub const SSMIX2_SOURCE: &str = "urn:tobiume:source:ssmix2";
 /// Prescriptions from SS-MIX2 are shown for this many months before `now` (the national 救急用サマリー
@@ -312,7 +315,10 @@ fn external_section(r: &Value, window_start_ms: i64) -> Option<Section> {
         },
         "AllergyIntolerance" => Some(Section::Allergies),
         "MedicationRequest" => {
-            if matches!(r.get("status").and_then(Value::as_str), Some("entered-in-error") | Some("cancelled")) {
+            if matches!(
+                r.get("status").and_then(Value::as_str),
+                Some("entered-in-error") | Some("cancelled")
+            ) {
                 return None;
             }
             let authored = r.get("authoredOn").and_then(Value::as_str)?;
@@ -348,7 +354,11 @@ fn age_at(birth: &str, now: OffsetDateTime) -> Option<i32> {
 /// The header from a registration, or else from the subject Patient JSON (JP Core: kanji name with
 /// `iso21090-EN-representation` IDE, kana SYL).
 fn header(subject: &Value, reg: Option<&Registration>, now: OffsetDateTime) -> PatientHeader {
-    let id = subject.get("id").and_then(Value::as_str).unwrap_or_default().to_string();
+    let id = subject
+        .get("id")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
     if let Some(r) = reg {
         let d = &r.demographics;
         let name = |n: &crate::mapping::registration::PersonName| match &n.given {
@@ -365,7 +375,11 @@ fn header(subject: &Value, reg: Option<&Registration>, now: OffsetDateTime) -> P
             card_id: Some(r.card_id.as_str().to_string()),
         };
     }
-    let names: Vec<&Value> = subject.get("name").and_then(Value::as_array).map(|a| a.iter().collect()).unwrap_or_default();
+    let names: Vec<&Value> = subject
+        .get("name")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().collect())
+        .unwrap_or_default();
     let repr = |n: &Value| {
         n.get("extension")?
             .as_array()?
@@ -374,24 +388,46 @@ fn header(subject: &Value, reg: Option<&Registration>, now: OffsetDateTime) -> P
             .map(str::to_string)
     };
     let text = |n: &Value| {
-        n.get("text").and_then(Value::as_str).map(str::to_string).or_else(|| {
-            let family = n.get("family").and_then(Value::as_str).unwrap_or("");
-            let given: Vec<&str> =
-                n.get("given").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).collect();
-            let s = format!("{family} {}", given.join(" ")).trim().to_string();
-            (!s.is_empty()).then_some(s)
-        })
+        n.get("text")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .or_else(|| {
+                let family = n.get("family").and_then(Value::as_str).unwrap_or("");
+                let given: Vec<&str> = n
+                    .get("given")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .collect();
+                let s = format!("{family} {}", given.join(" ")).trim().to_string();
+                (!s.is_empty()).then_some(s)
+            })
     };
-    let kanji = names.iter().find(|n| repr(n).as_deref() == Some("IDE")).or(names.first()).and_then(|n| text(n));
-    let kana = names.iter().find(|n| repr(n).as_deref() == Some("SYL")).and_then(|n| text(n));
-    let birth = subject.get("birthDate").and_then(Value::as_str).map(str::to_string);
+    let kanji = names
+        .iter()
+        .find(|n| repr(n).as_deref() == Some("IDE"))
+        .or(names.first())
+        .and_then(|n| text(n));
+    let kana = names
+        .iter()
+        .find(|n| repr(n).as_deref() == Some("SYL"))
+        .and_then(|n| text(n));
+    let birth = subject
+        .get("birthDate")
+        .and_then(Value::as_str)
+        .map(str::to_string);
     PatientHeader {
         id,
         name: kanji,
         kana,
         age: birth.as_deref().and_then(|b| age_at(b, now)),
         birth_date: birth,
-        sex: subject.get("gender").and_then(Value::as_str).and_then(items::gender_ja).map(str::to_string),
+        sex: subject
+            .get("gender")
+            .and_then(Value::as_str)
+            .and_then(items::gender_ja)
+            .map(str::to_string),
         card_id: None,
     }
 }
@@ -462,7 +498,11 @@ pub fn build(src: &Sources, mode: Mode, opts: &Options) -> Summary {
     let wanted: HashSet<Section> = sections.iter().copied().collect();
 
     // Registered items.
-    let reg = if src.registration.is_empty() { None } else { from_fhir(&src.registration).ok() };
+    let reg = if src.registration.is_empty() {
+        None
+    } else {
+        from_fhir(&src.registration).ok()
+    };
     let degraded = !src.registration.is_empty() && reg.is_none();
     let mut per_section: Vec<(Section, ItemView)> = match &reg {
         Some(r) => items::registration_items(r),
@@ -477,9 +517,13 @@ pub fn build(src: &Sources, mode: Mode, opts: &Options) -> Summary {
     let mut entries: Vec<(Section, String)> = Vec::new();
     let mut bundle_resources: Vec<(String, Value)> = Vec::new();
     let mut seen: HashSet<String> = HashSet::new();
-    let subject_url = rtype_id(&src.subject).map(|(t, id)| full_url(t, id)).unwrap_or_default();
+    let subject_url = rtype_id(&src.subject)
+        .map(|(t, id)| full_url(t, id))
+        .unwrap_or_default();
     for r in &src.registration {
-        let (Some(s), Some((t, id))) = (section_of(r), rtype_id(r)) else { continue };
+        let (Some(s), Some((t, id))) = (section_of(r), rtype_id(r)) else {
+            continue;
+        };
         if !wanted.contains(&s) {
             continue;
         }
@@ -496,7 +540,9 @@ pub fn build(src: &Sources, mode: Mode, opts: &Options) -> Summary {
     for l in &src.linked {
         let mut targets = Vec::new();
         for r in &l.resources {
-            let (Some(s), Some((t, id))) = (external_section(r, window_ms), rtype_id(r)) else { continue };
+            let (Some(s), Some((t, id))) = (external_section(r, window_ms), rtype_id(r)) else {
+                continue;
+            };
             if !wanted.contains(&s) {
                 continue;
             }
@@ -520,7 +566,10 @@ pub fn build(src: &Sources, mode: Mode, opts: &Options) -> Summary {
         }
         if let Some((t, id)) = rtype_id(&l.patient) {
             let url = full_url(t, id);
-            if url != subject_url && !targets.is_empty() && !linked_patients.iter().any(|(u, _)| *u == url) {
+            if url != subject_url
+                && !targets.is_empty()
+                && !linked_patients.iter().any(|(u, _)| *u == url)
+            {
                 linked_patients.push((url, l.patient.clone()));
             }
         }
@@ -544,7 +593,11 @@ pub fn build(src: &Sources, mode: Mode, opts: &Options) -> Summary {
     // Sections.
     let mut views = Vec::with_capacity(sections.len());
     for s in &sections {
-        let items: Vec<ItemView> = per_section.iter().filter(|(x, _)| x == s).map(|(_, i)| i.clone()).collect();
+        let items: Vec<ItemView> = per_section
+            .iter()
+            .filter(|(x, _)| x == s)
+            .map(|(_, i)| i.clone())
+            .collect();
         let last = latest(items.iter().filter_map(|i| i.last_updated.as_deref()));
         let mut urls: Vec<String> = Vec::new();
         for (x, u) in &entries {
@@ -552,13 +605,35 @@ pub fn build(src: &Sources, mode: Mode, opts: &Options) -> Summary {
                 urls.push(u.clone());
             }
         }
-        views.push(SectionView { section: *s, title: s.display(), loinc: ips_loinc(*s), last_updated: last, items, entries: urls });
+        views.push(SectionView {
+            section: *s,
+            title: s.display(),
+            loinc: ips_loinc(*s),
+            last_updated: last,
+            items,
+            entries: urls,
+        });
     }
 
     let now_s = rfc3339(opts.now);
     let patient = header(&src.subject, reg.as_ref(), opts.now);
-    let view = View { mode, title: mode.title(), patient, generated: now_s.clone(), sections: views, degraded };
-    let bundle = document(&view, src, &subject_url, bundle_resources, linked_patients, provenances, opts);
+    let view = View {
+        mode,
+        title: mode.title(),
+        patient,
+        generated: now_s.clone(),
+        sections: views,
+        degraded,
+    };
+    let bundle = document(
+        &view,
+        src,
+        &subject_url,
+        bundle_resources,
+        linked_patients,
+        provenances,
+        opts,
+    );
     Summary { bundle, view }
 }
 
@@ -574,11 +649,17 @@ fn section_json(s: &SectionView) -> Value {
     }));
     let mut o = Map::new();
     if let Some(d) = &s.last_updated {
-        o.insert("extension".into(), json!([{ "url": SECTION_LAST_UPDATED, "valueDateTime": d }]));
+        o.insert(
+            "extension".into(),
+            json!([{ "url": SECTION_LAST_UPDATED, "valueDateTime": d }]),
+        );
     }
     o.insert("title".into(), json!(s.title));
     o.insert("code".into(), json!({ "coding": codings, "text": s.title }));
-    o.insert("text".into(), json!({ "status": "generated", "div": narrative(s) }));
+    o.insert(
+        "text".into(),
+        json!({ "status": "generated", "div": narrative(s) }),
+    );
     if s.entries.is_empty() {
         o.insert(
             "emptyReason".into(),
@@ -587,7 +668,15 @@ fn section_json(s: &SectionView) -> Value {
                 "code": "unavailable", "display": "Unavailable"}], "text": "登録なし"}),
         );
     } else {
-        o.insert("entry".into(), Value::Array(s.entries.iter().map(|u| json!({ "reference": u })).collect()));
+        o.insert(
+            "entry".into(),
+            Value::Array(
+                s.entries
+                    .iter()
+                    .map(|u| json!({ "reference": u }))
+                    .collect(),
+            ),
+        );
     }
     Value::Object(o)
 }
@@ -621,7 +710,8 @@ fn document(
         "confidentiality": "R",
         "section": view.sections.iter().map(section_json).collect::<Vec<_>>()
     });
-    let mut entries = vec![json!({ "fullUrl": format!("urn:uuid:{comp_id}"), "resource": composition })];
+    let mut entries =
+        vec![json!({ "fullUrl": format!("urn:uuid:{comp_id}"), "resource": composition })];
     let mut seen: HashSet<String> = HashSet::new();
     if !subject_url.is_empty() {
         seen.insert(subject_url.to_string());
@@ -633,7 +723,11 @@ fn document(
         }
     }
     for p in provenances {
-        let id = p.get("id").and_then(Value::as_str).unwrap_or_default().to_string();
+        let id = p
+            .get("id")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
         entries.push(json!({ "fullUrl": format!("urn:uuid:{id}"), "resource": p }));
     }
     json!({
@@ -656,14 +750,26 @@ mod tests {
 
     #[test]
     fn window_is_calendar_months_in_japan_time() {
-        assert_eq!(rfc3339(medication_window_start(t("2026-05-31T03:00:00Z"), 3)), "2026-02-28T12:00:00+09:00");
-        assert_eq!(rfc3339(medication_window_start(t("2026-01-15T00:00:00+09:00"), 3)), "2025-10-15T00:00:00+09:00");
+        assert_eq!(
+            rfc3339(medication_window_start(t("2026-05-31T03:00:00Z"), 3)),
+            "2026-02-28T12:00:00+09:00"
+        );
+        assert_eq!(
+            rfc3339(medication_window_start(t("2026-01-15T00:00:00+09:00"), 3)),
+            "2025-10-15T00:00:00+09:00"
+        );
     }
 
     #[test]
     fn latest_compares_instants_not_text() {
-        assert_eq!(latest(["2026-07-01", "2026-09-01T15:30:00+09:00", "2026-08-20"]).as_deref(), Some("2026-09-01T15:30:00+09:00"));
-        assert_eq!(latest(["2026-07-01T23:00:00-05:00", "2026-07-02"]).as_deref(), Some("2026-07-01T23:00:00-05:00"));
+        assert_eq!(
+            latest(["2026-07-01", "2026-09-01T15:30:00+09:00", "2026-08-20"]).as_deref(),
+            Some("2026-09-01T15:30:00+09:00")
+        );
+        assert_eq!(
+            latest(["2026-07-01T23:00:00-05:00", "2026-07-02"]).as_deref(),
+            Some("2026-07-01T23:00:00-05:00")
+        );
         assert_eq!(latest(std::iter::empty()), None);
     }
 
@@ -684,9 +790,15 @@ mod tests {
     fn window_excludes_old_prescriptions() {
         let start = (t("2026-08-21T00:00:00+09:00").unix_timestamp_nanos() / 1_000_000) as i64;
         let mr = |d: &str| json!({"resourceType": "MedicationRequest", "status": "active", "authoredOn": d});
-        assert_eq!(external_section(&mr("2026-08-21T10:00:00+09:00"), start), Some(Section::Prescriptions));
+        assert_eq!(
+            external_section(&mr("2026-08-21T10:00:00+09:00"), start),
+            Some(Section::Prescriptions)
+        );
         assert_eq!(external_section(&mr("2026-08-20"), start), None);
-        assert_eq!(external_section(&mr("2026-08"), start), Some(Section::Prescriptions));
+        assert_eq!(
+            external_section(&mr("2026-08"), start),
+            Some(Section::Prescriptions)
+        );
         let c = json!({"resourceType": "Condition", "clinicalStatus": {"coding": [{"code": "resolved"}]}});
         assert_eq!(external_section(&c, start), Some(Section::History));
     }

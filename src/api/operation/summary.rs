@@ -80,7 +80,10 @@ static ENV_NOW: LazyLock<Option<OffsetDateTime>> = LazyLock::new(|| {
 
 /// "Now" for a request: the extension, else `TOBIUME_SUMMARY_NOW`, else the system clock.
 pub fn now(clock: Option<&SummaryClock>) -> OffsetDateTime {
-    clock.map(|c| c.0).or(*ENV_NOW).unwrap_or_else(OffsetDateTime::now_utc)
+    clock
+        .map(|c| c.0)
+        .or(*ENV_NOW)
+        .unwrap_or_else(OffsetDateTime::now_utc)
 }
 
 /// JP Core patient-id identifier system prefix (`…51.1` + 10-digit 医療機関コード).
@@ -92,7 +95,11 @@ pub fn mode_param(params: &[(String, String)]) -> ApiResult<Mode> {
         None => Ok(Mode::Emergency),
         Some((_, v)) => Mode::parse(v.trim()).ok_or_else(|| ApiError {
             status: StatusCode::BAD_REQUEST,
-            issues: vec![Issue::error("invalid", "mode must be 'emergency' or 'multidisciplinary'").at("mode")],
+            issues: vec![Issue::error(
+                "invalid",
+                "mode must be 'emergency' or 'multidisciplinary'",
+            )
+            .at("mode")],
         }),
     }
 }
@@ -124,15 +131,28 @@ pub async fn type_summary(
     let params = query_pairs(&q);
     body::check_format(&params)?;
     let mode = mode_param(&params)?;
-    let Some((_, ident)) = params.iter().find(|(k, v)| k == "identifier" && !v.trim().is_empty()) else {
+    let Some((_, ident)) = params
+        .iter()
+        .find(|(k, v)| k == "identifier" && !v.trim().is_empty())
+    else {
         return Err(ApiError {
             status: StatusCode::BAD_REQUEST,
-            issues: vec![Issue::error("required", "identifier (system|value) or a Patient id in the URL is required")
-                .at("identifier")],
+            issues: vec![Issue::error(
+                "required",
+                "identifier (system|value) or a Patient id in the URL is required",
+            )
+            .at("identifier")],
         });
     };
     let ctx = RequestContext::from_headers(&headers);
-    let ids = search_ids(&state, &ctx, "Patient", vec![("identifier".into(), ident.clone())], 2).await?;
+    let ids = search_ids(
+        &state,
+        &ctx,
+        "Patient",
+        vec![("identifier".into(), ident.clone())],
+        2,
+    )
+    .await?;
     let id = match ids.as_slice() {
         [] => return Err(ApiError::not_found("no Patient with that identifier")),
         [one] => one.clone(),
@@ -186,11 +206,24 @@ fn link_targets(p: &Value) -> Vec<(String, Option<String>)> {
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
-        .filter(|l| matches!(l.get("type").and_then(Value::as_str), Some("seealso") | Some("refer")))
+        .filter(|l| {
+            matches!(
+                l.get("type").and_then(Value::as_str),
+                Some("seealso") | Some("refer")
+            )
+        })
         .filter_map(|l| {
             let other = l.get("other")?;
             let id = other.get("reference")?.as_str()?.strip_prefix("Patient/")?;
-            valid_id(id).then(|| (id.to_string(), other.get("display").and_then(Value::as_str).map(str::to_string)))
+            valid_id(id).then(|| {
+                (
+                    id.to_string(),
+                    other
+                        .get("display")
+                        .and_then(Value::as_str)
+                        .map(str::to_string),
+                )
+            })
         })
         .collect()
 }
@@ -200,7 +233,12 @@ fn parse_json(text: &str) -> Option<Value> {
 }
 
 /// All current matches of a search (paged through `access::search`, at most 10 000).
-async fn search_all(state: &AppState, ctx: &RequestContext, rtype: &str, mut params: Vec<(String, String)>) -> ApiResult<Vec<Value>> {
+async fn search_all(
+    state: &AppState,
+    ctx: &RequestContext,
+    rtype: &str,
+    mut params: Vec<(String, String)>,
+) -> ApiResult<Vec<Value>> {
     params.push(("_count".into(), MAX_COUNT.to_string()));
     let mut out = Vec::new();
     for page_no in 0..10 {
@@ -211,7 +249,12 @@ async fn search_all(state: &AppState, ctx: &RequestContext, rtype: &str, mut par
         let q = crate::search::query::parse(&state.registry, rtype, &p)?;
         let page = access::search(state, ctx, &q).await?;
         let n = page.matches.len();
-        out.extend(page.matches.iter().filter(|r| !r.deleted).filter_map(|r| parse_json(&r.json)));
+        out.extend(
+            page.matches
+                .iter()
+                .filter(|r| !r.deleted)
+                .filter_map(|r| parse_json(&r.json)),
+        );
         if n < MAX_COUNT {
             break;
         }
@@ -231,7 +274,11 @@ async fn search_ids(
 }
 
 /// Reads a Patient; `None` when it does not exist or was deleted.
-async fn read_patient(state: &AppState, ctx: &RequestContext, id: &str) -> ApiResult<Option<Value>> {
+async fn read_patient(
+    state: &AppState,
+    ctx: &RequestContext,
+    id: &str,
+) -> ApiResult<Option<Value>> {
     if !valid_id(id) {
         return Ok(None);
     }
@@ -245,7 +292,12 @@ async fn read_patient(state: &AppState, ctx: &RequestContext, id: &str) -> ApiRe
 
 /// Patients linked to `p` by a reverse `Patient.link`, a shared identifier or a `Linkage` (rules 1–3
 /// of the module docs, except `p`'s own links), as ids.
-async fn linked_ids(state: &AppState, ctx: &RequestContext, p: &Value, id: &str) -> ApiResult<Vec<String>> {
+async fn linked_ids(
+    state: &AppState,
+    ctx: &RequestContext,
+    p: &Value,
+    id: &str,
+) -> ApiResult<Vec<String>> {
     let reference = format!("Patient/{id}");
     let mut searches: Vec<(&str, Vec<(String, String)>)> = vec![
         ("Patient", vec![("link".into(), reference.clone())]),
@@ -253,11 +305,24 @@ async fn linked_ids(state: &AppState, ctx: &RequestContext, p: &Value, id: &str)
     ];
     for (s, v) in identifiers(p) {
         if s != CARD_ID_SYSTEM {
-            let esc = |x: &str| x.replace('\\', "\\\\").replace('|', "\\|").replace(',', "\\,").replace('$', "\\$");
-            searches.push(("Patient", vec![("identifier".into(), format!("{}|{}", esc(&s), esc(&v)))]));
+            let esc = |x: &str| {
+                x.replace('\\', "\\\\")
+                    .replace('|', "\\|")
+                    .replace(',', "\\,")
+                    .replace('$', "\\$")
+            };
+            searches.push((
+                "Patient",
+                vec![("identifier".into(), format!("{}|{}", esc(&s), esc(&v)))],
+            ));
         }
     }
-    let results = try_join_all(searches.into_iter().map(|(t, params)| search_all(state, ctx, t, params))).await?;
+    let results = try_join_all(
+        searches
+            .into_iter()
+            .map(|(t, params)| search_all(state, ctx, t, params)),
+    )
+    .await?;
     let mut out = Vec::new();
     for r in results.into_iter().flatten() {
         match r.get("resourceType").and_then(Value::as_str) {
@@ -267,8 +332,17 @@ async fn linked_ids(state: &AppState, ctx: &RequestContext, p: &Value, id: &str)
                 }
             }
             Some("Linkage") => {
-                for item in r.get("item").and_then(Value::as_array).into_iter().flatten() {
-                    if let Some(x) = item.pointer("/resource/reference").and_then(Value::as_str).and_then(|s| s.strip_prefix("Patient/")) {
+                for item in r
+                    .get("item")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
+                    if let Some(x) = item
+                        .pointer("/resource/reference")
+                        .and_then(Value::as_str)
+                        .and_then(|s| s.strip_prefix("Patient/"))
+                    {
                         out.push(x.to_string());
                     }
                 }
@@ -284,18 +358,27 @@ async fn linked_ids(state: &AppState, ctx: &RequestContext, p: &Value, id: &str)
 fn source_of(p: &Value, link_display: Option<&str>) -> (String, String) {
     let code = identifiers(p)
         .into_iter()
-        .find_map(|(s, _)| s.strip_prefix(JP_PATIENT_ID_SYSTEM_PREFIX).map(str::to_string))
+        .find_map(|(s, _)| {
+            s.strip_prefix(JP_PATIENT_ID_SYSTEM_PREFIX)
+                .map(str::to_string)
+        })
         .filter(|c| c.len() == 10 && c.bytes().all(|b| b.is_ascii_digit()))
         .or_else(|| {
             // `<facility>.<pid>.ADT-00` (import --facility)
             let id = p.get("id").and_then(Value::as_str)?;
             let parts: Vec<&str> = id.split('.').collect();
-            (parts.len() == 3 && parts[0].len() == 10 && parts[0].bytes().all(|b| b.is_ascii_digit()))
-                .then(|| parts[0].to_string())
+            (parts.len() == 3
+                && parts[0].len() == 10
+                && parts[0].bytes().all(|b| b.is_ascii_digit()))
+            .then(|| parts[0].to_string())
         });
     let name = link_display
         .map(str::to_string)
-        .or_else(|| p.pointer("/managingOrganization/display").and_then(Value::as_str).map(str::to_string))
+        .or_else(|| {
+            p.pointer("/managingOrganization/display")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        })
         .or_else(|| code.as_ref().map(|c| format!("医療機関コード {c}")))
         .unwrap_or_else(|| "送信施設不明".to_string());
     let uri = match &code {
@@ -307,7 +390,12 @@ fn source_of(p: &Value, link_display: Option<&str>) -> (String, String) {
 
 /// The registration resources of registration Patient `reg` (everything [`section_of`] recognises),
 /// the Patient first, then the referenced Organizations and Practitioners.
-async fn registration_resources(state: &AppState, ctx: &RequestContext, reg: &Value, reg_id: &str) -> ApiResult<Vec<Value>> {
+async fn registration_resources(
+    state: &AppState,
+    ctx: &RequestContext,
+    reg: &Value,
+    reg_id: &str,
+) -> ApiResult<Vec<Value>> {
     let r = format!("Patient/{reg_id}");
     let searches = [
         ("CareTeam", "subject"),
@@ -321,9 +409,19 @@ async fn registration_resources(state: &AppState, ctx: &RequestContext, reg: &Va
         ("Procedure", "subject"),
         ("Consent", "patient"),
     ];
-    let found = try_join_all(searches.iter().map(|(t, p)| search_all(state, ctx, t, vec![(p.to_string(), r.clone())]))).await?;
+    let found = try_join_all(
+        searches
+            .iter()
+            .map(|(t, p)| search_all(state, ctx, t, vec![(p.to_string(), r.clone())])),
+    )
+    .await?;
     let mut out = vec![reg.clone()];
-    out.extend(found.into_iter().flatten().filter(|x| section_of(x).is_some()));
+    out.extend(
+        found
+            .into_iter()
+            .flatten()
+            .filter(|x| section_of(x).is_some()),
+    );
     // Organizations / Practitioners referenced by the registration.
     let mut orgs: Vec<String> = Vec::new();
     let mut practs: Vec<String> = Vec::new();
@@ -347,8 +445,18 @@ async fn registration_resources(state: &AppState, ctx: &RequestContext, reg: &Va
     if !practs.is_empty() {
         lookups.push(("Practitioner", practs.join(",")));
     }
-    let found = try_join_all(lookups.into_iter().map(|(t, ids)| search_all(state, ctx, t, vec![("_id".into(), ids)]))).await?;
-    out.extend(found.into_iter().flatten().filter(|x| section_of(x).is_some()));
+    let found = try_join_all(
+        lookups
+            .into_iter()
+            .map(|(t, ids)| search_all(state, ctx, t, vec![("_id".into(), ids)])),
+    )
+    .await?;
+    out.extend(
+        found
+            .into_iter()
+            .flatten()
+            .filter(|x| section_of(x).is_some()),
+    );
     Ok(out)
 }
 
@@ -371,30 +479,70 @@ fn collect_refs(v: &Value, f: &mut impl FnMut(&str)) {
 
 /// The data of one linked SS-MIX2 Patient: all Conditions and AllergyIntolerances, MedicationRequests
 /// authored since the window start (by date; [`summary::build`] applies the exact instant).
-async fn linked_source(state: &AppState, ctx: &RequestContext, patient: Value, link_display: Option<&str>, opts: &Options) -> ApiResult<LinkedSource> {
-    let id = patient.get("id").and_then(Value::as_str).unwrap_or_default().to_string();
+async fn linked_source(
+    state: &AppState,
+    ctx: &RequestContext,
+    patient: Value,
+    link_display: Option<&str>,
+    opts: &Options,
+) -> ApiResult<LinkedSource> {
+    let id = patient
+        .get("id")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
     let r = format!("Patient/{id}");
     let jst = time::UtcOffset::from_hms(9, 0, 0).unwrap_or(time::UtcOffset::UTC);
     let start = opts.window_start().to_offset(jst).date();
-    let since = format!("ge{:04}-{:02}-{:02}", start.year(), u8::from(start.month()), start.day());
+    let since = format!(
+        "ge{:04}-{:02}-{:02}",
+        start.year(),
+        u8::from(start.month()),
+        start.day()
+    );
     let (conditions, allergies, meds) = futures::try_join!(
         search_all(state, ctx, "Condition", vec![("subject".into(), r.clone())]),
-        search_all(state, ctx, "AllergyIntolerance", vec![("patient".into(), r.clone())]),
-        search_all(state, ctx, "MedicationRequest", vec![("subject".into(), r.clone()), ("authoredon".into(), since)]),
+        search_all(
+            state,
+            ctx,
+            "AllergyIntolerance",
+            vec![("patient".into(), r.clone())]
+        ),
+        search_all(
+            state,
+            ctx,
+            "MedicationRequest",
+            vec![("subject".into(), r.clone()), ("authoredon".into(), since)]
+        ),
     )?;
     let (facility, source_uri) = source_of(&patient, link_display);
-    let kind = if id.ends_with(".ADT-00") { "SS-MIX2" } else { "連携データ" };
+    let kind = if id.ends_with(".ADT-00") {
+        "SS-MIX2"
+    } else {
+        "連携データ"
+    };
     let mut resources = conditions;
     resources.extend(allergies);
     resources.extend(meds);
-    Ok(LinkedSource { label: format!("{kind} ({facility})"), facility, source_uri, patient, resources })
+    Ok(LinkedSource {
+        label: format!("{kind} ({facility})"),
+        facility,
+        source_uri,
+        patient,
+        resources,
+    })
 }
 
 /// Reads everything the summary of Patient `id` needs (linking rule: module docs).
 ///
 /// Errors: 404 (`not-found`) for an unknown or invalid id, 410 for a deleted Patient, 500 on a store
 /// failure.
-pub async fn gather(state: &AppState, ctx: &RequestContext, id: &str, opts: &Options) -> ApiResult<Sources> {
+pub async fn gather(
+    state: &AppState,
+    ctx: &RequestContext,
+    id: &str,
+    opts: &Options,
+) -> ApiResult<Sources> {
     if !valid_id(id) {
         return Err(ApiError::not_found("Patient/<invalid id> not found"));
     }
@@ -410,7 +558,10 @@ pub async fn gather(state: &AppState, ctx: &RequestContext, id: &str, opts: &Opt
         Some((requested.clone(), id.to_string()))
     } else {
         links.push((id.to_string(), None));
-        let mut cands: Vec<String> = link_targets(&requested).into_iter().map(|(x, _)| x).collect();
+        let mut cands: Vec<String> = link_targets(&requested)
+            .into_iter()
+            .map(|(x, _)| x)
+            .collect();
         cands.extend(linked_ids(state, ctx, &requested, id).await?);
         cands.sort();
         cands.dedup();
@@ -426,11 +577,16 @@ pub async fn gather(state: &AppState, ctx: &RequestContext, id: &str, opts: &Opt
         found
     };
 
-    let mut src = Sources { subject: requested.clone(), ..Default::default() };
+    let mut src = Sources {
+        subject: requested.clone(),
+        ..Default::default()
+    };
     if let Some((reg, reg_id)) = &reg {
         links.extend(link_targets(reg));
-        let (resources, more) =
-            futures::try_join!(registration_resources(state, ctx, reg, reg_id), linked_ids(state, ctx, reg, reg_id))?;
+        let (resources, more) = futures::try_join!(
+            registration_resources(state, ctx, reg, reg_id),
+            linked_ids(state, ctx, reg, reg_id)
+        )?;
         links.extend(more.into_iter().map(|x| (x, None)));
         src.subject = reg.clone();
         src.registration = resources;
