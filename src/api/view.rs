@@ -159,7 +159,7 @@ h2 .upd{font-size:12px;font-weight:normal;color:#555;white-space:nowrap}\
 ul{list-style:none;margin:0;padding:0}\
 li{padding:5px 0;border-bottom:1px solid #eee;overflow-wrap:anywhere}\
 li:last-child{border-bottom:0}\
-.lb{display:block;font-size:12px;color:#555}\
+.lb{display:inline-block;font-size:12px;color:#555;margin-right:8px}\
 .meta{display:block;font-size:12px;color:#666}\
 .src{display:inline-block;font-size:12px;color:#0b4f8a;border:1px solid #0b4f8a;border-radius:4px;padding:0 4px;margin-top:2px}\
 li.ci,li.ci .lb,li.ci .meta{color:#c00}\
