@@ -6,6 +6,11 @@
 //! search index) → `api` (FHIR REST). `fhirpath` and `search` serve indexing and queries.
 #![forbid(unsafe_code)]
 
+/// mimalloc as the global allocator: mapping and indexing build many small JSON objects, and glibc
+/// malloc/free were ~25 % of SS-MIX2 conversion time (perf, 2026-11-21).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 pub mod api;
 pub mod config;
 pub mod fhirpath;
