@@ -242,58 +242,6 @@ fn push_unique(v: &mut Vec<String>, s: String) {
     }
 }
 
-/// The 47 prefectures (stripped from the front of addresses, since one system writes them and
-/// another does not).
-const PREFECTURES: [&str; 47] = [
-    "北海道",
-    "青森県",
-    "岩手県",
-    "宮城県",
-    "秋田県",
-    "山形県",
-    "福島県",
-    "茨城県",
-    "栃木県",
-    "群馬県",
-    "埼玉県",
-    "千葉県",
-    "東京都",
-    "神奈川県",
-    "新潟県",
-    "富山県",
-    "石川県",
-    "福井県",
-    "山梨県",
-    "長野県",
-    "岐阜県",
-    "静岡県",
-    "愛知県",
-    "三重県",
-    "滋賀県",
-    "京都府",
-    "大阪府",
-    "兵庫県",
-    "奈良県",
-    "和歌山県",
-    "鳥取県",
-    "島根県",
-    "岡山県",
-    "広島県",
-    "山口県",
-    "徳島県",
-    "香川県",
-    "愛媛県",
-    "高知県",
-    "福岡県",
-    "佐賀県",
-    "長崎県",
-    "熊本県",
-    "大分県",
-    "宮崎県",
-    "鹿児島県",
-    "沖縄県",
-];
-
 /// Comparison form of a Japanese address: [`fold_ja`] (width, spaces, kana), a leading postcode
 /// (`〒810-0001`) and prefecture removed, `丁目`/`番地`/`番` written as `-` and `号` dropped, so
 /// `福岡県福岡市中央区天神1丁目1番1号` and `福岡市中央区天神１－１－１` compare equal.
@@ -310,7 +258,7 @@ pub fn normalize_address(text: &str) -> String {
     } else if b.len() >= 7 && b[..7].iter().all(u8::is_ascii_digit) {
         s = s[7..].to_string();
     }
-    if let Some(p) = PREFECTURES.iter().find(|p| s.starts_with(*p)) {
+    if let Some(p) = crate::mapping::PREFECTURES.iter().find(|p| s.starts_with(*p)) {
         s = s[p.len()..].to_string();
     }
     let s = s

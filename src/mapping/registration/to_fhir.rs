@@ -143,61 +143,10 @@ fn note(text: Option<&str>) -> Value {
     }
 }
 
-/// The 47 prefectures, for `Address.state` (JP Core address rule).
-const PREFECTURES: &[&str] = &[
-    "北海道",
-    "青森県",
-    "岩手県",
-    "宮城県",
-    "秋田県",
-    "山形県",
-    "福島県",
-    "茨城県",
-    "栃木県",
-    "群馬県",
-    "埼玉県",
-    "千葉県",
-    "東京都",
-    "神奈川県",
-    "新潟県",
-    "富山県",
-    "石川県",
-    "福井県",
-    "山梨県",
-    "長野県",
-    "岐阜県",
-    "静岡県",
-    "愛知県",
-    "三重県",
-    "滋賀県",
-    "京都府",
-    "大阪府",
-    "兵庫県",
-    "奈良県",
-    "和歌山県",
-    "鳥取県",
-    "島根県",
-    "岡山県",
-    "広島県",
-    "山口県",
-    "徳島県",
-    "香川県",
-    "愛媛県",
-    "高知県",
-    "福岡県",
-    "佐賀県",
-    "長崎県",
-    "熊本県",
-    "大分県",
-    "宮崎県",
-    "鹿児島県",
-    "沖縄県",
-];
-
 /// Splits an address text into (state, city, line) following JP Core: state = 都道府県, city = 郡市区町村
 /// (up to the first 市, else 郡…町/村, else the first 区/町/村), line = the rest.
 pub(crate) fn split_address(text: &str) -> (Option<&str>, Option<&str>, Option<&str>) {
-    let (state, rest) = match PREFECTURES.iter().find(|p| text.starts_with(*p)) {
+    let (state, rest) = match crate::mapping::PREFECTURES.iter().find(|p| text.starts_with(*p)) {
         Some(p) => (Some(&text[..p.len()]), &text[p.len()..]),
         None => (None, text),
     };

@@ -164,15 +164,6 @@ pub(super) fn telecoms(f: V, default_use: Option<&str>) -> Vec<Value> {
     out
 }
 
-/// The 47 prefectures (都道府県), for splitting `Address.state` off the address text (JP Core address rule).
-const PREFECTURES: &[&str] = &[
-    "北海道", "青森県", "岩手県", "宮城県", "秋田県", "山形県", "福島県", "茨城県", "栃木県", "群馬県", "埼玉県",
-    "千葉県", "東京都", "神奈川県", "新潟県", "富山県", "石川県", "福井県", "山梨県", "長野県", "岐阜県", "静岡県",
-    "愛知県", "三重県", "滋賀県", "京都府", "大阪府", "兵庫県", "奈良県", "和歌山県", "鳥取県", "島根県", "岡山県",
-    "広島県", "山口県", "徳島県", "香川県", "愛媛県", "高知県", "福岡県", "佐賀県", "長崎県", "熊本県", "大分県",
-    "宮崎県", "鹿児島県", "沖縄県",
-];
-
 /// XAD → JP Core Address: `text` = the whole address (JAHIS puts it in XAD-8 or XAD-1), `state` =
 /// 都道府県, `city` = 市区町村 (up to the first 市, else 区/町/村), `line` = the rest, `postalCode` as sent,
 /// `country` JP, `use` from XAD-7 (H home, B/O work).
@@ -201,7 +192,7 @@ pub(super) fn address(rep: V) -> Option<Value> {
     }
     if let Some(text) = &text {
         a.insert("text".into(), json!(text));
-        if let Some(pref) = PREFECTURES.iter().find(|p| text.starts_with(**p)) {
+        if let Some(pref) = crate::mapping::PREFECTURES.iter().find(|p| text.starts_with(**p)) {
             a.insert("state".into(), json!(pref));
             let rest = &text[pref.len()..];
             let cut = ["市", "区", "郡", "町", "村"]
