@@ -453,7 +453,7 @@ fn wishes() -> impl Strategy<
 
 fn registration() -> impl Strategy<Value = Registration> {
     (
-        "[A-Za-z0-9]{1,3}(-?[A-Za-z0-9]{1,8}){0,3}",
+        "[A-Za-z0-9]{1,2}(-?[A-Za-z0-9]{1,7}){0,3}",
         demographics(),
         registration_info(),
         clinical(),

@@ -141,17 +141,18 @@ checked_string!(
 
 /// The Tobiume-net ID printed on the patient's registration card and sticker (`docs/domain.md` §1.2).
 ///
-/// 1–32 characters of `A–Z a–z 0–9 -` (so that logical ids `tobiume-<cardId>-…` stay within FHIR's 64).
+/// 1–26 characters of `A–Z a–z 0–9 -`, so that the longest logical id, `tobiume-<cardId>-practitioner-attending-doctor`
+/// (8 + 26 + 1 + 29 characters), stays within FHIR's 64 (FHIR R4 §2.24.0.1 id).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 #[serde(transparent)]
 pub struct CardId(String);
 
 impl CardId {
-    /// Checks and wraps a card id; `None` if it is empty, longer than 32 or has other characters.
+    /// Checks and wraps a card id; `None` if it is empty, longer than 26 or has other characters.
     pub fn new(s: impl Into<String>) -> Option<Self> {
         let s = s.into();
         let ok = !s.is_empty()
-            && s.len() <= 32
+            && s.len() <= 26
             && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
         ok.then_some(CardId(s))
     }
@@ -165,7 +166,7 @@ impl<'de> Deserialize<'de> for CardId {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
         CardId::new(s).ok_or_else(|| {
-            serde::de::Error::custom("cardId must be 1-32 characters of A-Z, a-z, 0-9, '-'")
+            serde::de::Error::custom("cardId must be 1-26 characters of A-Z, a-z, 0-9, '-'")
         })
     }
 }

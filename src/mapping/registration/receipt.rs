@@ -366,7 +366,7 @@ fn parse_row(row: usize, cols: &[Col], fields: &[String]) -> Result<ReceiptRow, 
             .filter(|s| !s.is_empty())
     };
     let card_id = match get(Col::CardId) {
-        Some(s) => Some(CardId::new(s).ok_or("card_id: not a card id (1-32 of A-Z a-z 0-9 -)")?),
+        Some(s) => Some(CardId::new(s).ok_or("card_id: not a card id (1-26 of A-Z a-z 0-9 -)")?),
         None => None,
     };
     let name_kana = get(Col::NameKana).map(str::to_string);
