@@ -12,6 +12,7 @@
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 pub mod api;
+pub mod auth;
 pub mod config;
 pub mod fhirpath;
 pub mod hl7v2;

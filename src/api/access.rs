@@ -20,6 +20,8 @@ use crate::store::{ResourceStore, SearchPage, StoredResource, TxEntry, TxResult,
 pub struct RequestContext {
     /// The `X-Request-Id` of the HTTP request (for audit correlation).
     pub request_id: Option<String>,
+    /// The authenticated caller (`None` only when authentication is disabled, `TOBIUME_AUTH=none`).
+    pub principal: Option<std::sync::Arc<crate::auth::Principal>>,
 }
 
 impl RequestContext {
@@ -27,6 +29,7 @@ impl RequestContext {
     pub fn from_headers(headers: &HeaderMap) -> RequestContext {
         RequestContext {
             request_id: headers.get("x-request-id").and_then(|v| v.to_str().ok()).map(str::to_string),
+            principal: None,
         }
     }
 }
