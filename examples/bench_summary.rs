@@ -16,6 +16,14 @@
 //!
 //! Default N = 100 000 (the target); loading it takes a while on a small machine — pass a
 //! smaller N to measure what fits and say so when reporting.
+//!
+//! Each copy gets its own demographics (kanji + kana name from the synthetic generator's name lists,
+//! sex, birth date between 1925 and 2014, derived from the patient number), so a name + birth-date
+//! lookup matches about one patient, as in a real registry.
+//!
+//! * `--load-only` loads (or reuses) the store and exits — `bench/registry.sh` then measures over HTTP.
+//! * `--sample-dir DIR` writes `summary.txt` (one Patient id per line) and `lookup.txt`
+//!   (`kana family name \t birth date`) for the wrk scenarios in `bench/lib/scenarios.lua`.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -41,6 +49,40 @@ fn arg(name: &str) -> Option<String> {
 
 fn card(i: usize) -> String {
     format!("TB-B-{i:07}")
+}
+
+/// Deterministic demographics of bench patient `k`: (kanji family, kanji given, kana family, kana given,
+/// sex code, birth date).
+fn demographics(k: usize) -> (&'static str, &'static str, &'static str, &'static str, &'static str, String) {
+    use tobiume_gateway::ssmix2::synth::{FAMILY_NAMES, GIVEN_NAMES_FEMALE, GIVEN_NAMES_MALE};
+    let mut h = (k as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03;
+    let mut next = |m: u64| {
+        h ^= h >> 31;
+        h = h.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        h ^= h >> 29;
+        h % m
+    };
+    let (fk, fr) = FAMILY_NAMES[next(FAMILY_NAMES.len() as u64) as usize];
+    let male = next(2) == 0;
+    let given = if male { &GIVEN_NAMES_MALE } else { &GIVEN_NAMES_FEMALE };
+    let (gk, gr) = given[next(given.len() as u64) as usize];
+    let date = time::Date::from_calendar_date(1925, time::Month::January, 1).expect("date")
+        + time::Duration::days(next(90 * 365) as i64);
+    (fk, gk, fr, gr, if male { "male" } else { "female" }, date.to_string())
+}
+
+/// The template registration with bench patient `k`'s card id and demographics.
+fn registration(template: &Value, k: usize) -> Registration {
+    let mut v = template.clone();
+    let (fk, gk, fr, gr, sex, date) = demographics(k);
+    let d = &mut v["demographics"];
+    d["nameKanji"]["value"] = json!({"family": fk, "given": gk});
+    d["nameKana"]["value"] = json!({"family": fr, "given": gr});
+    d["birthDate"]["value"] = json!(date);
+    d["sex"]["value"] = json!(sex);
+    let mut r: Registration = serde_json::from_value(v).expect("bench registration");
+    r.card_id = CardId::new(card(k)).expect("card id");
+    r
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -69,7 +111,8 @@ async fn main() {
         "/conformance/registration.example.json"
     ))
     .expect("example registration");
-    let template: Registration = serde_json::from_str(&text).expect("example parses");
+    let template: Value = serde_json::from_str(&text).expect("example parses");
+    let _: Registration = serde_json::from_value(template.clone()).expect("example is a registration");
     let ids = Ids::default();
     let last = format!("tobiume-{}", card(n.saturating_sub(1)));
     let loaded = store.read("Patient", &last).await.is_ok();
@@ -91,8 +134,7 @@ async fn main() {
                 Some(tokio::task::spawn_blocking(move || {
                     let files: Vec<ImportFile> = range
                         .map(|k| {
-                            let mut r = tpl.clone();
-                            r.card_id = CardId::new(card(k)).expect("card id");
+                            let r = registration(&tpl, k);
                             let mut res = to_fhir(&r, &ids);
                             if k == 0 {
                                 res[0]["link"] = json!([{"other": {"reference": "Patient/9999013.ADT-00",
@@ -139,6 +181,21 @@ async fn main() {
         eprintln!("loaded in {:.1} s", t0.elapsed().as_secs_f64());
     }
 
+    if let Some(dir) = arg("--sample-dir") {
+        use std::fmt::Write as _;
+        std::fs::create_dir_all(&dir).expect("sample dir");
+        let (mut ids, mut names) = (String::new(), String::new());
+        for k in (0..n).step_by((n / 20_000).max(1)) {
+            let (_, _, fr, _, _, date) = demographics(k);
+            let _ = writeln!(ids, "tobiume-{}", card(k));
+            let _ = writeln!(names, "{fr}\t{date}");
+        }
+        std::fs::write(Path::new(&dir).join("summary.txt"), ids).expect("write summary.txt");
+        std::fs::write(Path::new(&dir).join("lookup.txt"), names).expect("write lookup.txt");
+    }
+    if std::env::args().any(|a| a == "--load-only") {
+        return;
+    }
     let state = AppState::new(Arc::new(store), registry, ApiConfig::default());
     if std::env::args().any(|a| a == "--breakdown") {
         // Time the two stages separately: gathering (reads) and building (pure).

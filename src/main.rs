@@ -73,6 +73,13 @@ enum Command {
         #[arg(long)]
         profile: Vec<String>,
     },
+    /// Print the OpenAPI 3.0 description of the FHIR REST API (JSON on stdout), generated from the
+    /// router's interactions and the search parameters; for API tools and fuzzers (schemathesis).
+    Openapi {
+        /// FHIR base URL written into `servers` (default http://127.0.0.1:8080/fhir).
+        #[arg(long, default_value = "http://127.0.0.1:8080/fhir")]
+        base_url: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -214,6 +221,19 @@ fn main() -> ExitCode {
         Command::Health { listen } => health(listen),
         Command::Register { source } => runtime().block_on(register(source)),
         Command::Validate { files, profile } => validate_files(&files, &profile),
+        Command::Openapi { base_url } => {
+            let doc = tobiume_gateway::api::openapi::openapi(&tobiume_gateway::search::Registry::standard(), &base_url);
+            use std::io::Write as _;
+            // A closed pipe (`| head`) is not an error worth a panic.
+            match writeln!(std::io::stdout().lock(), "{doc:#}") {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
     }
 }
 

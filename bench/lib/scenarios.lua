@@ -7,6 +7,11 @@
 --   search_name GET /fhir/Patient?name={n}&birthdate={d}       names.txt: name \t birthDate
 --   search_obs GET /fhir/Observation?patient={p}&code={c}&_sort=-date   obs.txt: patient id \t code
 --   create     POST /fhir/Patient (JP_Patient, unique identifier per request)   names.txt
+--   summary    GET /fhir/Patient/{id}/$summary?mode=emergency (bench/registry.sh)  summary.txt: id
+--   lookup     GET /fhir/Patient?name={kana}&birthdate={d} over registered patients (bench/registry.sh)
+--                                                             lookup.txt: kana family name \t birthDate
+--
+-- BEARER_TOKEN (environment), when set, is sent as `Authorization: Bearer …` on every request.
 --
 -- done() prints one machine-readable line: BENCHJSON {...} (latencies in microseconds).
 
@@ -51,14 +56,21 @@ function init(args)
     rows = load("names.txt")
   elseif scenario == "search_obs" then
     rows = load("obs.txt")
+  elseif scenario == "summary" then
+    rows = load("summary.txt")
+  elseif scenario == "lookup" then
+    rows = load("lookup.txt")
   end
   -- precompute request paths for the GET scenarios (keeps wrk's Lua cost per request minimal)
-  if scenario == "read" or scenario == "search_name" or scenario == "search_obs" then
+  if scenario == "read" or scenario == "search_name" or scenario == "search_obs" or scenario == "summary"
+      or scenario == "lookup" then
     local paths = {}
     for i, r in ipairs(rows) do
       if scenario == "read" then
         paths[i] = "/fhir/Patient/" .. urlencode(r[1])
-      elseif scenario == "search_name" then
+      elseif scenario == "summary" then
+        paths[i] = "/fhir/Patient/" .. urlencode(r[1]) .. "/$summary?mode=emergency"
+      elseif scenario == "search_name" or scenario == "lookup" then
         paths[i] = "/fhir/Patient?name=" .. urlencode(r[1]) .. "&birthdate=" .. urlencode(r[2])
       else
         paths[i] = "/fhir/Observation?patient=" .. urlencode(r[1]) .. "&code=" .. urlencode(r[2]) .. "&_sort=-date"
@@ -67,6 +79,10 @@ function init(args)
     rows = paths
   end
   wrk.headers["Accept"] = "application/fhir+json"
+  local token = os.getenv("BEARER_TOKEN")
+  if token and token ~= "" then
+    wrk.headers["Authorization"] = "Bearer " .. token
+  end
 end
 
 local create_tpl = '{"resourceType":"Patient","meta":{"profile":["http://jpfhir.jp/fhir/core/StructureDefinition/JP_Patient"]},'

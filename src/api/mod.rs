@@ -47,6 +47,7 @@ mod body;
 mod bundle;
 pub mod capability;
 mod interaction;
+pub mod openapi;
 pub mod operation;
 pub mod outcome;
 /// `$validate` (declared here until `operation/mod.rs` lists it; the file lives with the other operations).

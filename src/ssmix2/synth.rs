@@ -51,7 +51,7 @@ const TEMPLATES: &[(&str, &[u8])] = &[
 pub const FILES_PER_PATIENT: usize = 19;
 
 /// Family names (kanji, katakana reading). All JIS X 0208.
-const FAMILY: [(&str, &str); 30] = [
+pub const FAMILY_NAMES: [(&str, &str); 30] = [
     ("佐藤", "サトウ"), ("鈴木", "スズキ"), ("高橋", "タカハシ"), ("田中", "タナカ"), ("伊藤", "イトウ"),
     ("渡辺", "ワタナベ"), ("山本", "ヤマモト"), ("中村", "ナカムラ"), ("小林", "コバヤシ"), ("加藤", "カトウ"),
     ("吉田", "ヨシダ"), ("山田", "ヤマダ"), ("佐々木", "ササキ"), ("山口", "ヤマグチ"), ("松本", "マツモト"),
@@ -61,14 +61,14 @@ const FAMILY: [(&str, &str); 30] = [
 ];
 
 /// Male given names (kanji, katakana reading).
-const GIVEN_M: [(&str, &str); 15] = [
+pub const GIVEN_NAMES_MALE: [(&str, &str); 15] = [
     ("太郎", "タロウ"), ("一郎", "イチロウ"), ("健太", "ケンタ"), ("翔太", "ショウタ"), ("大輔", "ダイスケ"),
     ("誠", "マコト"), ("浩", "ヒロシ"), ("隆", "タカシ"), ("修", "オサム"), ("翔", "ショウ"),
     ("拓也", "タクヤ"), ("直樹", "ナオキ"), ("和也", "カズヤ"), ("博之", "ヒロユキ"), ("勇", "イサム"),
 ];
 
 /// Female given names (kanji, katakana reading).
-const GIVEN_F: [(&str, &str); 15] = [
+pub const GIVEN_NAMES_FEMALE: [(&str, &str); 15] = [
     ("花子", "ハナコ"), ("陽子", "ヨウコ"), ("恵子", "ケイコ"), ("美咲", "ミサキ"), ("由美", "ユミ"),
     ("真由美", "マユミ"), ("幸子", "サチコ"), ("愛", "アイ"), ("優子", "ユウコ"), ("智子", "トモコ"),
     ("直美", "ナオミ"), ("久美子", "クミコ"), ("明美", "アケミ"), ("京子", "キョウコ"), ("千尋", "チヒロ"),
@@ -364,8 +364,8 @@ impl Synthesizer {
         let offset = SplitMix64(self.seed).next() % PID_SPACE;
         let pid = 1_000_000_000 + ((index as u64 % PID_SPACE) * PID_MUL + offset) % PID_SPACE;
         let sex = if r.below(2) == 0 { 'M' } else { 'F' };
-        let (family, family_kana) = FAMILY[r.below(FAMILY.len() as u64) as usize];
-        let given_list: &[(&str, &str)] = if sex == 'M' { &GIVEN_M } else { &GIVEN_F };
+        let (family, family_kana) = FAMILY_NAMES[r.below(FAMILY_NAMES.len() as u64) as usize];
+        let given_list: &[(&str, &str)] = if sex == 'M' { &GIVEN_NAMES_MALE } else { &GIVEN_NAMES_FEMALE };
         let (given, given_kana) = given_list[r.below(given_list.len() as u64) as usize];
         // Birth 1930-01-01 .. 2000-12-31; dates shifted from 2011 into 2001 .. 2024.
         let b0 = julian("19300101").unwrap_or(0);
