@@ -3,7 +3,9 @@
 //! the README ("Configuration").
 
 use serde::Deserialize;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+use crate::auth::{AuthMode, AuthSettings, IssuerSettings};
 
 /// Gateway configuration.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -24,6 +26,8 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Log filter in `tracing` env-filter syntax (`TOBIUME_LOG`), default `info`.
     pub log: String,
+    /// Authentication (`[auth]` table; `TOBIUME_AUTH`, `TOBIUME_DEV_KEY`, `TOBIUME_AUTH_ISSUERS`).
+    pub auth: AuthSettings,
 }
 
 impl Default for Config {
@@ -35,6 +39,7 @@ impl Default for Config {
             demo_patients: 20,
             max_body_bytes: 16 * 1024 * 1024,
             log: "info".into(),
+            auth: AuthSettings::default(),
         }
     }
 }
@@ -82,6 +87,18 @@ impl Config {
         if let Some(v) = env("TOBIUME_LOG") {
             c.log = v;
         }
+        if let Some(v) = env("TOBIUME_AUTH") {
+            c.auth.mode = AuthMode::parse(&v).ok_or(ConfigError::Env("TOBIUME_AUTH", v))?;
+        }
+        if let Some(v) = env("TOBIUME_DEV_KEY") {
+            c.auth.dev_key = PathBuf::from(v);
+        }
+        if let Some(v) = env("TOBIUME_AUTH_ISSUERS").filter(|v| !v.trim().is_empty()) {
+            // JSON array of issuer objects (same keys as [[auth.issuers]]), added to the file's issuers.
+            let more: Vec<IssuerSettings> =
+                serde_json::from_str(&v).map_err(|e| ConfigError::Env("TOBIUME_AUTH_ISSUERS", e.to_string()))?;
+            c.auth.issuers.extend(more);
+        }
         Ok(c)
     }
 
@@ -106,5 +123,32 @@ mod tests {
         assert_eq!(c.database, Config::default().database);
         std::fs::write(&p, "bogus = 1\n").unwrap();
         assert!(Config::load(Some(&p), |_| None).is_err());
+    }
+
+    #[test]
+    fn auth_settings_from_file_and_env() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(
+            &p,
+            "[auth]\nmode = \"dev\"\nleeway_seconds = 5\n[[auth.issuers]]\nissuer = \"https://idp\"\naudience = \"https://gw/fhir\"\njwks_url = \"https://idp/jwks\"\n",
+        )
+        .unwrap();
+        let env = |k: &str| match k {
+            "TOBIUME_AUTH" => Some("JWT".to_string()),
+            "TOBIUME_DEV_KEY" => Some("/tmp/k.pem".to_string()),
+            "TOBIUME_AUTH_ISSUERS" => Some(r#"[{"issuer": "https://idp2", "keys": ["a.pem"], "audience": ["x", "y"]}]"#.to_string()),
+            _ => None,
+        };
+        let c = Config::load(Some(&p), env).unwrap();
+        assert_eq!(c.auth.mode, AuthMode::Jwt);
+        assert_eq!(c.auth.leeway_seconds, 5);
+        assert_eq!(c.auth.dev_key, PathBuf::from("/tmp/k.pem"));
+        assert_eq!(c.auth.issuers.len(), 2);
+        assert_eq!(c.auth.issuers[0].audience, ["https://gw/fhir"]);
+        assert_eq!(c.auth.issuers[1].audience, ["x", "y"]);
+        assert_eq!(c.auth.issuers[1].keys, [PathBuf::from("a.pem")]);
+        assert!(Config::load(None, |k| (k == "TOBIUME_AUTH").then(|| "open".to_string())).is_err());
+        assert!(Config::load(None, |k| (k == "TOBIUME_AUTH_ISSUERS").then(|| "{".to_string())).is_err());
     }
 }

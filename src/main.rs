@@ -1,5 +1,5 @@
 //! `tobiume-gateway` command line: `serve`, `convert ssmix2`, `import ssmix2`, `synth ssmix2`, `register json`,
-//! `register receipt-csv`.
+//! `register receipt-csv`, `dev-token`.
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::io::{BufWriter, Write};
@@ -10,6 +10,8 @@ use tobiume_gateway::config::Config;
 use tobiume_gateway::hl7v2::Charset;
 use tobiume_gateway::import::{import_ssmix2, ImportOptions};
 use tobiume_gateway::mapping::ssmix2::convert::{convert_patient, ConvertOptions, FileStatus, IdentityMode, Summary};
+use tobiume_gateway::auth::dev::{DevKey, DevTokenRequest, DEMO_FACILITY_ID};
+use tobiume_gateway::auth::{AuthError, AuthMode, Authenticator};
 use tobiume_gateway::{api, search, ssmix2, store};
 
 #[derive(Parser)]
@@ -59,6 +61,37 @@ enum Command {
     Register {
         #[command(subcommand)]
         source: RegisterSource,
+    },
+    /// Mint an access token signed by the development key (for `serve` with TOBIUME_AUTH=dev): prints the
+    /// JWT (issuer tobiume-dev, audience tobiume-dev) on stdout. The key file is generated if absent.
+    DevToken {
+        /// Dev signing key, PKCS#8 PEM [env: TOBIUME_DEV_KEY] (default tobiume-dev-key.pem).
+        #[arg(long)]
+        key: Option<PathBuf>,
+        /// Space-separated SMART scopes, e.g. "user/*.cruds" or "patient/*.rs".
+        #[arg(long)]
+        scope: String,
+        /// The caller's facility: logical id of an Organization.
+        #[arg(long)]
+        facility: Option<String>,
+        /// Patient context (logical id) for patient/ scopes.
+        #[arg(long)]
+        patient: Option<String>,
+        /// Purpose of use (v3-ActReason code: TREAT, ETREAT, BTG …).
+        #[arg(long)]
+        purpose: Option<String>,
+        /// Reason stated for an emergency override.
+        #[arg(long)]
+        reason: Option<String>,
+        /// Network roles, comma-separated: emergency, secretariat.
+        #[arg(long, value_delimiter = ',')]
+        roles: Vec<String>,
+        /// Subject (sub).
+        #[arg(long, default_value = "dev-user")]
+        subject: String,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 3600)]
+        expires_in: u64,
     },
     /// Validate FHIR resources (JSON, one resource or Bundle per file; `.ndjson`: one per line) against
     /// the R4 base definitions and their meta.profile / --profile (JSON schema first, then the profile
@@ -233,6 +266,105 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+        Command::DevToken { key, scope, facility, patient, purpose, reason, roles, subject, expires_in } => {
+            let req = DevTokenRequest {
+                subject,
+                scope,
+                facility,
+                patient,
+                purpose_of_use: purpose,
+                reason,
+                roles: roles.into_iter().map(|r| r.trim().to_string()).filter(|r| !r.is_empty()).collect(),
+                expires_in,
+                ..DevTokenRequest::default()
+            };
+            dev_token(key, &req)
+        }
+    }
+}
+
+/// `dev-token`: see the subcommand's doc. Exit 0 = token printed, 1 = key unusable.
+fn dev_token(key: Option<PathBuf>, req: &DevTokenRequest) -> ExitCode {
+    let path = match key {
+        Some(k) => k,
+        None => match load_config(None) {
+            Ok(c) => c.auth.dev_key,
+            Err(code) => return code,
+        },
+    };
+    if let Some(bad) = req.roles.iter().find(|r| !matches!(r.as_str(), "emergency" | "secretariat")) {
+        eprintln!("error: unknown role {bad:?} (known: emergency, secretariat)");
+        return ExitCode::from(1);
+    }
+    let key = match DevKey::load_or_generate(&path) {
+        Ok((k, generated)) => {
+            if generated {
+                eprintln!("generated dev key {}", path.display());
+            }
+            k
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match key.mint(req) {
+        Ok(t) => {
+            println!("{t}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: cannot sign the token: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Whether `listen` (`host:port`) is a loopback address (127.0.0.0/8, ::1, `localhost`).
+fn is_loopback(listen: &str) -> bool {
+    if let Ok(a) = listen.parse::<std::net::SocketAddr>() {
+        return a.ip().is_loopback();
+    }
+    listen.rsplit_once(':').is_some_and(|(host, _)| host.eq_ignore_ascii_case("localhost"))
+}
+
+/// The authenticator of `serve` from the configuration (see README "Authentication"), plus the dev key
+/// in dev mode. Prints why it cannot start.
+fn build_authenticator(cfg: &Config, base: &str) -> Result<(Arc<Authenticator>, Option<DevKey>), ExitCode> {
+    let fail = |e: &dyn std::fmt::Display| {
+        eprintln!("error: {e}");
+        ExitCode::from(1)
+    };
+    match cfg.auth.mode {
+        AuthMode::None => {
+            if !is_loopback(&cfg.listen) {
+                return Err(fail(&AuthError::NoneNotLoopback(cfg.listen.clone())));
+            }
+            eprintln!("################################################################################");
+            eprintln!("# WARNING: TOBIUME_AUTH=none — AUTHENTICATION IS DISABLED.                      #");
+            eprintln!("# Every request is served without a token, scope or consent check.              #");
+            eprintln!("# Allowed only on a loopback address; never use this with real patient data.   #");
+            eprintln!("################################################################################");
+            tracing::warn!("authentication disabled (TOBIUME_AUTH=none)");
+            Ok((Arc::new(Authenticator::disabled()), None))
+        }
+        AuthMode::Dev => {
+            let (key, generated) = DevKey::load_or_generate(&cfg.auth.dev_key).map_err(|e| fail(&AuthError::DevKey(e)))?;
+            eprintln!(
+                "auth: dev mode — trusting tokens signed by {} ({}; issuer {}), mint more with `tobiume-gateway dev-token --key {} --scope …`",
+                cfg.auth.dev_key.display(),
+                if generated { "generated now" } else { "existing key" },
+                tobiume_gateway::auth::dev::DEV_ISSUER,
+                cfg.auth.dev_key.display(),
+            );
+            let auth = Authenticator::from_settings_with_dev_key(&cfg.auth, base, Some(&key)).map_err(|e| fail(&e))?;
+            Ok((Arc::new(auth), Some(key)))
+        }
+        AuthMode::Jwt => {
+            let auth = Authenticator::from_settings(&cfg.auth, base).map_err(|e| fail(&e))?;
+            eprintln!("auth: JWT access tokens from {}", auth.issuers().join(", "));
+            Ok((Arc::new(auth), None))
         }
     }
 }
@@ -448,6 +580,15 @@ async fn serve(listen: Option<String>, database: Option<String>, config: Option<
     }
     let filter = tracing_subscriber::EnvFilter::try_new(&cfg.log).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let base = cfg.base_url();
+    let (auth, dev_key) = match build_authenticator(&cfg, &base) {
+        Ok(a) => a,
+        Err(code) => return code,
+    };
+    {
+        let auth = auth.clone();
+        tokio::spawn(async move { auth.warm_up().await });
+    }
 
     let registry = Arc::new(search::Registry::standard());
     let store = match store::Store::connect_with_registry(&cfg.database, registry.clone()).await {
@@ -467,13 +608,22 @@ async fn serve(listen: Option<String>, database: Option<String>, config: Option<
             return ExitCode::from(1);
         }
     };
-    let base = cfg.base_url();
-    let api_cfg = api::ApiConfig { base_url: base.clone(), max_body_bytes: cfg.max_body_bytes, ..api::ApiConfig::default() };
+    let api_cfg = api::ApiConfig { base_url: base.clone(), max_body_bytes: cfg.max_body_bytes, auth, ..api::ApiConfig::default() };
     let state_store = Arc::new(store);
     let state = api::AppState::new(state_store.clone(), registry, api_cfg);
     let app = api::router(state);
     eprintln!("tobiume-gateway listening on http://{} (FHIR base {base})", cfg.listen);
-    print_examples(&state_store, &base).await;
+    let token = dev_key.as_ref().and_then(|k| {
+        let req = DevTokenRequest {
+            scope: "user/*.cruds".into(),
+            facility: Some(DEMO_FACILITY_ID.into()),
+            purpose_of_use: Some("TREAT".into()),
+            expires_in: 24 * 3600,
+            ..DevTokenRequest::default()
+        };
+        k.mint(&req).ok()
+    });
+    print_examples(&state_store, &base, cfg.auth.mode, token.as_deref()).await;
     // Graceful shutdown on SIGINT (Ctrl-C) and SIGTERM (docker stop, systemd, Kubernetes).
     let shutdown = async {
         #[cfg(unix)]
@@ -521,16 +671,39 @@ async fn demo_data(store: &store::Store, cfg: &Config) -> Result<(), String> {
     let opts = ImportOptions { quarantine: None, ..ImportOptions::default() };
     let r = import_ssmix2(store, &dir, &opts, |_| {}).await.map_err(|e| e.to_string())?;
     let _ = std::fs::remove_dir_all(&dir);
+    // The (fictitious) hospital the demo patients attend: the facility of the demo token (dev mode).
+    let org = serde_json::json!({
+        "resourceType": "Organization",
+        "id": DEMO_FACILITY_ID,
+        "identifier": [{"system": "http://jpfhir.jp/fhir/core/IdSystem/insurance-medical-institution-no", "value": "4019999999"}],
+        "active": true,
+        "type": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/organization-type", "code": "prov"}]}],
+        "name": "とびうめデモ病院（合成データ）"
+    });
+    store.update_raw("Organization", DEMO_FACILITY_ID, &org.to_string(), None).await.map_err(|e| e.to_string())?;
     eprintln!(
-        "demo data: {} synthetic patients, {} SS-MIX2 files → {} resources",
+        "demo data: {} synthetic patients, {} SS-MIX2 files → {} resources (attending Organization/{DEMO_FACILITY_ID})",
         stats.patients, stats.files, r.store.created
     );
     Ok(())
 }
 
-/// Prints example `curl` calls built from a patient actually in the store (the demo data or an import).
-async fn print_examples(store: &store::Store, base: &str) {
+/// Prints example `curl` calls built from a patient actually in the store (the demo data or an import);
+/// in dev mode with a demo token (scope `user/*.cruds`, facility [`DEMO_FACILITY_ID`], 24 h).
+async fn print_examples(store: &store::Store, base: &str, mode: AuthMode, token: Option<&str>) {
     use tobiume_gateway::store::ResourceStore;
+    let auth = match (mode, token) {
+        (AuthMode::None, _) => "",
+        (_, Some(t)) => {
+            eprintln!("demo token (dev key; scope user/*.cruds, facility Organization/{DEMO_FACILITY_ID}, 24 h):");
+            eprintln!("  export TOKEN={t}");
+            " -H \"Authorization: Bearer $TOKEN\""
+        }
+        (_, None) => {
+            eprintln!("requests need an access token from the configured issuer: export TOKEN=…");
+            " -H \"Authorization: Bearer $TOKEN\""
+        }
+    };
     eprintln!("try:");
     eprintln!("  curl -s {base}/metadata | head -c 300");
     let reg = store.registry().clone();
@@ -547,12 +720,12 @@ async fn print_examples(store: &store::Store, base: &str) {
         .and_then(|n| n["family"].as_str())
         .unwrap_or_default();
     let birth = p["birthDate"].as_str().unwrap_or_default();
-    eprintln!("  curl -s '{base}/Patient?name={}&birthdate={birth}'   # kana family name + birth date", pct(kana));
-    eprintln!("  curl -s '{base}/Patient/{id}'");
-    eprintln!("  curl -s '{base}/Condition?patient={id}'");
-    eprintln!("  curl -s '{base}/AllergyIntolerance?patient={id}'");
-    eprintln!("  curl -s '{base}/MedicationRequest?patient={id}'");
-    eprintln!("  curl -s '{base}/Observation?patient={id}&category=laboratory&_sort=-date'");
+    eprintln!("  curl -s{auth} '{base}/Patient?name={}&birthdate={birth}'   # kana family name + birth date", pct(kana));
+    eprintln!("  curl -s{auth} '{base}/Patient/{id}'");
+    eprintln!("  curl -s{auth} '{base}/Condition?patient={id}'");
+    eprintln!("  curl -s{auth} '{base}/AllergyIntolerance?patient={id}'");
+    eprintln!("  curl -s{auth} '{base}/MedicationRequest?patient={id}'");
+    eprintln!("  curl -s{auth} '{base}/Observation?patient={id}&category=laboratory&_sort=-date'");
 }
 
 /// Percent-encodes a query value (RFC 3986 unreserved characters kept).
@@ -618,11 +791,8 @@ async fn register(source: RegisterSource) -> ExitCode {
     };
     let api_cfg = api::ApiConfig { base_url: cfg.base_url(), ..api::ApiConfig::default() };
     let state = api::AppState::new(Arc::new(store), registry, api_cfg);
-    let mut headers = axum::http::HeaderMap::new();
-    if let Ok(v) = axum::http::HeaderValue::from_str(&format!("cli-{}", std::process::id())) {
-        headers.insert("x-request-id", v);
-    }
-    let ctx = RequestContext::from_headers(&headers);
+    // The local operator runs with database access anyway: no token, no scope restriction.
+    let ctx = RequestContext::local(Some(format!("cli-{}", std::process::id())));
     let print_issues = |e: &api::ApiError| {
         for i in &e.issues {
             eprintln!("{}", serde_json::json!({"error": i.diagnostics, "code": i.code, "expression": i.expression}));

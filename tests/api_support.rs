@@ -16,6 +16,11 @@
 //!
 //! generates `my_test::sqlite` and `my_test::postgres`. The PostgreSQL variant skips (loudly, see
 //! `common/pg.rs`) only when PostgreSQL binaries are missing locally; under `CI=true` it must run.
+//!
+//! Authentication: the app runs in `dev` mode with an in-memory dev key of this test process
+//! ([`test_key`]); [`App::send`] adds `Authorization: Bearer` with the app's token — by default one with
+//! [`ALL_ACCESS_SCOPE`] (a backend service with full access) — unless the request names its own
+//! `authorization` header. [`token`] mints other tokens; [`App::send_as`] sends with a given one (or none).
 #![allow(dead_code)]
 
 #[path = "common/pg.rs"]
@@ -28,6 +33,8 @@ use axum::http::{HeaderMap, Method, Request, StatusCode};
 use axum::Router;
 use serde_json::Value;
 use tobiume_gateway::api::{router, ApiConfig, AppState};
+use tobiume_gateway::auth::dev::{DevKey, DevTokenRequest};
+use tobiume_gateway::auth::{AuthMode, AuthSettings, Authenticator};
 use tobiume_gateway::search::Registry;
 use tobiume_gateway::store::Store;
 use tower::ServiceExt;
@@ -92,11 +99,38 @@ pub async fn store(db: Db) -> (Store, Arc<Registry>, DbGuard) {
     (store, registry, guard)
 }
 
+/// Scope of the default test token: full access as a backend service (no facility, no patient context).
+pub const ALL_ACCESS_SCOPE: &str = "system/*.cruds";
+
+/// The dev key of this test process (generated once, in memory).
+pub fn test_key() -> &'static DevKey {
+    static KEY: std::sync::OnceLock<DevKey> = std::sync::OnceLock::new();
+    KEY.get_or_init(|| DevKey::generate().expect("dev key"))
+}
+
+/// An authenticator in `dev` mode trusting [`test_key`].
+pub fn test_authenticator() -> Arc<Authenticator> {
+    let settings = AuthSettings { mode: AuthMode::Dev, ..AuthSettings::default() };
+    Arc::new(Authenticator::from_settings_with_dev_key(&settings, "http://localhost:8080/fhir", Some(test_key())).expect("authenticator"))
+}
+
+/// A token signed by [`test_key`].
+pub fn token(req: DevTokenRequest) -> String {
+    test_key().mint(&req).expect("mint")
+}
+
+/// A token with `scope` only.
+pub fn token_for(scope: &str) -> String {
+    token(DevTokenRequest { scope: scope.into(), ..DevTokenRequest::default() })
+}
+
 /// A running app: the router, its store and what keeps the database alive.
 pub struct App {
     pub router: Router,
     pub store: Arc<Store>,
     pub db: DbGuard,
+    /// The Bearer token [`App::send`] uses (`None`: no Authorization header).
+    pub token: Option<String>,
 }
 
 /// Build the app on a fresh database of `db`.
@@ -111,11 +145,18 @@ pub async fn app_with(db: Db, config: ApiConfig) -> App {
 }
 
 impl App {
-    /// The app over an existing store.
+    /// The app over an existing store, authenticating with [`test_authenticator`] (dev mode) and
+    /// sending the [`ALL_ACCESS_SCOPE`] token.
     pub fn new(store: Store, registry: Arc<Registry>, config: ApiConfig, db: DbGuard) -> App {
+        let config = ApiConfig { auth: test_authenticator(), ..config };
+        Self::new_with_auth(store, registry, config, db)
+    }
+
+    /// The app with the authenticator of `config` as given (e.g. `Authenticator::disabled()`).
+    pub fn new_with_auth(store: Store, registry: Arc<Registry>, config: ApiConfig, db: DbGuard) -> App {
         let store = Arc::new(store);
         let state = AppState::new(store.clone(), registry, config);
-        App { router: router(state), store, db }
+        App { router: router(state), store, db, token: Some(token_for(ALL_ACCESS_SCOPE)) }
     }
 }
 
@@ -148,9 +189,25 @@ impl Resp {
 }
 
 impl App {
-    /// Send one request.
+    /// Send one request with the app's token (unless `headers` has an `authorization`).
     pub async fn send(&self, method: &str, uri: &str, headers: &[(&str, &str)], body: impl Into<Body>) -> Resp {
+        let own = headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("authorization"));
+        self.send_as(if own { None } else { self.token.as_deref() }, method, uri, headers, body).await
+    }
+
+    /// Send one request with `Authorization: Bearer <token>` (none for `None`).
+    pub async fn send_as(
+        &self,
+        token: Option<&str>,
+        method: &str,
+        uri: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Body>,
+    ) -> Resp {
         let mut b = Request::builder().method(Method::from_bytes(method.as_bytes()).unwrap()).uri(uri);
+        if let Some(t) = token {
+            b = b.header("authorization", format!("Bearer {t}"));
+        }
         for (k, v) in headers {
             b = b.header(*k, *v);
         }

@@ -7,8 +7,9 @@
 //! * one `serve` process on an SQLite file.
 //!
 //! The servers are the crate's own binary (`CARGO_BIN_EXE_tobiume-gateway`) on free 127.0.0.1 ports with
-//! `TOBIUME_DEMO_PATIENTS=0`; a guard kills them when the test ends, also on panic (and then prints the
-//! tail of their logs).
+//! `TOBIUME_DEMO_PATIENTS=0` and `TOBIUME_AUTH=dev` (the dev key in the test's temp dir; the client sends a
+//! `dev-token` minted by the binary); a guard kills them when the test ends, also on panic (and then prints
+//! the tail of their logs).
 
 #[path = "common/pg.rs"]
 mod pg;
@@ -62,6 +63,8 @@ async fn start_server(name: &str, database: &str, dir: &Path, http: &reqwest::Cl
             .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--database", database])
             .env("TOBIUME_DEMO_PATIENTS", "0")
             .env("TOBIUME_LOG", "info")
+            .env("TOBIUME_AUTH", "dev")
+            .env("TOBIUME_DEV_KEY", dev_key(dir))
             .env("NO_COLOR", "1")
             .env_remove("TOBIUME_BASE_URL")
             .env_remove("TOBIUME_MAX_BODY_BYTES")
@@ -227,15 +230,31 @@ async fn if_match_storm(servers: &[&Server], database: &str, http: &reqwest::Cli
     );
 }
 
-fn client() -> reqwest::Client {
-    reqwest::Client::builder().timeout(Duration::from_secs(120)).build().unwrap()
+/// The dev key file of the servers started in `dir`.
+fn dev_key(dir: &Path) -> PathBuf {
+    dir.join("tobiume-dev-key.pem")
+}
+
+/// An HTTP client sending a `dev-token` (full access, `system/*.cruds`) for the dev key in `dir`, minted
+/// by the binary's `dev-token` command (which generates the key on first use).
+fn client(dir: &Path) -> reqwest::Client {
+    let out = Command::new(env!("CARGO_BIN_EXE_tobiume-gateway"))
+        .args(["dev-token", "--scope", "system/*.cruds", "--key"])
+        .arg(dev_key(dir))
+        .output()
+        .expect("run dev-token");
+    assert!(out.status.success(), "dev-token: {}", String::from_utf8_lossy(&out.stderr));
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {token}").parse().unwrap());
+    reqwest::Client::builder().timeout(Duration::from_secs(120)).default_headers(headers).build().unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_serve_processes_on_one_postgresql_database() {
     let Some(url) = pg::fresh_database_url().await else { return };
     let dir = tempfile::tempdir().unwrap();
-    let http = client();
+    let http = client(dir.path());
     // Both start at once: concurrent migrations of the empty database must be safe too.
     let (a, b) = tokio::join!(start_server("serve-a", &url, dir.path(), &http), start_server("serve-b", &url, dir.path(), &http));
     if_match_storm(&[&a, &b], &url, &http).await;
@@ -245,7 +264,7 @@ async fn two_serve_processes_on_one_postgresql_database() {
 async fn one_serve_process_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}?mode=rwc", dir.path().join("fhir.db").display());
-    let http = client();
+    let http = client(dir.path());
     let s = start_server("serve-sqlite", &url, dir.path(), &http).await;
     if_match_storm(&[&s], &url, &http).await;
 }
@@ -257,7 +276,7 @@ async fn one_serve_process_on_sqlite() {
 async fn two_serve_processes_on_one_sqlite_file() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}?mode=rwc", dir.path().join("fhir.db").display());
-    let http = client();
+    let http = client(dir.path());
     let a = start_server("serve-a", &url, dir.path(), &http).await;
     let b = start_server("serve-b", &url, dir.path(), &http).await;
     if_match_storm(&[&a, &b], &url, &http).await;
@@ -267,9 +286,9 @@ async fn two_serve_processes_on_one_sqlite_file() {
 /// PostgreSQL, whose migrator holds an advisory lock).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_serve_processes_start_together_on_a_fresh_sqlite_file() {
-    let http = client();
     for round in 0..5 {
         let dir = tempfile::tempdir().unwrap();
+        let http = client(dir.path());
         let url = format!("sqlite://{}?mode=rwc", dir.path().join("fhir.db").display());
         let (a, b) = tokio::join!(start_server("serve-a", &url, dir.path(), &http), start_server("serve-b", &url, dir.path(), &http));
         for s in [&a, &b] {
@@ -298,7 +317,7 @@ async fn stop_with(server: &mut Server, signal: &str) -> std::process::ExitStatu
 async fn serve_exits_cleanly_on_sigint() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}?mode=rwc", dir.path().join("fhir.db").display());
-    let mut s = start_server("serve-int", &url, dir.path(), &client()).await;
+    let mut s = start_server("serve-int", &url, dir.path(), &client(dir.path())).await;
     let status = stop_with(&mut s, "INT").await;
     assert!(status.success(), "{status}");
 }
@@ -308,7 +327,7 @@ async fn serve_exits_cleanly_on_sigint() {
 async fn serve_exits_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}?mode=rwc", dir.path().join("fhir.db").display());
-    let mut s = start_server("serve-term", &url, dir.path(), &client()).await;
+    let mut s = start_server("serve-term", &url, dir.path(), &client(dir.path())).await;
     let status = stop_with(&mut s, "TERM").await;
     assert!(status.success(), "{status}");
 }

@@ -114,6 +114,9 @@ fn start_server(db: &str, dir: &Path) -> Server {
                 db,
             ])
             .env("TOBIUME_DEMO_PATIENTS", "0")
+            // Headless `chromium --screenshot` cannot send an Authorization header: this test runs the
+            // server without authentication (allowed on 127.0.0.1 only); the auth tests cover /view.
+            .env("TOBIUME_AUTH", "none")
             .env("TOBIUME_SUMMARY_NOW", "2011-09-30T12:00:00+09:00")
             .env("NO_COLOR", "1")
             .env_remove("TOBIUME_BASE_URL")

@@ -2,35 +2,68 @@
 //!
 //! **Every read path** — `read`, `vread`, search (matches and `_include`/`_revinclude`), history, the
 //! lookups of conditional create/update/delete/patch, and the reads performed inside batch/transaction
-//! Bundles — goes through [`read_resources`]; every write goes through [`write`]. A later issue adds
-//! SMART-on-FHIR authentication as a tower layer that puts a principal into [`RequestContext`], and then
-//! the consent decision (filter or deny) and the AuditEvent (`rest` / `read` / `search-type` …) are
-//! implemented once, here, and hold for all interactions by construction.
+//! Bundles — goes through [`read_resources`]; every write goes through [`write`]. The authentication
+//! layer (`auth::layer`) puts the verified principal into the request, [`RequestContext`] carries it here,
+//! and the SMART scope check (`auth::scopes`) runs once, here, for all interactions by construction; the
+//! consent decision and the AuditEvent follow the same pattern.
 
-use axum::http::HeaderMap;
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
 
 use super::outcome::{ApiError, ApiResult};
 use super::AppState;
 use crate::search::SearchQuery;
 use crate::store::{ResourceStore, SearchPage, StoredResource, TxEntry, TxResult, WriteOutcome};
 
-/// Who is asking and why; passed to every access decision. Today it carries the request id; the
-/// security issue adds the authenticated principal, granted scopes and purpose of use.
+/// Who is asking and why; passed to every access decision. Handlers get it as an axum extractor
+/// (`ctx: RequestContext`), which reads what the authentication layer (`auth::layer`) put into the
+/// request extensions.
+///
+/// **Fail closed:** a context with neither `principal` nor `unrestricted` (e.g. `RequestContext::default()`)
+/// is refused by the scope check.
 #[derive(Debug, Clone, Default)]
 pub struct RequestContext {
     /// The `X-Request-Id` of the HTTP request (for audit correlation).
     pub request_id: Option<String>,
     /// The authenticated caller (`None` only when authentication is disabled, `TOBIUME_AUTH=none`).
     pub principal: Option<std::sync::Arc<crate::auth::Principal>>,
+    /// `true` when no principal is required: authentication is disabled (`TOBIUME_AUTH=none`) or the
+    /// caller is the trusted local command line ([`RequestContext::local`]).
+    pub unrestricted: bool,
+    /// Where refusals are recorded for the audit of the response (see [`crate::auth::Denial`]).
+    pub denials: Option<std::sync::Arc<crate::auth::DenialSlot>>,
 }
 
 impl RequestContext {
-    /// Build from request headers (after the request-id layer ran).
-    pub fn from_headers(headers: &HeaderMap) -> RequestContext {
+    /// Build from the parts of an HTTP request (after the request-id and authentication layers ran).
+    pub fn from_parts(parts: &Parts) -> RequestContext {
         RequestContext {
-            request_id: headers.get("x-request-id").and_then(|v| v.to_str().ok()).map(str::to_string),
-            principal: None,
+            request_id: parts.headers.get("x-request-id").and_then(|v| v.to_str().ok()).map(str::to_string),
+            principal: parts.extensions.get::<std::sync::Arc<crate::auth::Principal>>().cloned(),
+            unrestricted: parts.extensions.get::<crate::auth::AuthenticationDisabled>().is_some(),
+            denials: parts.extensions.get::<std::sync::Arc<crate::auth::DenialSlot>>().cloned(),
         }
+    }
+
+    /// The context of the local command line (`register json` …): a trusted operator with direct
+    /// database access, so no principal and no scope restriction.
+    pub fn local(request_id: Option<String>) -> RequestContext {
+        RequestContext { request_id, principal: None, unrestricted: true, denials: None }
+    }
+
+    /// Record a refusal for the response's audit (no-op outside an HTTP request).
+    pub fn record_denial(&self, denial: crate::auth::Denial) {
+        if let Some(slot) = &self.denials {
+            slot.record(denial);
+        }
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for RequestContext {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(RequestContext::from_parts(parts))
     }
 }
 
@@ -64,11 +97,22 @@ pub enum ReadResult {
 
 /// THE read decision point: run `req` against the store on behalf of `ctx`.
 ///
-/// Errors: as the store (`NotFound` 404, `Gone` 410, `Invalid` 400, `Database` 500), later also 401/403
-/// from the consent decision.
+/// Errors: as the store (`NotFound` 404, `Gone` 410, `Invalid` 400, `Database` 500); 403 `forbidden`
+/// from the scope check (`auth::scopes::check_read` / `check_read_result`).
 pub async fn read_resources(state: &AppState, ctx: &RequestContext, req: ReadRequest<'_>) -> ApiResult<ReadResult> {
-    // Consent decision and audit go here (security issue). `ctx` is already threaded through.
-    let _ = ctx;
+    // SMART scopes (auth::scopes): before the store is asked (a `patient/` search comes back narrowed to
+    // the patient compartment), then on what the store returned.
+    let narrowed = crate::auth::scopes::check_read(state, ctx, &req)?;
+    let mut result = match &narrowed {
+        Some(crate::auth::scopes::Narrowed::Query(q)) => read_store(state, req.with_query(q)).await?,
+        Some(crate::auth::scopes::Narrowed::Empty) => req.empty_result(),
+        None => read_store(state, req).await?,
+    };
+    crate::auth::scopes::check_read_result(ctx, &req, &mut result)?;
+    Ok(result)
+}
+
+async fn read_store(state: &AppState, req: ReadRequest<'_>) -> ApiResult<ReadResult> {
     let store = &state.store;
     Ok(match req {
         ReadRequest::Read { resource_type, id } => ReadResult::One(store.read(resource_type, id).await?),
@@ -160,11 +204,13 @@ pub enum WriteResult {
     Transaction(Vec<TxResult>),
 }
 
-/// THE write decision point (authorization and audit of writes go here later).
+/// THE write decision point: SMART scope check (`auth::scopes::check_write`), then the store.
 ///
-/// Errors: as the store; a failed transaction names the failing entry index in `diagnostics`.
+/// Errors: 403 `forbidden` from the scope check; as the store; a failed transaction names the failing
+/// entry index in `diagnostics`.
 pub async fn write(state: &AppState, ctx: &RequestContext, req: WriteRequest<'_>) -> ApiResult<WriteResult> {
-    let _ = ctx;
+    // SMART scopes (auth::scopes).
+    crate::auth::scopes::check_write(state, ctx, &req).await?;
     let store = &state.store;
     Ok(match req {
         WriteRequest::Create { resource_type, body } => {

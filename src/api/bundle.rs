@@ -141,6 +141,7 @@ pub async fn batch_or_transaction(
     State(state): State<AppState>,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
+    ctx: RequestContext,
     req_body: Body,
 ) -> ApiResult<Response> {
     body::check_format(&q.as_deref().map(parse_form).unwrap_or_default())?;
@@ -166,7 +167,6 @@ pub async fn batch_or_transaction(
             return Err(ApiError::schema(issues));
         }
     }
-    let ctx = RequestContext::from_headers(&headers);
     let mut reqs: Vec<ApiResult<Req>> = Vec::with_capacity(entries.len());
     for (i, e) in entries.iter().enumerate() {
         let raw_res = raw.entry.get(i).and_then(|r| r.resource).map(|r| r.get().to_string());
@@ -431,7 +431,7 @@ async fn get_entry(state: &AppState, ctx: &RequestContext, url: &str) -> ApiResu
     match (id, path.len()) {
         (None, _) => {
             let params = query.as_deref().map(parse_form).unwrap_or_default();
-            Ok((200, search_bundle(state, &HeaderMap::new(), &t, params).await?))
+            Ok((200, search_bundle(state, ctx, &HeaderMap::new(), &t, params).await?))
         }
         (Some(id), 2) => Ok((200, access::read(state, ctx, &t, &id).await?.json)),
         (Some(id), 4) if path[2] == "_history" => {

@@ -98,7 +98,7 @@ pub fn capability_statement(registry: &Registry, config: &ApiConfig) -> Value {
             })
         })
         .collect();
-    json!({
+    let mut cs = json!({
         "resourceType": "CapabilityStatement",
         "status": "active",
         "date": now,
@@ -117,5 +117,9 @@ pub fn capability_statement(registry: &Registry, config: &ApiConfig) -> Value {
             "searchParam": COMMON_PARAMS.iter().map(|(c, t, d)| json!({"name": c, "definition": d, "type": t})).collect::<Vec<_>>(),
             "operation": operations_for(None),
         }],
-    })
+    });
+    if let Some(security) = crate::auth::layer::capability_security(&config.auth) {
+        cs["rest"][0]["security"] = security;
+    }
+    cs
 }

@@ -220,6 +220,7 @@ pub async fn read(
     Path((t, id)): Path<(String, String)>,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
+    ctx: RequestContext,
 ) -> ApiResult<Response> {
     check_type(&t)?;
     let params = query_pairs(&q);
@@ -227,7 +228,6 @@ pub async fn read(
     if !valid_id(&id) {
         return Err(ApiError::not_found(format!("{t}/<invalid id> not found")));
     }
-    let ctx = RequestContext::from_headers(&headers);
     let sr = access::read(&state, &ctx, &t, &id).await?;
     if let Some(r) = not_modified(&headers, &sr) {
         return Ok(r);
@@ -281,7 +281,7 @@ pub async fn vread(
     State(state): State<AppState>,
     Path((t, id, vid)): Path<(String, String, String)>,
     RawQuery(q): RawQuery,
-    headers: HeaderMap,
+    ctx: RequestContext,
 ) -> ApiResult<Response> {
     check_type(&t)?;
     let params = query_pairs(&q);
@@ -289,7 +289,6 @@ pub async fn vread(
     let Some(v) = vid.parse::<i64>().ok().filter(|v| *v > 0 && valid_id(&id)) else {
         return Err(ApiError::not_found(format!("{t} version not found")));
     };
-    let ctx = RequestContext::from_headers(&headers);
     let sr = access::vread(&state, &ctx, &t, &id, v).await?;
     if sr.deleted {
         let mut r = ApiError::new(StatusCode::GONE, "deleted", format!("{t}/{id} version {v} is a deletion"))
@@ -311,6 +310,7 @@ pub async fn create(
     Path(t): Path<String>,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
+    ctx: RequestContext,
     req_body: Body,
 ) -> ApiResult<Response> {
     check_type(&t)?;
@@ -320,7 +320,6 @@ pub async fn create(
     let res = body::parse_resource(&bytes, &t)?;
     schema_check(&res.value)?;
     let findings = profile_check(&state, &res.value).await?;
-    let ctx = RequestContext::from_headers(&headers);
     let prefer = prefer_return(&headers);
     if let Some(cond) = headers.get("if-none-exist") {
         let cond = cond.to_str().map_err(|_| ApiError::bad_request("If-None-Exist is not ASCII"))?;
@@ -356,6 +355,7 @@ pub async fn update(
     Path((t, id)): Path<(String, String)>,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
+    ctx: RequestContext,
     req_body: Body,
 ) -> ApiResult<Response> {
     check_type(&t)?;
@@ -377,7 +377,6 @@ pub async fn update(
     schema_check(&res.value)?;
     let findings = profile_check(&state, &res.value).await?;
     let if_match = if_match(&headers)?;
-    let ctx = RequestContext::from_headers(&headers);
     let prefer = prefer_return(&headers);
     do_update(&state, &ctx, &t, &id, res, if_match, prefer).await.map(|r| attach_validation(r, &findings, prefer))
 }
@@ -407,6 +406,7 @@ pub async fn conditional_update(
     Path(t): Path<String>,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
+    ctx: RequestContext,
     req_body: Body,
 ) -> ApiResult<Response> {
     check_type(&t)?;
@@ -416,7 +416,6 @@ pub async fn conditional_update(
     let res = body::parse_resource(&bytes, &t)?;
     schema_check(&res.value)?;
     let findings = profile_check(&state, &res.value).await?;
-    let ctx = RequestContext::from_headers(&headers);
     let prefer = prefer_return(&headers);
     let matches = conditional_matches(&state, &ctx, &t, &criteria).await?;
     let body_id = res.value.get("id").and_then(Value::as_str).map(str::to_string);
@@ -477,6 +476,7 @@ pub async fn patch(
     State(state): State<AppState>,
     Path((t, id)): Path<(String, String)>,
     headers: HeaderMap,
+    ctx: RequestContext,
     req_body: Body,
 ) -> ApiResult<Response> {
     check_type(&t)?;
@@ -485,7 +485,6 @@ pub async fn patch(
     let (pv, _) = body::parse_json(&bytes)?;
     let ops: json_patch::Patch = serde_json::from_value(pv)
         .map_err(|e| ApiError::bad_request(format!("invalid JSON Patch document: {e}")))?;
-    let ctx = RequestContext::from_headers(&headers);
     let current = access::read(&state, &ctx, &t, &id).await?;
     let expected = if_match(&headers)?;
     if let Some(e) = expected {
@@ -519,12 +518,12 @@ pub async fn delete(
     State(state): State<AppState>,
     Path((t, id)): Path<(String, String)>,
     headers: HeaderMap,
+    ctx: RequestContext,
 ) -> ApiResult<Response> {
     check_type(&t)?;
     if !valid_id(&id) {
         return Err(ApiError::not_found(format!("{t}/<invalid id> not found")));
     }
-    let ctx = RequestContext::from_headers(&headers);
     let version = match access::write(&state, &ctx, WriteRequest::Delete { resource_type: &t, id: &id }).await? {
         WriteResult::Deleted(v) => v,
         _ => return Err(ApiError::internal()),
@@ -558,9 +557,9 @@ pub async fn conditional_delete(
     Path(t): Path<String>,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
+    ctx: RequestContext,
 ) -> ApiResult<Response> {
     check_type(&t)?;
-    let ctx = RequestContext::from_headers(&headers);
     let matches = conditional_matches(&state, &ctx, &t, &query_pairs(&q)).await?;
     match matches.len() {
         0 => Ok(delete_response(&headers, &t, "?", None)),
@@ -589,10 +588,11 @@ pub async fn search_get(
     Path(t): Path<String>,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
+    ctx: RequestContext,
 ) -> ApiResult<Response> {
     check_type(&t)?;
     let params = query_pairs(&q);
-    run_search(&state, &headers, &t, params).await
+    run_search(&state, &ctx, &headers, &t, params).await
 }
 
 /// `POST /fhir/{type}/_search` with `application/x-www-form-urlencoded` body (parameters from the URL are
@@ -602,6 +602,7 @@ pub async fn search_post(
     Path(t): Path<String>,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
+    ctx: RequestContext,
     req_body: Body,
 ) -> ApiResult<Response> {
     check_type(&t)?;
@@ -610,21 +611,27 @@ pub async fn search_post(
     let text = std::str::from_utf8(&bytes).map_err(|_| ApiError::bad_request("form body is not UTF-8"))?;
     let mut params = query_pairs(&q);
     params.extend(parse_form(text));
-    run_search(&state, &headers, &t, params).await
+    run_search(&state, &ctx, &headers, &t, params).await
 }
 
-async fn run_search(state: &AppState, headers: &HeaderMap, t: &str, params: Vec<(String, String)>) -> ApiResult<Response> {
-    Ok(fhir_bytes(StatusCode::OK, search_bundle(state, headers, t, params).await?.into_bytes()))
+async fn run_search(
+    state: &AppState,
+    ctx: &RequestContext,
+    headers: &HeaderMap,
+    t: &str,
+    params: Vec<(String, String)>,
+) -> ApiResult<Response> {
+    Ok(fhir_bytes(StatusCode::OK, search_bundle(state, ctx, headers, t, params).await?.into_bytes()))
 }
 
 /// Run a search and return the `searchset` Bundle text (FHIR R4 §3.1.0.8, `search.html#paging`).
 pub(crate) async fn search_bundle(
     state: &AppState,
+    ctx: &RequestContext,
     headers: &HeaderMap,
     t: &str,
     params: Vec<(String, String)>,
 ) -> ApiResult<String> {
-    let ctx = RequestContext::from_headers(headers);
     let mut q = parse_query(state, t, &params, handling(headers))?;
     let count_only = q.summary == Some(SummaryMode::Count);
     if count_only {
@@ -703,9 +710,9 @@ pub(crate) async fn search_bundle(
 pub async fn history_system(
     State(state): State<AppState>,
     RawQuery(q): RawQuery,
-    headers: HeaderMap,
+    ctx: RequestContext,
 ) -> ApiResult<Response> {
-    run_history(&state, &headers, None, None, query_pairs(&q)).await
+    run_history(&state, &ctx, None, None, query_pairs(&q)).await
 }
 
 /// `GET /fhir/{type}/_history` — FHIR R4 §3.1.0.9 type history.
@@ -713,10 +720,10 @@ pub async fn history_type(
     State(state): State<AppState>,
     Path(t): Path<String>,
     RawQuery(q): RawQuery,
-    headers: HeaderMap,
+    ctx: RequestContext,
 ) -> ApiResult<Response> {
     check_type(&t)?;
-    run_history(&state, &headers, Some(&t), None, query_pairs(&q)).await
+    run_history(&state, &ctx, Some(&t), None, query_pairs(&q)).await
 }
 
 /// `GET /fhir/{type}/{id}/_history` — FHIR R4 §3.1.0.9 instance history (404 when the id never existed).
@@ -724,18 +731,18 @@ pub async fn history_instance(
     State(state): State<AppState>,
     Path((t, id)): Path<(String, String)>,
     RawQuery(q): RawQuery,
-    headers: HeaderMap,
+    ctx: RequestContext,
 ) -> ApiResult<Response> {
     check_type(&t)?;
     if !valid_id(&id) {
         return Err(ApiError::not_found(format!("{t}/<invalid id> not found")));
     }
-    run_history(&state, &headers, Some(&t), Some(&id), query_pairs(&q)).await
+    run_history(&state, &ctx, Some(&t), Some(&id), query_pairs(&q)).await
 }
 
 async fn run_history(
     state: &AppState,
-    headers: &HeaderMap,
+    ctx: &RequestContext,
     t: Option<&str>,
     id: Option<&str>,
     params: Vec<(String, String)>,
@@ -757,8 +764,7 @@ async fn run_history(
         }
     }
     let count = count.min(state.config.max_history);
-    let ctx = RequestContext::from_headers(headers);
-    let versions = access::history(state, &ctx, t, id, since.as_deref(), count).await?;
+    let versions = access::history(state, ctx, t, id, since.as_deref(), count).await?;
     if id.is_some() && versions.is_empty() {
         return Err(ApiError::not_found(format!("{}/{} not found", t.unwrap_or(""), id.unwrap_or(""))));
     }

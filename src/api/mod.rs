@@ -4,8 +4,9 @@
 //!
 //! | route | methods | interaction |
 //! |---|---|---|
-//! | `/health` | GET | liveness (not FHIR) |
-//! | `/fhir/metadata` | GET | `capabilities` (§3.1.0.5) |
+//! | `/health` | GET | liveness (not FHIR); public |
+//! | `/fhir/metadata` | GET | `capabilities` (§3.1.0.5); public |
+//! | `/.well-known/smart-configuration`, `/fhir/.well-known/smart-configuration` | GET | SMART App Launch 2.0 discovery; public |
 //! | `/fhir` | POST | `batch` / `transaction` (§3.1.0.11) |
 //! | `/fhir/_history` | GET | system `history` (§3.1.0.9) |
 //! | `/fhir/{type}` | GET / POST / PUT / DELETE | `search-type` (§3.1.0.8) / `create` + conditional create (§3.1.0.6) / conditional update (§3.1.0.4.3) / conditional delete (§3.1.0.7.1) |
@@ -25,16 +26,19 @@
 //!
 //! Handlers never call the store for reads directly: `read`, `vread`, search (incl. `_include`),
 //! history, conditional-operation lookups and the reads inside batch/transaction all go through
-//! [`access::read_resources`], which receives a [`access::RequestContext`] (request id today; principal,
-//! SMART scopes and purpose of use later). A consent decision and an AuditEvent can therefore be added
-//! in that one function (plus tower layers for authentication) and hold for every read path by
-//! construction. Writes go through [`access::write`] for the same reason.
+//! [`access::read_resources`], which receives a [`access::RequestContext`] (request id, the verified
+//! principal with its SMART scopes, facility and purpose of use). The SMART scope check runs there
+//! (`auth::scopes`), and consent and audit hook into the same function, so they hold for every read path
+//! by construction. Writes go through [`access::write`] for the same reason.
 //!
 //! # Layers (outermost first)
 //!
 //! `SetRequestId` (`X-Request-Id`, honouring an incoming one) → sensitive headers (`Authorization`,
 //! `Cookie`) → `TraceLayer` (method, **route template** — never the query string, which can hold PHI —,
-//! status, latency, request id) → `PropagateRequestId` → `CatchPanic` (→ 500 OperationOutcome).
+//! status, latency, request id) → `PropagateRequestId` → `CatchPanic` (→ 500 OperationOutcome) →
+//! authentication (`auth::layer`: Bearer token → principal in the request extensions, 401/403 with a
+//! `auth::Denial` in the response extensions; `/health`, `/fhir/metadata` and the SMART configuration are
+//! public).
 //!
 //! # Raw JSON
 //!
@@ -97,6 +101,9 @@ pub struct ApiConfig {
     /// Profile validation of created/updated/patched resources (after the JSON-schema check, which always
     /// rejects with 422). Default [`WritePolicy::Warn`], or `$TOBIUME_VALIDATE_ON_WRITE` (`off`|`warn`|`reject`).
     pub validate_on_write: WritePolicy,
+    /// Access-token verification (`auth::Authenticator`). Default: `jwt` mode without issuers, which
+    /// refuses every protected request (fail closed); `serve` builds it from the configuration.
+    pub auth: Arc<crate::auth::Authenticator>,
 }
 
 /// What a write does with the profile validator's findings (`validation::validate`: base definition +
@@ -147,6 +154,7 @@ impl Default for ApiConfig {
             software_name: "tobiume-gateway".into(),
             software_version: env!("CARGO_PKG_VERSION").into(),
             validate_on_write: WritePolicy::from_env(),
+            auth: Arc::new(crate::auth::Authenticator::deny_all()),
         }
     }
 }
@@ -210,13 +218,17 @@ pub fn router(state: AppState) -> Router {
         .route("/{type}/{id}/_history/{vid}", get(interaction::vread));
 
     let x_request_id = HeaderName::from_static("x-request-id");
+    let auth = state.config.auth.clone();
     Router::new()
         .route("/health", get(health))
+        .route("/.well-known/smart-configuration", get(smart_configuration))
+        .route("/fhir/.well-known/smart-configuration", get(smart_configuration))
         .route("/view/patient/{id}", get(view::patient))
         .nest("/fhir", fhir)
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
         .layer(DefaultBodyLimit::disable())
+        .layer(axum::middleware::from_fn_with_state(auth, crate::auth::layer::authenticate))
         .layer(
             ServiceBuilder::new()
                 .layer(SetRequestIdLayer::new(x_request_id.clone(), MakeRequestUuid))
@@ -253,6 +265,10 @@ fn panic_response(_err: Box<dyn std::any::Any + Send + 'static>) -> Response {
 
 async fn health() -> Response {
     (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], r#"{"status":"ok"}"#).into_response()
+}
+
+async fn smart_configuration(State(state): State<AppState>) -> Response {
+    crate::auth::layer::smart_configuration_response(&state.config.auth)
 }
 
 async fn metadata(State(state): State<AppState>) -> Response {

@@ -16,7 +16,7 @@
 //! 410 deleted, 500).
 
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 
@@ -32,7 +32,7 @@ pub async fn patient(
     State(state): State<AppState>,
     Path(id): Path<String>,
     RawQuery(q): RawQuery,
-    headers: HeaderMap,
+    ctx: RequestContext,
     clock: Option<Extension<SummaryClock>>,
 ) -> Response {
     let params = query_pairs(&q);
@@ -45,7 +45,6 @@ pub async fn patient(
             )
         }
     };
-    let ctx = RequestContext::from_headers(&headers);
     match summary::summarize(&state, &ctx, &id, mode, summary::now(clock.as_deref())).await {
         Ok(s) => {
             let fhir = format!(

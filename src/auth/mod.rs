@@ -65,3 +65,61 @@ pub struct Principal {
     /// Free-text reason stated for an emergency override (claim `reason`).
     pub reason: Option<String>,
 }
+
+pub mod authenticator;
+pub mod dev;
+pub mod jwks;
+pub mod layer;
+pub mod scopes;
+
+pub use authenticator::{AuthError, AuthMode, Authenticator, AuthSettings, IssuerSettings};
+
+use std::sync::{Arc, Mutex};
+
+use axum::http::StatusCode;
+
+impl Principal {
+    /// `true` when the caller holds the role.
+    pub fn has_role(&self, role: Role) -> bool {
+        self.roles.contains(&role)
+    }
+}
+
+/// A refusal produced by authentication (401) or authorization (403), put into the **response
+/// extensions** so that an outer layer (audit, BALP "failed authentication" / "access denied") can record it.
+///
+/// `reason` is a short text without PHI (e.g. `expired token`, `missing scope user/Observation.s`);
+/// `principal` is the verified caller for a 403, `None` for a 401.
+#[derive(Debug, Clone)]
+pub struct Denial {
+    /// 401 or 403.
+    pub status: StatusCode,
+    /// Why, without PHI.
+    pub reason: String,
+    /// The authenticated caller, when there is one.
+    pub principal: Option<Arc<Principal>>,
+}
+
+/// Per-request slot where the access decision point records a [`Denial`]; the authentication layer
+/// puts one into the request extensions and moves its content into the response extensions when the
+/// response is a 401/403. Cheap: one uncontended mutex per request.
+#[derive(Debug, Default)]
+pub struct DenialSlot(Mutex<Option<Denial>>);
+
+impl DenialSlot {
+    /// Record `denial` (the last one recorded wins).
+    pub fn record(&self, denial: Denial) {
+        if let Ok(mut g) = self.0.lock() {
+            *g = Some(denial);
+        }
+    }
+    /// Take the recorded denial, if any.
+    pub fn take(&self) -> Option<Denial> {
+        self.0.lock().ok().and_then(|mut g| g.take())
+    }
+}
+
+/// Marker put into the request extensions by the authentication layer when authentication is disabled
+/// (`TOBIUME_AUTH=none`): `api::access::RequestContext` then allows requests without a principal.
+#[derive(Debug, Clone, Copy)]
+pub struct AuthenticationDisabled;

@@ -590,6 +590,7 @@ pub async fn patient_match(
     State(state): State<AppState>,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
+    ctx: RequestContext,
     req_body: Body,
 ) -> ApiResult<Response> {
     body::check_format(&query_pairs(&q))?;
@@ -607,7 +608,6 @@ pub async fn patient_match(
         )
         .with_expression("Patient"));
     }
-    let ctx = RequestContext::from_headers(&headers);
     let mut found = find_matches(&state, &ctx, &demo).await?;
     let mut outcome = None;
     if input.only_certain {

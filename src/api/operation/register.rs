@@ -716,13 +716,13 @@ pub async fn register_http(
     State(state): State<AppState>,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
+    ctx: RequestContext,
     req_body: Body,
 ) -> ApiResult<Response> {
     body::check_format(&query_pairs(&q))?;
     body::require_json(&headers)?;
     let bytes = body::read_body(req_body, state.config.max_body_bytes).await?;
     let reg = parse_registration(&bytes)?;
-    let ctx = RequestContext::from_headers(&headers);
     let out = register(&state, &ctx, reg).await?;
     let status = if out.created {
         StatusCode::CREATED

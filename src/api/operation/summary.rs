@@ -49,7 +49,7 @@ use std::collections::HashSet;
 use std::sync::LazyLock;
 
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::Response;
 use axum::Extension;
 use futures::future::try_join_all;
@@ -109,13 +109,12 @@ pub async fn instance_summary(
     State(state): State<AppState>,
     Path(id): Path<String>,
     RawQuery(q): RawQuery,
-    headers: HeaderMap,
+    ctx: RequestContext,
     clock: Option<Extension<SummaryClock>>,
 ) -> ApiResult<Response> {
     let params = query_pairs(&q);
     body::check_format(&params)?;
     let mode = mode_param(&params)?;
-    let ctx = RequestContext::from_headers(&headers);
     let s = summarize(&state, &ctx, &id, mode, now(clock.as_deref())).await?;
     Ok(fhir_json(StatusCode::OK, &s.bundle))
 }
@@ -125,7 +124,7 @@ pub async fn instance_summary(
 pub async fn type_summary(
     State(state): State<AppState>,
     RawQuery(q): RawQuery,
-    headers: HeaderMap,
+    ctx: RequestContext,
     clock: Option<Extension<SummaryClock>>,
 ) -> ApiResult<Response> {
     let params = query_pairs(&q);
@@ -144,7 +143,6 @@ pub async fn type_summary(
             .at("identifier")],
         });
     };
-    let ctx = RequestContext::from_headers(&headers);
     let ids = search_ids(
         &state,
         &ctx,

@@ -124,6 +124,7 @@ pub async fn validate_instance(
     Path((t, id)): Path<(String, String)>,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
+    ctx: RequestContext,
     req_body: Body,
 ) -> ApiResult<Response> {
     if !validation::schema::is_resource_type(&t) {
@@ -145,7 +146,6 @@ pub async fn validate_instance(
             (r, p)
         }
         None => {
-            let ctx = RequestContext::from_headers(&headers);
             let stored = access::read(&state, &ctx, &t, &id).await?;
             let v: Value = serde_json::from_str(&stored.json).map_err(|_| ApiError::internal())?;
             let profiles = query.iter().filter(|(k, _)| k == "profile").map(|(_, v)| v.clone()).collect();
