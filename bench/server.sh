@@ -30,6 +30,9 @@
 #                        run directory (perf report -i …)
 #   SQLITE_ANALYZE=0     1 = run ANALYZE on the SQLite store before serving (what-if: the gateway never does)
 #   RESULTS_DIR=bench/results  KEEP_PG=0 (1 = keep the PostgreSQL cluster and its data after the run)
+#   AUTH=dev             TOBIUME_AUTH of the server under test: dev (every request carries a dev-token, minted
+#                        with TOKEN_ARGS) or none (no authentication: the baseline for the cost of security)
+#   TOKEN_ARGS="--scope system/*.cruds"   dev-token arguments of the benchmark's access token
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -56,6 +59,8 @@ WARMUP=${WARMUP:-5s}
 REUSE_DB=${REUSE_DB:-0}
 SCENARIOS=${SCENARIOS:-"health metadata read search_name search_obs create"}
 SERVER_LOG=${SERVER_LOG:-warn}
+AUTH=${AUTH:-dev}
+TOKEN_ARGS=${TOKEN_ARGS:-"--scope system/*.cruds"}
 PERF=${PERF:-0}
 KEEP_PG=${KEEP_PG:-0}
 RESULTS_DIR=${RESULTS_DIR:-$REPO/bench/results}
@@ -237,8 +242,15 @@ start_server() { # BACKEND URL
   local backend=$1 url=$2 port=18080 i
   while (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do port=$((port + 1)); done
   SERVER_URL="http://127.0.0.1:$port"
-  TOBIUME_DEMO_PATIENTS=0 TOBIUME_LOG="$SERVER_LOG" "$BIN" serve --listen "127.0.0.1:$port" --database "$url" \
-    >"$RUN_DIR/serve-$backend.log" 2>&1 &
+  AUTH_HEADER=()
+  export BEARER_TOKEN=""   # read by bench/lib/scenarios.lua
+  if [ "$AUTH" != none ]; then
+    # shellcheck disable=SC2086
+    BEARER_TOKEN=$("$BIN" dev-token --key "$RUN_DIR/dev-key.pem" $TOKEN_ARGS)
+    AUTH_HEADER=(-H "Authorization: Bearer $BEARER_TOKEN")
+  fi
+  TOBIUME_AUTH="$AUTH" TOBIUME_DEV_KEY="$RUN_DIR/dev-key.pem" TOBIUME_DEMO_PATIENTS=0 TOBIUME_LOG="$SERVER_LOG" \
+    "$BIN" serve --listen "127.0.0.1:$port" --database "$url" >"$RUN_DIR/serve-$backend.log" 2>&1 &
   SERVER_PID=$!
   for i in $(seq 1 300); do
     curl -fsS -o /dev/null "$SERVER_URL/health" 2>/dev/null && break
@@ -262,7 +274,7 @@ check_once() { # SCENARIO: one request through curl, must be 2xx (guards against
     read) path="/fhir/Patient/$(head -1 "$DATA_DIR/ids.txt")" ;;
     *) return 0 ;;  # the searches and create are checked by the non-2xx count
   esac
-  code=$(curl -s -o /dev/null -w '%{http_code}' "$SERVER_URL$path")
+  code=$(curl -s -o /dev/null -w '%{http_code}' "${AUTH_HEADER[@]}" "$SERVER_URL$path")
   [ "${code:0:1}" = 2 ] || { echo "check $s: HTTP $code for $path" >&2; return 1; }
 }
 

@@ -99,7 +99,8 @@ function request()
     local r = rows[math.random(#rows)]
     local ident = string.format("BENCH-%d-%d-%d", os.time(), tid or 0, seq)
     local body = string.format(create_tpl, ident, r[1], r[1], (seq % 2 == 0) and "male" or "female", r[2])
-    return wrk.format("POST", "/fhir/Patient", { ["Content-Type"] = "application/fhir+json" }, body)
+    return wrk.format("POST", "/fhir/Patient",
+      { ["Content-Type"] = "application/fhir+json", ["Authorization"] = wrk.headers["Authorization"] }, body)
   else
     return wrk.format("GET", rows[math.random(#rows)])
   end
