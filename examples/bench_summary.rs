@@ -196,13 +196,16 @@ async fn main() {
     if std::env::args().any(|a| a == "--load-only") {
         return;
     }
-    let state = AppState::new(Arc::new(store), registry, ApiConfig::default());
+    // Measures the summary itself: authentication disabled (the auth layer's cost is benchmarked by
+    // bench/server.sh with AUTH=dev vs AUTH=none).
+    let api_cfg = ApiConfig { auth: Arc::new(tobiume_gateway::auth::Authenticator::disabled()), ..ApiConfig::default() };
+    let state = AppState::new(Arc::new(store), registry, api_cfg);
     if std::env::args().any(|a| a == "--breakdown") {
         // Time the two stages separately: gathering (reads) and building (pure).
         use tobiume_gateway::api::access::RequestContext;
         use tobiume_gateway::api::operation::summary::gather;
         use tobiume_gateway::summary::{build, Mode, Options};
-        let ctx = RequestContext::default();
+        let ctx = RequestContext::local(None);
         let opts = Options::new(
             time::OffsetDateTime::now_utc(),
             "http://localhost:8080/fhir",
