@@ -43,6 +43,9 @@ fn issuer(jwks_url: Option<String>, keys: Vec<PathBuf>) -> IssuerSettings {
         keys,
         authorization_endpoint: None,
         token_endpoint: Some("https://idp.example/token".into()),
+        introspection_endpoint: None,
+        client_id: None,
+        client_secret: None,
     }
 }
 
@@ -245,4 +248,69 @@ fn jwt_mode_without_issuers_and_issuer_without_keys_refuse_to_build() {
     assert!(Authenticator::from_settings(&s, BASE).unwrap_err().to_string().contains("jwks_url or keys"));
     let s = AuthSettings { issuers: vec![issuer(None, vec![PathBuf::from("/nonexistent.pem")])], ..AuthSettings::default() };
     assert!(Authenticator::from_settings(&s, BASE).is_err());
+}
+
+/// Opaque tokens: RFC 7662 introspection at the issuer (client authenticated with HTTP Basic), answers
+/// cached for `introspection_cache_seconds`, inactive tokens refused.
+#[tokio::test]
+async fn opaque_tokens_are_introspected() {
+    use axum::extract::Form;
+    use axum::http::HeaderMap;
+    use std::collections::HashMap;
+    let hits = Arc::new(AtomicUsize::new(0));
+    let h = hits.clone();
+    let app = axum::Router::new().route(
+        "/introspect",
+        axum::routing::post(move |headers: HeaderMap, Form(form): Form<HashMap<String, String>>| {
+            let h = h.clone();
+            async move {
+                h.fetch_add(1, Ordering::SeqCst);
+                let basic = base64::engine::general_purpose::STANDARD.encode("gateway:s3cret");
+                if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(&format!("Basic {basic}")) {
+                    return (axum::http::StatusCode::UNAUTHORIZED, axum::Json(json!({"error": "invalid_client"})));
+                }
+                let body = match form.get("token").map(String::as_str) {
+                    Some("opaque-good") => json!({"active": true, "scope": "user/Patient.rs openid", "sub": "dr-7",
+                        "client_id": "emr", "iss": ISS, "aud": BASE, "exp": now() + 300, "jti": "t-7",
+                        "facility": "org-9", "purpose_of_use": "TREAT"}),
+                    Some("opaque-other-aud") => json!({"active": true, "scope": "user/*.rs", "aud": "https://else/fhir", "exp": now() + 300}),
+                    _ => json!({"active": false}),
+                };
+                (axum::http::StatusCode::OK, axum::Json(body))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let mut iss = issuer(None, vec![]);
+    iss.introspection_endpoint = Some(format!("http://{addr}/introspect"));
+    iss.client_id = Some("gateway".into());
+    iss.client_secret = Some("s3cret".into());
+    let settings = AuthSettings { issuers: vec![iss.clone()], introspection_cache_seconds: 60, ..AuthSettings::default() };
+    let auth = Authenticator::from_settings(&settings, BASE).unwrap();
+
+    let p = auth.verify("opaque-good").await.unwrap();
+    assert_eq!((p.subject.as_str(), p.facility.as_deref(), p.token_id.as_deref()), ("dr-7", Some("org-9"), Some("t-7")));
+    assert_eq!(p.scopes.len(), 1);
+    assert_eq!(p.purpose_of_use.as_deref(), Some("TREAT"));
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+    auth.verify("opaque-good").await.unwrap();
+    assert_eq!(hits.load(Ordering::SeqCst), 1, "cached");
+    assert_eq!(auth.verify("opaque-revoked").await.unwrap_err(), TokenError::Inactive);
+    assert_eq!(auth.verify("opaque-other-aud").await.unwrap_err(), TokenError::Audience);
+
+    // Cache time 0: every request asks again (revocation effective at once).
+    let settings = AuthSettings { issuers: vec![iss.clone()], introspection_cache_seconds: 0, ..AuthSettings::default() };
+    let auth = Authenticator::from_settings(&settings, BASE).unwrap();
+    let before = hits.load(Ordering::SeqCst);
+    auth.verify("opaque-good").await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    auth.verify("opaque-good").await.unwrap();
+    assert_eq!(hits.load(Ordering::SeqCst), before + 2);
+
+    // Wrong client secret: the endpoint refuses the gateway → 401 for the token, no crash.
+    iss.client_secret = Some("wrong".into());
+    let auth = Authenticator::from_settings(&AuthSettings { issuers: vec![iss], ..AuthSettings::default() }, BASE).unwrap();
+    assert_eq!(auth.verify("opaque-good").await.unwrap_err(), TokenError::Introspection);
 }

@@ -1,6 +1,7 @@
 //! Verification of Bearer access tokens (RFC 6750) into a [`Principal`]: JWTs (RFC 7519) signed RS256,
 //! ES256 or ES384 by a configured issuer, checked for `iss`, `aud`, `exp` and `nbf` (with a small leeway),
-//! then mapped from SMART on FHIR / IHE IUA claims. Verified tokens are cached by their SHA-256 for
+//! or opaque tokens introspected at the issuer (RFC 7662, [`super::introspect`]), then mapped from SMART on
+//! FHIR / IHE IUA claims. Verified tokens are cached by their SHA-256 for
 //! their remaining lifetime (bounded cache), so the signature is verified once per token, not per request.
 //!
 //! Claim mapping ([`Principal`]):
@@ -29,6 +30,7 @@ use serde_json::Value;
 use sha2::Digest;
 
 use super::dev::{DevKey, DEV_AUDIENCE, DEV_ISSUER};
+use super::introspect::Introspector;
 use super::jwks::{self, KeySource, RemoteJwks, ACCEPTED_ALGORITHMS};
 use super::{scopes, Principal, Role};
 
@@ -77,6 +79,8 @@ pub struct AuthSettings {
     pub jwks_min_refresh_seconds: u64,
     /// Seconds after which a fetched JWK Set is fetched again on the next token. Default 3600.
     pub jwks_max_age_seconds: u64,
+    /// Longest time an introspection answer (opaque tokens) is reused, seconds. Default 60.
+    pub introspection_cache_seconds: u64,
 }
 
 impl Default for AuthSettings {
@@ -89,6 +93,7 @@ impl Default for AuthSettings {
             token_cache_entries: 10_000,
             jwks_min_refresh_seconds: 30,
             jwks_max_age_seconds: 3600,
+            introspection_cache_seconds: 60,
         }
     }
 }
@@ -116,6 +121,15 @@ pub struct IssuerSettings {
     /// Token endpoint, advertised likewise.
     #[serde(default)]
     pub token_endpoint: Option<String>,
+    /// RFC 7662 introspection endpoint for opaque (non-JWT) tokens.
+    #[serde(default)]
+    pub introspection_endpoint: Option<String>,
+    /// Client id of the gateway at the introspection endpoint (HTTP Basic).
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// Client secret of the gateway at the introspection endpoint.
+    #[serde(default)]
+    pub client_secret: Option<String>,
 }
 
 fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
@@ -140,8 +154,8 @@ pub enum AuthError {
          or start with TOBIUME_AUTH=dev for a local development key"
     )]
     NoIssuers,
-    /// An issuer has neither `jwks_url` nor `keys`.
-    #[error("issuer {0}: give jwks_url or keys")]
+    /// An issuer has neither `jwks_url`, `keys` nor `introspection_endpoint`.
+    #[error("issuer {0}: give jwks_url or keys (or introspection_endpoint with client_id)")]
     NoKeys(String),
     /// A key file could not be used.
     #[error("{0}")]
@@ -187,12 +201,19 @@ pub enum TokenError {
     /// A required claim (`exp`, `iss`, `aud`) is missing or malformed.
     #[error("token claims missing or malformed")]
     Claims,
+    /// Introspection says the (opaque) token is not active (revoked, expired, unknown).
+    #[error("token not active")]
+    Inactive,
+    /// The introspection endpoint could not be asked.
+    #[error("token introspection unavailable")]
+    Introspection,
 }
 
 struct Issuer {
     iss: String,
     audience: Vec<String>,
     keys: Vec<KeySource>,
+    introspector: Option<Introspector>,
     authorization_endpoint: Option<String>,
     token_endpoint: Option<String>,
     jwks_url: Option<String>,
@@ -201,8 +222,9 @@ struct Issuer {
 #[derive(Clone)]
 struct Cached {
     principal: Arc<Principal>,
-    /// `exp` (Unix seconds).
-    exp: u64,
+    /// Reusable until (Unix seconds): `exp` + leeway for JWTs; for introspected tokens at most
+    /// `introspection_cache_seconds` from the answer.
+    until: u64,
 }
 
 /// The token verifier of one gateway (shared by all requests; cheap to call concurrently).
@@ -210,6 +232,7 @@ pub struct Authenticator {
     mode: AuthMode,
     issuers: Vec<Issuer>,
     leeway: u64,
+    introspection_ttl: u64,
     cache: quick_cache::sync::Cache<[u8; 32], Cached>,
 }
 
@@ -238,12 +261,12 @@ pub struct DiscoveryInfo {
 impl Authenticator {
     /// Authentication disabled (`TOBIUME_AUTH=none`): every request passes without a principal.
     pub fn disabled() -> Authenticator {
-        Authenticator { mode: AuthMode::None, issuers: vec![], leeway: 0, cache: quick_cache::sync::Cache::new(1) }
+        Authenticator { mode: AuthMode::None, issuers: vec![], leeway: 0, introspection_ttl: 0, cache: quick_cache::sync::Cache::new(1) }
     }
 
     /// `jwt` mode with no issuer: every protected request is refused (the library default, fail closed).
     pub fn deny_all() -> Authenticator {
-        Authenticator { mode: AuthMode::Jwt, issuers: vec![], leeway: 0, cache: quick_cache::sync::Cache::new(1) }
+        Authenticator { mode: AuthMode::Jwt, issuers: vec![], leeway: 0, introspection_ttl: 0, cache: quick_cache::sync::Cache::new(1) }
     }
 
     /// Build from settings. `base_url` is the default audience of issuers without `audience`. In `dev`
@@ -275,6 +298,7 @@ impl Authenticator {
                 iss: DEV_ISSUER.into(),
                 audience: vec![DEV_AUDIENCE.into()],
                 keys: vec![KeySource::Static(vec![Arc::new(vk)])],
+                introspector: None,
                 authorization_endpoint: None,
                 token_endpoint: None,
                 jwks_url: None,
@@ -297,7 +321,14 @@ impl Authenticator {
                 }
                 keys.push(KeySource::Static(loaded));
             }
-            if keys.is_empty() {
+            let introspector = match (&s.introspection_endpoint, &s.client_id) {
+                (Some(url), Some(id)) => {
+                    Some(Introspector::new(url, id, s.client_secret.as_deref(), client.clone()).map_err(AuthError::Key)?)
+                }
+                (Some(_), None) => return Err(AuthError::Key(format!("issuer {}: introspection_endpoint needs client_id", s.issuer))),
+                _ => None,
+            };
+            if keys.is_empty() && introspector.is_none() {
                 return Err(AuthError::NoKeys(s.issuer.clone()));
             }
             let audience = if s.audience.is_empty() { vec![base_url.to_string()] } else { s.audience.clone() };
@@ -305,6 +336,7 @@ impl Authenticator {
                 iss: s.issuer.clone(),
                 audience,
                 keys,
+                introspector,
                 authorization_endpoint: s.authorization_endpoint.clone(),
                 token_endpoint: s.token_endpoint.clone(),
                 jwks_url: s.jwks_url.clone(),
@@ -317,6 +349,7 @@ impl Authenticator {
             mode: settings.mode,
             issuers,
             leeway: settings.leeway_seconds,
+            introspection_ttl: settings.introspection_cache_seconds,
             cache: quick_cache::sync::Cache::new(settings.token_cache_entries.max(1)),
         })
     }
@@ -364,20 +397,26 @@ impl Authenticator {
         let hash: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
         let now = jsonwebtoken::get_current_timestamp();
         if let Some(c) = self.cache.get(&hash) {
-            if now <= c.exp.saturating_add(self.leeway) {
+            if now <= c.until {
                 return Ok(c.principal);
             }
+            // Past its reuse time: verify again (an expired JWT then fails; an opaque token is re-asked).
             self.cache.remove(&hash);
-            return Err(TokenError::Expired);
         }
-        let (principal, exp) = self.verify_uncached(token).await?;
+        let (principal, until) = self.verify_uncached(token).await?;
         let principal = Arc::new(principal);
-        self.cache.insert(hash, Cached { principal: principal.clone(), exp });
+        self.cache.insert(hash, Cached { principal: principal.clone(), until });
         Ok(principal)
     }
 
+    /// Verify without the cache: the principal and until when it may be reused (Unix seconds).
     async fn verify_uncached(&self, token: &str) -> Result<(Principal, u64), TokenError> {
-        let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
+        let header = match jsonwebtoken::decode_header(token) {
+            Ok(h) => h,
+            // Not a JWT: an opaque token for introspection, if any issuer introspects.
+            Err(_) if self.issuers.iter().any(|i| i.introspector.is_some()) => return self.introspect(token).await,
+            Err(_) => return Err(TokenError::Malformed),
+        };
         if !ACCEPTED_ALGORITHMS.contains(&header.alg) {
             return Err(TokenError::Algorithm);
         }
@@ -400,8 +439,8 @@ impl Authenticator {
             for key in source.candidates(header.kid.as_deref(), header.alg).await {
                 match jsonwebtoken::decode::<Claims>(token, &key.key, &validation) {
                     Ok(data) => {
-                        let exp = data.claims.exp_secs();
-                        return Ok((data.claims.into_principal(&issuer.iss), exp));
+                        let until = data.claims.exp_secs().saturating_add(self.leeway);
+                        return Ok((data.claims.into_principal(&issuer.iss), until));
                     }
                     Err(e) => {
                         last = match e.kind() {
@@ -421,6 +460,47 @@ impl Authenticator {
                     }
                 }
             }
+        }
+        Err(last)
+    }
+
+    /// RFC 7662: ask each introspecting issuer; the first `active` answer that passes the `iss`, `aud`,
+    /// `exp`, `nbf` checks wins.
+    async fn introspect(&self, token: &str) -> Result<(Principal, u64), TokenError> {
+        let now = jsonwebtoken::get_current_timestamp();
+        let mut last = TokenError::Inactive;
+        for issuer in self.issuers.iter() {
+            let Some(intro) = &issuer.introspector else { continue };
+            let v = match intro.introspect(token).await {
+                Ok(v) => v,
+                Err(e) => {
+                    last = e;
+                    continue;
+                }
+            };
+            if v.get("iss").and_then(Value::as_str).is_some_and(|i| i != issuer.iss) {
+                last = TokenError::Issuer;
+                continue;
+            }
+            let aud_ok = match v.get("aud") {
+                None | Some(Value::Null) => true,
+                Some(Value::String(a)) => issuer.audience.contains(a),
+                Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).any(|x| issuer.audience.iter().any(|y| y == x)),
+                Some(_) => false,
+            };
+            if !aud_ok {
+                return Err(TokenError::Audience);
+            }
+            let secs = |k: &str| v.get(k).and_then(Value::as_f64).map(|x| x.max(0.0) as u64);
+            if secs("exp").is_some_and(|e| now > e.saturating_add(self.leeway)) {
+                return Err(TokenError::Expired);
+            }
+            if secs("nbf").is_some_and(|n| n > now.saturating_add(self.leeway)) {
+                return Err(TokenError::NotYetValid);
+            }
+            let claims: Claims = serde_json::from_value(v.clone()).map_err(|_| TokenError::Claims)?;
+            let until = now.saturating_add(self.introspection_ttl).min(secs("exp").unwrap_or(u64::MAX));
+            return Ok((claims.into_principal(&issuer.iss), until));
         }
         Err(last)
     }
@@ -451,7 +531,7 @@ impl StrOrList {
 #[derive(Debug, Deserialize)]
 struct Claims {
     sub: Option<String>,
-    exp: f64,
+    exp: Option<f64>,
     scope: Option<StrOrList>,
     scp: Option<StrOrList>,
     patient: Option<String>,
@@ -537,7 +617,7 @@ impl Claims {
 impl Claims {
     /// `exp` as whole seconds.
     fn exp_secs(&self) -> u64 {
-        self.exp.max(0.0) as u64
+        self.exp.unwrap_or(0.0).max(0.0) as u64
     }
 }
 

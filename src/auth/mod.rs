@@ -68,6 +68,7 @@ pub struct Principal {
 
 pub mod authenticator;
 pub mod dev;
+pub mod introspect;
 pub mod jwks;
 pub mod layer;
 pub mod scopes;
