@@ -28,7 +28,6 @@
 #   SERVER_LOG=warn      TOBIUME_LOG of the server under test (info = one access-log line per request)
 #   PERF=0               1 = perf record (DWARF call graphs, 99 Hz) the server during each measured run into the
 #                        run directory (perf report -i …)
-#   SQLITE_ANALYZE=0     1 = run ANALYZE on the SQLite store before serving (what-if: the gateway never does)
 #   RESULTS_DIR=bench/results  KEEP_PG=0 (1 = keep the PostgreSQL cluster and its data after the run)
 #   AUTH=dev             TOBIUME_AUTH of the server under test: dev (every request carries a dev-token, minted
 #                        with TOKEN_ARGS) or none (no authentication: the baseline for the cost of security)
@@ -69,6 +68,9 @@ SAMPLE=${SAMPLE:-20000}   # test-data rows per list
 log() { printf '\033[1m== %s\033[0m\n' "$*" >&2; }
 load1() { cut -d' ' -f1-3 /proc/loadavg; }
 now() { date +%s.%N; }
+load_sampler() { # OUTFILE: the 1-minute load average every 5 s until killed
+  while :; do cut -d' ' -f1 /proc/loadavg >>"$1"; sleep 5; done
+}
 secs_of() { local d=$1; case "$d" in *m) echo $((${d%m} * 60)) ;; *s) echo "${d%s}" ;; *) echo "$d" ;; esac; }
 
 mkdir -p "$BENCH_DIR"
@@ -149,11 +151,15 @@ import_into() {
   local batch=(); [ -n "${IMPORT_BATCH:-}" ] && batch=(--batch "$IMPORT_BATCH")
   log "import ssmix2 -> $name (load $(load1))"
   IMP[$name.load]=$(load1)
+  load_sampler "$RUN_DIR/load-import-$name" &
+  local lpid=$!
   t0=$(now)
   /usr/bin/time -f 'maxrss_kb=%M user=%U sys=%S' \
     "$BIN" import ssmix2 "$CORPUS/storage" --database "$url" --quiet "${batch[@]}" \
-    --quarantine "$RUN_DIR/quarantine-$name" >"$out" 2>&1 || { tail "$out" >&2; return 1; }
+    --quarantine "$RUN_DIR/quarantine-$name" >"$out" 2>&1 || { kill "$lpid"; tail "$out" >&2; return 1; }
   t1=$(now)
+  kill "$lpid" 2>/dev/null; wait "$lpid" 2>/dev/null || true
+  IMP[$name.loadrun]=$(awk '{s += $1; if ($1 > m) m = $1; n++} END {if (n) printf "mean %.1f, max %.1f", s / n, m; else print "-"}' "$RUN_DIR/load-import-$name")
   summary=$(grep '^summary:' "$out")
   IMP[$name.secs]=$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.1f", b-a}')
   IMP[$name.files]=$(sed -E 's/.* files=([0-9]+).*/\1/' <<<"$summary")
@@ -166,7 +172,6 @@ import_into() {
   log "$name: ${IMP[$name.files]} files in ${IMP[$name.secs]} s = ${IMP[$name.fps]} files/s, ${IMP[$name.rps]} resources/s (${IMP[$name.created]} resources, ${IMP[$name.cpu]}, peak RSS ${IMP[$name.rss]} MB)"
 }
 
-SQLITE_ANALYZE=${SQLITE_ANALYZE:-0}
 SQLITE_DB="$BENCH_DIR/sqlite-p$PATIENTS-s$SEED.db"
 SQLITE_URL="sqlite://$SQLITE_DB?mode=rwc"
 if [ "$REUSE_DB" = 1 ] && [ -f "$SQLITE_DB.complete" ]; then
@@ -178,14 +183,9 @@ else
 fi
 # fold the WAL into the main file so the size below is the store's
 sqlite3 "$SQLITE_DB" 'PRAGMA wal_checkpoint(TRUNCATE);' >/dev/null
-if [ "$SQLITE_ANALYZE" = 1 ]; then
-  log "ANALYZE on the SQLite store (SQLITE_ANALYZE=1: not what the gateway does by itself)"
-  sqlite3 "$SQLITE_DB" 'ANALYZE; PRAGMA optimize;'
-else
-  # a store analysed by an earlier SQLITE_ANALYZE=1 run would not measure the product as shipped
-  sqlite3 "$SQLITE_DB" "SELECT 1 FROM sqlite_master WHERE name='sqlite_stat1'" | grep -q 1 \
-    && sqlite3 "$SQLITE_DB" 'DROP TABLE IF EXISTS sqlite_stat1; DROP TABLE IF EXISTS sqlite_stat4;' || true
-fi
+# The importer refreshes the planner statistics itself (bounded ANALYZE at the end of `import ssmix2`);
+# the store is served as the importer left it.
+SQLITE_STATS=$(sqlite3 "$SQLITE_DB" "SELECT count(*) FROM sqlite_master WHERE name='sqlite_stat1'")
 IMP[sqlite.size]=$(( $(stat -c %s "$SQLITE_DB") / 1000000 ))
 
 if [ "$PG_MODE" = 1 ]; then
@@ -333,13 +333,13 @@ table() {
     printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", $1, $2, $3, r, $4, $5, $6, $7, $8, $9, $11, $10 }' "$RESULTS"
 }
 imp_table() {
-  echo "| store | files | seconds | files/s | resources | resources/s | importer peak RSS MB | importer CPU | DB size MB | load at start |"
-  echo "|---|---:|---:|---:|---:|---:|---:|---|---:|---|"
+  echo "| store | files | seconds | files/s | resources | resources/s | importer peak RSS MB | importer CPU | DB size MB | load at start | load1 during (5 s samples) |"
+  echo "|---|---:|---:|---:|---:|---:|---:|---|---:|---|---|"
   local n
   for n in sqlite postgres; do
     [ -n "${IMP[$n.size]:-}" ] || continue
-    printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$n" "${IMP[$n.files]:--}" "${IMP[$n.secs]:--}" \
-      "${IMP[$n.fps]:--}" "${IMP[$n.created]:--}" "${IMP[$n.rps]:--}" "${IMP[$n.rss]:--}" "${IMP[$n.cpu]:--}" "${IMP[$n.size]}" "${IMP[$n.load]:--}"
+    printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$n" "${IMP[$n.files]:--}" "${IMP[$n.secs]:--}" \
+      "${IMP[$n.fps]:--}" "${IMP[$n.created]:--}" "${IMP[$n.rps]:--}" "${IMP[$n.rss]:--}" "${IMP[$n.cpu]:--}" "${IMP[$n.size]}" "${IMP[$n.load]:--}" "${IMP[$n.loadrun]:--}"
   done
 }
 verdict() { if awk "BEGIN{exit !($1)}"; then echo "met"; else echo "**missed**"; fi; }
@@ -392,7 +392,7 @@ json() {
   echo "Load generator: \`wrk -t$THREADS -c$CONNS -d$DURATION --latency\` on loopback after a $WARMUP warm-up, same 2 cores as the"
   echo "server; requests pick random rows of $SAMPLE sampled ids / (name, birth date) / (patient, code) per scenario."
   echo "Ceiling = \`GET /health\` of the same server process (full middleware stack, constant 15-byte body)."
-  echo "Server log level: TOBIUME_LOG=$SERVER_LOG. SQLite statistics (ANALYZE): $( [ "$SQLITE_ANALYZE" = 1 ] && echo "yes (SQLITE_ANALYZE=1, what-if)" || echo "none, as the importer leaves them")."
+  echo "Server log level: TOBIUME_LOG=$SERVER_LOG. SQLite planner statistics (sqlite_stat1, written by the importer's ANALYZE): $( [ "$SQLITE_STATS" = 1 ] && echo present || echo absent)."
   echo "PostgreSQL: VACUUM ANALYZE after the import (what autovacuum does shortly after a bulk load)."
   echo
   echo "## Import"

@@ -9,7 +9,7 @@ use crate::search::{
     Include, Modifier, ParamType, Prefix, SearchParam, SearchQuery, SearchValue, SummaryMode, TokenSystem,
     TotalMode,
 };
-use crate::store::shared::{self, IndexRows, Op, OpResult, PutMode, Prepared};
+use crate::store::shared::{self, IndexRows, Op, OpResult, PutMode};
 use crate::store::{
     rawjson, ImportFile, ImportSummary, ImportWrite, LedgerEntry, LedgerStatus, ResourceBody, ResourceStore,
     SearchPage, StoreError, StoredResource, TxEntry, TxError, TxResult, WriteOutcome,
@@ -25,13 +25,6 @@ const MAX_BINDS: usize = 3000;
 /// Max resources returned by `_include`/`_revinclude` per search (protects the server).
 const MAX_INCLUDED: usize = 5000;
 
-const SQL_INSERT_RESOURCE: &str = "INSERT INTO resources (rtype, id, version, last_updated, deleted, content_hash, json) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (rtype, id) DO NOTHING RETURNING rid";
-const SQL_UPDATE_RESOURCE: &str =
-    "UPDATE resources SET version = $1, last_updated = $2, deleted = $3, content_hash = $4, json = $5 WHERE rid = $6";
-const SQL_READ: &str = "SELECT version, last_updated, deleted, json FROM resources WHERE rtype = $1 AND id = $2";
-const SQL_VREAD: &str =
-    "SELECT last_updated, deleted, json FROM resource_history WHERE rtype = $1 AND id = $2 AND version = $3";
 const SQL_EXISTS: &str = "SELECT 1 FROM resources WHERE rtype = $1 AND id = $2";
 const SQL_LEDGER_GET: &str =
     "SELECT path, content_sha256, status, error, imported_at FROM import_files WHERE path = $1";
@@ -131,147 +124,312 @@ fn stored_from_row(r: &<Db as sqlx::Database>::Row) -> Result<(i64, StoredResour
     ))
 }
 
-/// Applies `ops` in order inside `tx` (the caller commits). Index maintenance and history rows are
-/// batched into multi-row statements at the end. Errors carry the index of the failing op.
-async fn apply_ops(tx: &mut Tx, ops: Vec<Op>) -> Result<Vec<OpResult>, (Option<usize>, StoreError)> {
-    let now = shared::now_ms();
-    let mut results = Vec::with_capacity(ops.len());
-    // (rtype, id, version, last_updated, deleted, json)
-    let mut hist: Vec<(String, String, i64, i64, bool, String)> = Vec::new();
-    let mut clear: Vec<i64> = Vec::new();
-    let mut clear_set: HashSet<i64> = HashSet::new();
-    let mut new_rids: HashSet<i64> = HashSet::new();
-    let mut index: HashMap<i64, (String, IndexRows)> = HashMap::new();
-    // Current rows known before each op; an entry is consumed by its first op, later ops on the same
-    // key (and retries) re-read inside the transaction.
-    let mut cache: HashMap<(String, String), Option<Current>> = HashMap::new();
-    if ops.len() > 1 {
-        prefetch_current(tx, &ops, &mut cache).await.map_err(|e| (None, e))?;
-    }
+/// Per-batch state of one logical resource while [`apply_ops`] plans a batch in memory.
+struct Slot<'a> {
+    rtype: &'a str,
+    id: &'a str,
+    /// `resources.rid` when the row exists in the database (before the flush).
+    rid: Option<i64>,
+    /// The row existed and was live before this batch (its index rows must be cleared when it changes).
+    was_indexed: bool,
+    /// A current version exists (in the database or written earlier in this batch).
+    exists: bool,
+    version: i64,
+    deleted: bool,
+    last_updated: i64,
+    content_hash: Option<&'a str>,
+    /// The `resources` row must be written at the flush.
+    dirty: bool,
+    /// Index into the history rows of the current version (valid when `dirty`).
+    hist_at: usize,
+    /// The op whose index rows describe the current version (live and `dirty` only).
+    index_op: Option<usize>,
+}
 
-    for (i, op) in ops.into_iter().enumerate() {
-        let fail = |e: StoreError| (Some(i), e);
-        match op {
-            Op::Put { rtype, id, prep, if_match, mode } => {
-                let Prepared { text, hash, index: rows } = prep;
-                let mut attempts = 0;
-                loop {
-                    attempts += 1;
-                    let cur = match cache.remove(&(rtype.clone(), id.clone())) {
-                        Some(c) => c,
-                        None => select_current(tx, &rtype, &id).await.map_err(fail)?,
-                    };
-                    if let Some(expected) = if_match {
-                        let current = cur.as_ref().map(|c| c.version).unwrap_or(0);
-                        if current != expected {
-                            return Err(fail(StoreError::VersionConflict { expected, current }));
-                        }
-                    }
-                    match cur {
-                        Some(c) => {
-                            if mode == PutMode::Create {
-                                return Err(fail(StoreError::Invalid(format!("resource {rtype}/{id} already exists"))));
-                            }
-                            if mode == PutMode::IfChanged && !c.deleted && c.content_hash.as_deref() == Some(hash.as_str())
-                            {
-                                results.push(OpResult::Unchanged);
-                                break;
-                            }
-                            let version = c.version + 1;
-                            let lu = now.max(c.last_updated);
-                            let lu_s = shared::format_ms(lu);
-                            let json = rawjson::stamp_text(&text, &rawjson::Stamp { id: &id, version_id: version, last_updated: &lu_s })
-                                .map_err(fail)?;
-                            sqlx::query(SQL_UPDATE_RESOURCE)
-                                .bind(version)
-                                .bind(lu)
-                                .bind(false)
-                                .bind(&hash)
-                                .bind(&json)
-                                .bind(c.rid)
-                                .execute(&mut **tx)
-                                .await
-                                .map_err(|e| fail(db_err(e)))?;
-                            if !new_rids.contains(&c.rid) && clear_set.insert(c.rid) {
-                                clear.push(c.rid);
-                            }
-                            index.insert(c.rid, (rtype.clone(), rows));
-                            hist.push((rtype.clone(), id.clone(), version, lu, false, json.clone()));
-                            let outcome = if c.deleted { WriteOutcome::Created } else { WriteOutcome::Updated };
-                            results.push(OpResult::Written(
-                                StoredResource { resource_type: rtype, id, version_id: version, last_updated: lu_s, deleted: false, json },
-                                outcome,
-                            ));
-                            break;
-                        }
-                        None => {
-                            let lu_s = shared::format_ms(now);
-                            let json = rawjson::stamp_text(&text, &rawjson::Stamp { id: &id, version_id: 1, last_updated: &lu_s })
-                                .map_err(fail)?;
-                            let rid: Option<i64> = sqlx::query_scalar(SQL_INSERT_RESOURCE)
-                                .bind(&rtype)
-                                .bind(&id)
-                                .bind(1i64)
-                                .bind(now)
-                                .bind(false)
-                                .bind(&hash)
-                                .bind(&json)
-                                .fetch_optional(&mut **tx)
-                                .await
-                                .map_err(|e| fail(db_err(e)))?;
-                            let Some(rid) = rid else {
-                                // Created concurrently by another connection/process: re-read under lock.
-                                if attempts >= 3 {
-                                    return Err(fail(StoreError::Database("concurrent create did not settle".into())));
-                                }
-                                continue;
-                            };
-                            new_rids.insert(rid);
-                            index.insert(rid, (rtype.clone(), rows));
-                            hist.push((rtype.clone(), id.clone(), 1, now, false, json.clone()));
-                            results.push(OpResult::Written(
-                                StoredResource { resource_type: rtype, id, version_id: 1, last_updated: lu_s, deleted: false, json },
-                                WriteOutcome::Created,
-                            ));
-                            break;
-                        }
-                    }
+/// One history row of a batch: (slot, version, last_updated, deleted, json).
+struct HistRow {
+    slot: usize,
+    version: i64,
+    last_updated: i64,
+    deleted: bool,
+    json: String,
+}
+
+/// Why a batch could not be applied.
+enum ApplyError {
+    /// Op `Some(i)` (or the batch, `None`) failed; nothing of the batch may be committed.
+    Fail(Option<usize>, StoreError),
+    /// Another connection created some of the batch's new ids concurrently (PostgreSQL): re-plan.
+    Raced(Vec<usize>),
+}
+
+impl From<StoreError> for ApplyError {
+    fn from(e: StoreError) -> Self {
+        ApplyError::Fail(None, e)
+    }
+}
+impl From<sqlx::Error> for ApplyError {
+    fn from(e: sqlx::Error) -> Self {
+        ApplyError::Fail(None, db_err(e))
+    }
+}
+
+/// Applies `ops` in order inside `tx` (the caller commits). Errors carry the index of the failing op.
+///
+/// The batch is planned in memory from one prefetch of the current rows (versions, `If-Match`, import
+/// content hashes, tombstones — later ops on the same id see the earlier ones), then written with a
+/// constant number of multi-row statements per table: new `resources` rows, updated rows
+/// (`UPDATE … FROM (VALUES …)`), index rows cleared for changed resources, index rows of the final
+/// versions, and one history row per version. A resource written several times in one batch gets every
+/// version in its history but only its last version in `resources` and the search index.
+async fn apply_ops(tx: &mut Tx, ops: Vec<Op>) -> Result<Vec<OpResult>, (Option<usize>, StoreError)> {
+    apply_ops_with(tx, &ops, true).await
+}
+
+/// [`apply_ops`] over borrowed ops; `bodies = false` leaves `StoredResource::json` of the results empty
+/// (the importer only counts outcomes).
+async fn apply_ops_with(tx: &mut Tx, ops: &[Op], bodies: bool) -> Result<Vec<OpResult>, (Option<usize>, StoreError)> {
+    let mut initial: HashMap<(String, String), Option<Current>> = HashMap::with_capacity(ops.len());
+    if ops.len() == 1 {
+        let (rtype, id) = op_key(&ops[0]);
+        let cur = select_current(tx, rtype, id).await.map_err(|e| (None, e))?;
+        initial.insert((rtype.to_string(), id.to_string()), cur);
+    } else {
+        prefetch_current(tx, ops, &mut initial).await.map_err(|e| (None, e))?;
+    }
+    let now = shared::now_ms();
+    for _attempt in 0..4 {
+        // PostgreSQL: a savepoint lets a batch that raced with a concurrent create be re-planned.
+        let outcome = if use_savepoint() {
+            let mut sp = sqlx::Connection::begin(&mut **tx).await.map_err(|e| (None, db_err(e)))?;
+            let r = plan_and_write(&mut sp, ops, &initial, now, bodies).await;
+            if r.is_ok() {
+                sp.commit().await.map_err(|e| (None, db_err(e)))?;
+            }
+            r // on error `sp` is dropped: ROLLBACK TO SAVEPOINT
+        } else {
+            plan_and_write(&mut **tx, ops, &initial, now, bodies).await
+        };
+        let raced = match outcome {
+            Ok(results) => return Ok(results),
+            Err(ApplyError::Fail(i, e)) => return Err((i, e)),
+            Err(ApplyError::Raced(slots)) => slots,
+        };
+        // Re-read the concurrently created rows (row-locked) and plan again.
+        let keys: Vec<(String, String)> = {
+            let mut seen = HashSet::new();
+            let mut keys = Vec::new();
+            for op in ops {
+                let (t, i) = op_key(op);
+                if seen.insert((t, i)) {
+                    keys.push((t.to_string(), i.to_string()));
                 }
             }
-            Op::Delete { rtype, id } => {
-                let cur = match cache.remove(&(rtype.clone(), id.clone())) {
-                    Some(c) => c,
-                    None => select_current(tx, &rtype, &id).await.map_err(fail)?,
-                };
-                match cur {
-                    Some(c) if !c.deleted => {
-                        let version = c.version + 1;
-                        let lu = now.max(c.last_updated);
-                        sqlx::query(SQL_UPDATE_RESOURCE)
-                            .bind(version)
-                            .bind(lu)
-                            .bind(true)
-                            .bind(None::<String>)
-                            .bind("")
-                            .bind(c.rid)
-                            .execute(&mut **tx)
-                            .await
-                            .map_err(|e| fail(db_err(e)))?;
-                        index.remove(&c.rid);
-                        if !new_rids.contains(&c.rid) && clear_set.insert(c.rid) {
-                            clear.push(c.rid);
-                        }
-                        hist.push((rtype, id, version, lu, true, String::new()));
-                        results.push(OpResult::Deleted(Some(version)));
+            raced.into_iter().filter_map(|s| keys.get(s).cloned()).collect()
+        };
+        for (t, i) in keys {
+            let cur = select_current(tx, &t, &i).await.map_err(|e| (None, e))?;
+            initial.insert((t, i), cur);
+        }
+    }
+    Err((None, StoreError::Database("concurrent creates did not settle".into())))
+}
+
+/// PostgreSQL allows concurrent writers of one table, so a batch's new ids can race with another
+/// connection's (settled with a savepoint and a re-plan). SQLite writes are serialised (`BEGIN IMMEDIATE`).
+fn use_savepoint() -> bool {
+    <Db as sqlx::Database>::NAME == "PostgreSQL"
+}
+
+fn op_key(op: &Op) -> (&str, &str) {
+    match op {
+        Op::Put { rtype, id, .. } | Op::Delete { rtype, id } => (rtype.as_str(), id.as_str()),
+    }
+}
+
+/// Plans `ops` from `initial` (current rows before the batch) and writes the result. Slots are numbered
+/// in order of first appearance of their key in `ops` (used by [`ApplyError::Raced`]).
+async fn plan_and_write(
+    conn: &mut <Db as sqlx::Database>::Connection,
+    ops: &[Op],
+    initial: &HashMap<(String, String), Option<Current>>,
+    now: i64,
+    bodies: bool,
+) -> Result<Vec<OpResult>, ApplyError> {
+    let mut slots: Vec<Slot> = Vec::new();
+    let mut slot_of: HashMap<(&str, &str), usize> = HashMap::with_capacity(ops.len());
+    let mut hist: Vec<HistRow> = Vec::with_capacity(ops.len());
+    let mut results = Vec::with_capacity(ops.len());
+
+    for (i, op) in ops.iter().enumerate() {
+        let fail = |e: StoreError| ApplyError::Fail(Some(i), e);
+        let key = op_key(op);
+        let s = match slot_of.get(&key) {
+            Some(&s) => s,
+            None => {
+                let cur = initial.get(&(key.0.to_string(), key.1.to_string())).and_then(Option::as_ref);
+                slots.push(match cur {
+                    Some(c) => Slot {
+                        rtype: key.0,
+                        id: key.1,
+                        rid: Some(c.rid),
+                        was_indexed: !c.deleted,
+                        exists: true,
+                        version: c.version,
+                        deleted: c.deleted,
+                        last_updated: c.last_updated,
+                        content_hash: c.content_hash.as_deref(),
+                        dirty: false,
+                        hist_at: 0,
+                        index_op: None,
+                    },
+                    None => Slot {
+                        rtype: key.0,
+                        id: key.1,
+                        rid: None,
+                        was_indexed: false,
+                        exists: false,
+                        version: 0,
+                        deleted: false,
+                        last_updated: 0,
+                        content_hash: None,
+                        dirty: false,
+                        hist_at: 0,
+                        index_op: None,
+                    },
+                });
+                slot_of.insert(key, slots.len() - 1);
+                slots.len() - 1
+            }
+        };
+        let slot = &mut slots[s];
+        match op {
+            Op::Put { rtype, id, prep, if_match, mode } => {
+                if let Some(expected) = *if_match {
+                    let current = if slot.exists { slot.version } else { 0 };
+                    if current != expected {
+                        return Err(fail(StoreError::VersionConflict { expected, current }));
                     }
-                    _ => results.push(OpResult::Deleted(None)),
                 }
+                let outcome = if slot.exists {
+                    if *mode == PutMode::Create {
+                        return Err(fail(StoreError::Invalid(format!("resource {rtype}/{id} already exists"))));
+                    }
+                    if *mode == PutMode::IfChanged && !slot.deleted && slot.content_hash == Some(prep.hash.as_str()) {
+                        results.push(OpResult::Unchanged);
+                        continue;
+                    }
+                    if slot.deleted {
+                        WriteOutcome::Created
+                    } else {
+                        WriteOutcome::Updated
+                    }
+                } else {
+                    WriteOutcome::Created
+                };
+                let version = slot.version + 1;
+                let lu = if slot.exists { now.max(slot.last_updated) } else { now };
+                let lu_s = shared::format_ms(lu);
+                let json = rawjson::stamp_text(&prep.text, &rawjson::Stamp { id, version_id: version, last_updated: &lu_s })
+                    .map_err(fail)?;
+                let body = if bodies { json.clone() } else { String::new() };
+                slot.exists = true;
+                slot.version = version;
+                slot.deleted = false;
+                slot.last_updated = lu;
+                slot.content_hash = Some(prep.hash.as_str());
+                slot.dirty = true;
+                slot.hist_at = hist.len();
+                slot.index_op = Some(i);
+                hist.push(HistRow { slot: s, version, last_updated: lu, deleted: false, json });
+                results.push(OpResult::Written(
+                    StoredResource {
+                        resource_type: rtype.clone(),
+                        id: id.clone(),
+                        version_id: version,
+                        last_updated: lu_s,
+                        deleted: false,
+                        json: body,
+                    },
+                    outcome,
+                ));
+            }
+            Op::Delete { .. } => {
+                if !slot.exists || slot.deleted {
+                    results.push(OpResult::Deleted(None));
+                    continue;
+                }
+                let version = slot.version + 1;
+                let lu = now.max(slot.last_updated);
+                slot.version = version;
+                slot.deleted = true;
+                slot.last_updated = lu;
+                slot.content_hash = None;
+                slot.dirty = true;
+                slot.hist_at = hist.len();
+                slot.index_op = None;
+                hist.push(HistRow { slot: s, version, last_updated: lu, deleted: true, json: String::new() });
+                results.push(OpResult::Deleted(Some(version)));
             }
         }
     }
 
-    let bulk = |e: StoreError| (None, e);
-    // 1. clear index rows of resources that existed before this batch
+    // 1. new resources rows (one statement per chunk; `RETURNING` gives their rids)
+    let new: Vec<usize> = (0..slots.len()).filter(|&s| slots[s].dirty && slots[s].rid.is_none()).collect();
+    let changed: Vec<usize> = (0..slots.len()).filter(|&s| slots[s].dirty && slots[s].rid.is_some()).collect();
+    let mut raced = Vec::new();
+    for chunk in new.chunks(MAX_BINDS / 7) {
+        let mut qb = QueryBuilder::<Db>::new(
+            "INSERT INTO resources (rtype, id, version, last_updated, deleted, content_hash, json) ",
+        );
+        qb.push_values(chunk, |mut b, &s| {
+            let sl = &slots[s];
+            b.push_bind(sl.rtype)
+                .push_bind(sl.id)
+                .push_bind(sl.version)
+                .push_bind(sl.last_updated)
+                .push_bind(sl.deleted)
+                .push_bind(sl.content_hash)
+                .push_bind(hist[sl.hist_at].json.as_str());
+        });
+        qb.push(" ON CONFLICT (rtype, id) DO NOTHING RETURNING rid, rtype, id");
+        let mut by_key: HashMap<(String, String), usize> =
+            chunk.iter().map(|&s| ((slots[s].rtype.to_string(), slots[s].id.to_string()), s)).collect();
+        for r in qb.build().fetch_all(&mut *conn).await? {
+            let rid: i64 = r.try_get(0)?;
+            let key: (String, String) = (r.try_get(1)?, r.try_get(2)?);
+            if let Some(s) = by_key.remove(&key) {
+                slots[s].rid = Some(rid);
+            }
+        }
+        raced.extend(by_key.into_values());
+    }
+    if !raced.is_empty() {
+        if !use_savepoint() {
+            return Err(ApplyError::Fail(None, StoreError::Database("resource created by another writer".into())));
+        }
+        return Err(ApplyError::Raced(raced));
+    }
+    // 2. changed existing rows
+    for chunk in changed.chunks(MAX_BINDS / 6) {
+        let mut qb = QueryBuilder::<Db>::new(
+            "UPDATE resources AS r SET version = v.column2, last_updated = v.column3, deleted = v.column4, \
+             content_hash = v.column5, json = v.column6 FROM (",
+        );
+        qb.push_values(chunk, |mut b, &s| {
+            let sl = &slots[s];
+            b.push_bind(sl.rid.unwrap_or_default())
+                .push_bind(sl.version)
+                .push_bind(sl.last_updated)
+                .push_bind(sl.deleted)
+                .push_bind(sl.content_hash)
+                .push_bind(hist[sl.hist_at].json.as_str());
+        });
+        qb.push(") AS v WHERE r.rid = v.column1");
+        qb.build().execute(&mut *conn).await?;
+    }
+    // 3. index rows of the replaced versions
+    let clear: Vec<i64> = changed.iter().filter(|&&s| slots[s].was_indexed).filter_map(|&s| slots[s].rid).collect();
     for chunk in clear.chunks(MAX_BINDS) {
         for table in INDEX_TABLES {
             let mut qb = QueryBuilder::<Db>::new(format!("DELETE FROM {table} WHERE rid IN ("));
@@ -280,29 +438,59 @@ async fn apply_ops(tx: &mut Tx, ops: Vec<Op>) -> Result<Vec<OpResult>, (Option<u
                 sep.push_bind(*rid);
             }
             qb.push(")");
-            qb.build().execute(&mut **tx).await.map_err(|e| bulk(db_err(e)))?;
+            qb.build().execute(&mut *conn).await?;
         }
     }
-    // 2. history rows
+    // 4. history rows
     for chunk in hist.chunks(MAX_BINDS / 6) {
         let mut qb =
             QueryBuilder::<Db>::new("INSERT INTO resource_history (rtype, id, version, last_updated, deleted, json) ");
         qb.push_values(chunk, |mut b, h| {
-            b.push_bind(h.0.clone())
-                .push_bind(h.1.clone())
-                .push_bind(h.2)
-                .push_bind(h.3)
-                .push_bind(h.4)
-                .push_bind(h.5.clone());
+            b.push_bind(slots[h.slot].rtype)
+                .push_bind(slots[h.slot].id)
+                .push_bind(h.version)
+                .push_bind(h.last_updated)
+                .push_bind(h.deleted)
+                .push_bind(h.json.as_str());
         });
-        qb.build().execute(&mut **tx).await.map_err(|e| bulk(db_err(e)))?;
+        qb.build().execute(&mut *conn).await?;
     }
-    // 3. index rows
-    write_index(tx, index).await.map_err(bulk)?;
+    // 5. index rows of the current versions
+    let mut index: Vec<(i64, &str, &IndexRows)> = Vec::new();
+    for sl in &slots {
+        if let (true, Some(op), Some(rid)) = (sl.dirty, sl.index_op, sl.rid) {
+            if let Op::Put { prep, .. } = &ops[op] {
+                index.push((rid, sl.rtype, &prep.index));
+            }
+        }
+    }
+    write_index(conn, &index).await?;
     Ok(results)
 }
 
-async fn write_index(tx: &mut Tx, index: HashMap<i64, (String, IndexRows)>) -> Result<(), StoreError> {
+/// Inserts the search-index rows of `(rid, rtype, rows)` with multi-row statements (one per table and
+/// chunk of at most [`MAX_BINDS`] bind values).
+async fn write_index(
+    conn: &mut <Db as sqlx::Database>::Connection,
+    index: &[(i64, &str, &IndexRows)],
+) -> Result<(), StoreError> {
+    async fn insert<'r, T: 'r>(
+        conn: &mut <Db as sqlx::Database>::Connection,
+        head: &str,
+        cols: usize,
+        rows: &[(i64, &'r str, &'r T)],
+        bind: impl Fn(&mut sqlx::query_builder::Separated<'_, Db, &'static str>, &'r T),
+    ) -> Result<(), StoreError> {
+        for chunk in rows.chunks(MAX_BINDS / cols) {
+            let mut qb = QueryBuilder::<Db>::new(head);
+            qb.push_values(chunk, |mut b, (rid, t, r)| {
+                b.push_bind(*rid).push_bind(*t);
+                bind(&mut b, r);
+            });
+            qb.build().execute(&mut *conn).await?;
+        }
+        Ok(())
+    }
     let mut token = Vec::new();
     let mut string = Vec::new();
     let mut date = Vec::new();
@@ -310,73 +498,55 @@ async fn write_index(tx: &mut Tx, index: HashMap<i64, (String, IndexRows)>) -> R
     let mut quantity = Vec::new();
     let mut number = Vec::new();
     let mut uri = Vec::new();
-    for (rid, (rtype, rows)) in index {
-        token.extend(rows.token.into_iter().map(|r| (rid, rtype.clone(), r)));
-        string.extend(rows.string.into_iter().map(|r| (rid, rtype.clone(), r)));
-        date.extend(rows.date.into_iter().map(|r| (rid, rtype.clone(), r)));
-        reference.extend(rows.reference.into_iter().map(|r| (rid, rtype.clone(), r)));
-        quantity.extend(rows.quantity.into_iter().map(|r| (rid, rtype.clone(), r)));
-        number.extend(rows.number.into_iter().map(|r| (rid, rtype.clone(), r)));
-        uri.extend(rows.uri.into_iter().map(|r| (rid, rtype.clone(), r)));
+    for &(rid, rtype, rows) in index {
+        token.extend(rows.token.iter().map(|r| (rid, rtype, r)));
+        string.extend(rows.string.iter().map(|r| (rid, rtype, r)));
+        date.extend(rows.date.iter().map(|r| (rid, rtype, r)));
+        reference.extend(rows.reference.iter().map(|r| (rid, rtype, r)));
+        quantity.extend(rows.quantity.iter().map(|r| (rid, rtype, r)));
+        number.extend(rows.number.iter().map(|r| (rid, rtype, r)));
+        uri.extend(rows.uri.iter().map(|r| (rid, rtype, r)));
     }
-    for chunk in token.chunks(MAX_BINDS / 6) {
-        let mut qb = QueryBuilder::<Db>::new("INSERT INTO idx_token (rid, rtype, param, system, code, display) ");
-        qb.push_values(chunk, |mut b, (rid, t, r)| {
-            b.push_bind(*rid).push_bind(t.clone()).push_bind(r.0.clone()).push_bind(r.1.clone()).push_bind(r.2.clone()).push_bind(r.3.clone());
-        });
-        qb.build().execute(&mut **tx).await?;
-    }
-    for chunk in string.chunks(MAX_BINDS / 5) {
-        let mut qb = QueryBuilder::<Db>::new("INSERT INTO idx_string (rid, rtype, param, exact, normalized) ");
-        qb.push_values(chunk, |mut b, (rid, t, r)| {
-            b.push_bind(*rid).push_bind(t.clone()).push_bind(r.0.clone()).push_bind(r.1.clone()).push_bind(r.2.clone());
-        });
-        qb.build().execute(&mut **tx).await?;
-    }
-    for chunk in date.chunks(MAX_BINDS / 5) {
-        let mut qb = QueryBuilder::<Db>::new("INSERT INTO idx_date (rid, rtype, param, lo, hi) ");
-        qb.push_values(chunk, |mut b, (rid, t, r)| {
-            b.push_bind(*rid).push_bind(t.clone()).push_bind(r.0.clone()).push_bind(r.1).push_bind(r.2);
-        });
-        qb.build().execute(&mut **tx).await?;
-    }
-    for chunk in reference.chunks(MAX_BINDS / 6) {
-        let mut qb = QueryBuilder::<Db>::new("INSERT INTO idx_reference (rid, rtype, param, target_type, target_id, url) ");
-        qb.push_values(chunk, |mut b, (rid, t, r)| {
-            b.push_bind(*rid).push_bind(t.clone()).push_bind(r.0.clone()).push_bind(r.1.clone()).push_bind(r.2.clone()).push_bind(r.3.clone());
-        });
-        qb.build().execute(&mut **tx).await?;
-    }
-    for chunk in quantity.chunks(MAX_BINDS / 9) {
-        let mut qb =
-            QueryBuilder::<Db>::new("INSERT INTO idx_quantity (rid, rtype, param, value, lo, hi, system, code, unit) ");
-        qb.push_values(chunk, |mut b, (rid, t, r)| {
-            b.push_bind(*rid)
-                .push_bind(t.clone())
-                .push_bind(r.0.clone())
+    insert(conn, "INSERT INTO idx_token (rid, rtype, param, system, code, display) ", 6, &token, |b, r| {
+        b.push_bind(r.0.as_str()).push_bind(r.1.as_deref()).push_bind(r.2.as_str()).push_bind(r.3.as_deref());
+    })
+    .await?;
+    insert(conn, "INSERT INTO idx_string (rid, rtype, param, exact, normalized) ", 5, &string, |b, r| {
+        b.push_bind(r.0.as_str()).push_bind(r.1.as_str()).push_bind(r.2.as_str());
+    })
+    .await?;
+    insert(conn, "INSERT INTO idx_date (rid, rtype, param, lo, hi) ", 5, &date, |b, r| {
+        b.push_bind(r.0.as_str()).push_bind(r.1).push_bind(r.2);
+    })
+    .await?;
+    insert(conn, "INSERT INTO idx_reference (rid, rtype, param, target_type, target_id, url) ", 6, &reference, |b, r| {
+        b.push_bind(r.0.as_str()).push_bind(r.1.as_deref()).push_bind(r.2.as_str()).push_bind(r.3.as_str());
+    })
+    .await?;
+    insert(
+        conn,
+        "INSERT INTO idx_quantity (rid, rtype, param, value, lo, hi, system, code, unit) ",
+        9,
+        &quantity,
+        |b, r| {
+            b.push_bind(r.0.as_str())
                 .push_bind(r.1)
                 .push_bind(r.2)
                 .push_bind(r.3)
-                .push_bind(r.4.clone())
-                .push_bind(r.5.clone())
-                .push_bind(r.6.clone());
-        });
-        qb.build().execute(&mut **tx).await?;
-    }
-    for chunk in number.chunks(MAX_BINDS / 6) {
-        let mut qb = QueryBuilder::<Db>::new("INSERT INTO idx_number (rid, rtype, param, value, lo, hi) ");
-        qb.push_values(chunk, |mut b, (rid, t, r)| {
-            b.push_bind(*rid).push_bind(t.clone()).push_bind(r.0.clone()).push_bind(r.1).push_bind(r.2).push_bind(r.3);
-        });
-        qb.build().execute(&mut **tx).await?;
-    }
-    for chunk in uri.chunks(MAX_BINDS / 4) {
-        let mut qb = QueryBuilder::<Db>::new("INSERT INTO idx_uri (rid, rtype, param, uri) ");
-        qb.push_values(chunk, |mut b, (rid, t, r)| {
-            b.push_bind(*rid).push_bind(t.clone()).push_bind(r.0.clone()).push_bind(r.1.clone());
-        });
-        qb.build().execute(&mut **tx).await?;
-    }
+                .push_bind(r.4.as_deref())
+                .push_bind(r.5.as_deref())
+                .push_bind(r.6.as_deref());
+        },
+    )
+    .await?;
+    insert(conn, "INSERT INTO idx_number (rid, rtype, param, value, lo, hi) ", 6, &number, |b, r| {
+        b.push_bind(r.0.as_str()).push_bind(r.1).push_bind(r.2).push_bind(r.3);
+    })
+    .await?;
+    insert(conn, "INSERT INTO idx_uri (rid, rtype, param, uri) ", 4, &uri, |b, r| {
+        b.push_bind(r.0.as_str()).push_bind(r.1.as_str());
+    })
+    .await?;
     Ok(())
 }
 
@@ -978,43 +1148,33 @@ impl Me {
 
 impl ResourceStore for Me {
     async fn read(&self, resource_type: &str, id: &str) -> Result<StoredResource, StoreError> {
-        let row = sqlx::query(SQL_READ).bind(resource_type).bind(id).fetch_optional(self.read_pool()).await?;
-        let Some(r) = row else {
+        let Some((version_id, lu, deleted, json)) = self.current_row(resource_type, id).await? else {
             return Err(StoreError::NotFound(resource_type.to_string(), id.to_string()));
         };
-        let deleted: bool = r.try_get(2)?;
         if deleted {
             return Err(StoreError::Gone(resource_type.to_string(), id.to_string()));
         }
-        let lu: i64 = r.try_get(1)?;
-        Ok(StoredResource {
-            resource_type: resource_type.to_string(),
-            id: id.to_string(),
-            version_id: r.try_get(0)?,
-            last_updated: shared::format_ms(lu),
-            deleted,
-            json: r.try_get(3)?,
-        })
-    }
-
-    async fn vread(&self, resource_type: &str, id: &str, version_id: i64) -> Result<StoredResource, StoreError> {
-        let row = sqlx::query(SQL_VREAD)
-            .bind(resource_type)
-            .bind(id)
-            .bind(version_id)
-            .fetch_optional(self.read_pool())
-            .await?;
-        let Some(r) = row else {
-            return Err(StoreError::NotFound(resource_type.to_string(), id.to_string()));
-        };
-        let lu: i64 = r.try_get(0)?;
         Ok(StoredResource {
             resource_type: resource_type.to_string(),
             id: id.to_string(),
             version_id,
             last_updated: shared::format_ms(lu),
-            deleted: r.try_get(1)?,
-            json: r.try_get(2)?,
+            deleted,
+            json,
+        })
+    }
+
+    async fn vread(&self, resource_type: &str, id: &str, version_id: i64) -> Result<StoredResource, StoreError> {
+        let Some((lu, deleted, json)) = self.version_row(resource_type, id, version_id).await? else {
+            return Err(StoreError::NotFound(resource_type.to_string(), id.to_string()));
+        };
+        Ok(StoredResource {
+            resource_type: resource_type.to_string(),
+            id: id.to_string(),
+            version_id,
+            last_updated: shared::format_ms(lu),
+            deleted,
+            json,
         })
     }
 
@@ -1325,7 +1485,7 @@ impl Me {
     pub(crate) async fn apply_import(&self, prepared: crate::store::PreparedImport) -> Result<ImportSummary, StoreError> {
         let crate::store::PreparedImport { ops, ledger } = prepared;
         let mut tx = self.begin_write().await?;
-        let results = apply_ops(&mut tx, ops).await.map_err(|(_, e)| e)?;
+        let results = apply_ops_with(&mut tx, &ops, false).await.map_err(|(_, e)| e)?;
         let now = shared::now_ms();
         for chunk in ledger.chunks(MAX_BINDS / 5) {
             let mut qb =

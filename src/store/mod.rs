@@ -19,6 +19,7 @@ mod rawjson;
 mod shared;
 pub mod postgres;
 pub mod sqlite;
+mod sqlite_read;
 #[cfg(test)]
 mod tests;
 

@@ -65,6 +65,37 @@ impl PgStore {
     async fn begin_write(&self) -> Result<sqlx::Transaction<'static, Db>, StoreError> {
         Ok(self.pool.begin().await?)
     }
+
+    /// `(version, last_updated ms, deleted, json)` of the current row of `rtype/id`.
+    async fn current_row(&self, rtype: &str, id: &str) -> Result<Option<(i64, i64, bool, String)>, StoreError> {
+        use sqlx::Row;
+        let row = sqlx::query("SELECT version, last_updated, deleted, json FROM resources WHERE rtype = $1 AND id = $2")
+            .bind(rtype)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        match row {
+            None => Ok(None),
+            Some(r) => Ok(Some((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?))),
+        }
+    }
+
+    /// `(last_updated ms, deleted, json)` of one version from the history.
+    async fn version_row(&self, rtype: &str, id: &str, version: i64) -> Result<Option<(i64, bool, String)>, StoreError> {
+        use sqlx::Row;
+        let row = sqlx::query(
+            "SELECT last_updated, deleted, json FROM resource_history WHERE rtype = $1 AND id = $2 AND version = $3",
+        )
+        .bind(rtype)
+        .bind(id)
+        .bind(version)
+        .fetch_optional(&self.pool)
+        .await?;
+        match row {
+            None => Ok(None),
+            Some(r) => Ok(Some((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?))),
+        }
+    }
 }
 
 include!("backend_impl.rs");

@@ -31,6 +31,8 @@ const READERS: u32 = 4;
 pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
+    /// rusqlite read connections for the hot read paths (see `sqlite_read`).
+    readers: super::sqlite_read::Readers,
     registry: Arc<Registry>,
 }
 
@@ -78,12 +80,13 @@ impl SqliteStore {
                 Err(e) => return Err(StoreError::Database(format!("migration failed: {e}"))),
             }
         }
+        let readers = super::sqlite_read::Readers::open(base.get_filename())?;
         let reader = SqlitePoolOptions::new()
             .max_connections(READERS)
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(base.read_only(true))
             .await?;
-        Ok(SqliteStore { writer, reader, registry })
+        Ok(SqliteStore { writer, reader, readers, registry })
     }
 
     /// Closes both pools (checkpoints the WAL on the last connection).
@@ -109,6 +112,16 @@ impl SqliteStore {
 
     async fn begin_write(&self) -> Result<sqlx::Transaction<'static, Db>, StoreError> {
         Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
+    /// `(version, last_updated ms, deleted, json)` of the current row of `rtype/id` (rusqlite, inline).
+    async fn current_row(&self, rtype: &str, id: &str) -> Result<Option<super::sqlite_read::CurrentRow>, StoreError> {
+        self.readers.read(rtype, id)
+    }
+
+    /// `(last_updated ms, deleted, json)` of one version from the history (rusqlite, inline).
+    async fn version_row(&self, rtype: &str, id: &str, version: i64) -> Result<Option<(i64, bool, String)>, StoreError> {
+        self.readers.vread(rtype, id, version)
     }
 }
 
