@@ -6,10 +6,9 @@
 //! Here the statements run on the calling thread against a small pool of read-only connections with
 //! cached prepared statements:
 //!
-//! * point reads ([`Readers::read`], [`Readers::vread`]) run **inline** on the async task — a bounded
-//!   lookup through the `(rtype, id)` unique index, like any other short CPU step of a handler;
-//! * searches, history and other unbounded reads go through [`Readers::run_blocking`]
-//!   (`spawn_blocking`) so a slow query never stalls a runtime worker.
+//! point reads ([`Readers::read`], [`Readers::vread`]) run **inline** on the async task — a bounded
+//! lookup through a unique index, like any other short CPU step of a handler. Searches and history (of
+//! unbounded cost) stay on sqlx's reader pool, off the runtime's worker threads.
 //!
 //! Both libraries link the same `libsqlite3-sys` (one bundled SQLite). Connections are opened
 //! `SQLITE_OPEN_READ_ONLY` in WAL mode, so they never block the writer and always see the last
@@ -109,18 +108,6 @@ impl Readers {
             }
             Err(e) => Err(db(e)),
         }
-    }
-
-    /// Runs `f` on a pooled connection on tokio's blocking pool (for statements of unbounded cost).
-    /// Errors: `Database` (also when the blocking task panicked).
-    pub(crate) async fn run_blocking<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
-    ) -> Result<T, StoreError> {
-        let me = self.clone();
-        tokio::task::spawn_blocking(move || me.with(f))
-            .await
-            .map_err(|e| StoreError::Database(format!("read task failed: {e}")))?
     }
 
     /// The current row of `rtype/id` (`None` when absent), inline. Errors: `Database`.
