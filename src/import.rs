@@ -69,6 +69,10 @@ pub enum ImportError {
 /// patient), converts the rest and prepares the store writes (JSON + search-index extraction,
 /// [`PreparedImport::prepare`]); the calling task commits the prepared batches
 /// ([`Store::apply_import`]). A bounded channel (2 batches) keeps memory flat in corpus size.
+///
+/// An import into an empty store is a bulk load ([`Store::begin_bulk_load`]): the secondary search
+/// indexes are built once at the end. If the import fails or is killed, they stay missing until the
+/// next import (which resumes the bulk load) or `serve` start ([`Store::repair_bulk_load`]).
 pub async fn import_ssmix2(
     store: &Store,
     root: &Path,
@@ -90,6 +94,8 @@ pub async fn import_ssmix2(
         }
         None => None,
     };
+    // An initial load (empty store, or a resumed interrupted one) defers the secondary search indexes.
+    let bulk = store.begin_bulk_load().await?;
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<(PreparedImport, Summary), ImportError>>(2);
     let producer = {
         let store = store.clone();
@@ -129,6 +135,9 @@ pub async fn import_ssmix2(
     drop(rx);
     let _ = tokio::task::spawn_blocking(move || producer.join()).await;
     result?;
+    if bulk {
+        store.finish_bulk_load().await?;
+    }
     report.unchanged_files = report.conversion.unchanged;
     if report.store.created + report.store.updated + report.store.deleted > 0 {
         // Refresh planner statistics: without them SQLite picks poor indexes after a bulk load

@@ -598,6 +598,11 @@ async fn serve(listen: Option<String>, database: Option<String>, config: Option<
             return ExitCode::from(1);
         }
     };
+    match store.repair_bulk_load().await {
+        Ok(true) => tracing::warn!("an interrupted import left search indexes missing; rebuilt them"),
+        Ok(false) => {}
+        Err(e) => eprintln!("warning: could not rebuild the search indexes of an interrupted import: {e}"),
+    }
     if let Err(e) = demo_data(&store, &cfg).await {
         eprintln!("warning: demo data not loaded: {e}");
     }

@@ -1543,3 +1543,81 @@ impl Me {
         Ok(out)
     }
 }
+
+/// Secondary indexes a bulk load drops and rebuilds at its end: `(name, "table (columns)")`, exactly as
+/// created by `migrations/*/0001_store.sql` (keep in step with the migrations). Kept during a bulk load:
+/// the unique indexes (`resources (rtype, id)`, `resource_history (rtype, id, version)`), which the writes
+/// themselves use and which guard against duplicates, and the `(rid, param)` indexes, which clear the
+/// index rows of updated resources and are appended to in `rid` order anyway.
+const BULK_INDEXES: [(&str, &str); 12] = [
+    ("resources_type_lu", "resources (rtype, last_updated)"),
+    ("history_lu", "resource_history (last_updated)"),
+    ("history_type_lu", "resource_history (rtype, last_updated)"),
+    ("idx_token_lookup", "idx_token (rtype, param, code, system, rid)"),
+    ("idx_string_lookup", "idx_string (rtype, param, normalized, rid)"),
+    ("idx_date_lo", "idx_date (rtype, param, lo, hi, rid)"),
+    ("idx_date_hi", "idx_date (rtype, param, hi, rid)"),
+    ("idx_reference_lookup", "idx_reference (rtype, param, target_id, target_type, rid)"),
+    ("idx_reference_target", "idx_reference (target_id, target_type)"),
+    ("idx_quantity_lookup", "idx_quantity (rtype, param, value, rid)"),
+    ("idx_number_lookup", "idx_number (rtype, param, value, rid)"),
+    ("idx_uri_lookup", "idx_uri (rtype, param, uri, rid)"),
+];
+
+impl Me {
+    /// Starts or resumes a bulk load: when the store holds no resource yet, or an earlier bulk load did not
+    /// finish (a `bulk_load` row exists), records the load and drops the [`BULK_INDEXES`] (searches stay
+    /// correct without them, only slower) and returns `true`; otherwise changes nothing and returns `false`.
+    /// Call [`Me::finish_bulk_load`] after the last batch. Errors: `Database`.
+    pub(crate) async fn begin_bulk_load(&self) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let marked = sqlx::query("SELECT 1 FROM bulk_load").fetch_optional(&mut *tx).await?.is_some();
+        let empty = sqlx::query("SELECT 1 FROM resources LIMIT 1").fetch_optional(&mut *tx).await?.is_none();
+        if !marked && !empty {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        if !marked {
+            sqlx::query("INSERT INTO bulk_load (id, started_at) VALUES (1, $1)")
+                .bind(shared::now_ms())
+                .execute(&mut *tx)
+                .await?;
+        }
+        for (name, _) in BULK_INDEXES {
+            QueryBuilder::<Db>::new(format!("DROP INDEX IF EXISTS {name}")).build().execute(&mut *tx).await?;
+        }
+        if !use_savepoint() {
+            // SQLite: checkpoint the WAL every 64 MiB instead of every 4 MiB — pages rewritten by many
+            // batches (index leaves, the history tail) reach the database file once per checkpoint.
+            sqlx::query("PRAGMA wal_autocheckpoint = 16384").execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Ends a bulk load (or repairs an interrupted one): creates the missing [`BULK_INDEXES`] (each one
+    /// sorted build) and removes the `bulk_load` row. Idempotent; a no-op when no bulk load is recorded
+    /// and all indexes exist. Errors: `Database`.
+    pub(crate) async fn finish_bulk_load(&self) -> Result<(), StoreError> {
+        for (name, def) in BULK_INDEXES {
+            let mut tx = self.begin_write().await?;
+            QueryBuilder::<Db>::new(format!("CREATE INDEX IF NOT EXISTS {name} ON {def}"))
+                .build()
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+        }
+        let mut tx = self.begin_write().await?;
+        sqlx::query("DELETE FROM bulk_load").execute(&mut *tx).await?;
+        if !use_savepoint() {
+            sqlx::query("PRAGMA wal_autocheckpoint = 1000").execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// `true` when a bulk load is recorded as unfinished (its indexes may be missing). Errors: `Database`.
+    pub(crate) async fn bulk_load_pending(&self) -> Result<bool, StoreError> {
+        Ok(sqlx::query("SELECT 1 FROM bulk_load").fetch_optional(self.read_pool()).await?.is_some())
+    }
+}

@@ -496,6 +496,40 @@ impl Store {
         }
     }
 
+    /// Starts or resumes a bulk load (an import into an empty store, or one whose earlier bulk load was
+    /// interrupted): the secondary search indexes are dropped and rebuilt by [`Store::finish_bulk_load`],
+    /// one sorted build each instead of a random B-tree insert per index row. Returns `false` (nothing
+    /// changed) for a store that already holds resources. Searches during the load are correct but slow.
+    /// Errors: `Database`.
+    pub async fn begin_bulk_load(&self) -> Result<bool, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.begin_bulk_load().await,
+            Store::Postgres(s) => s.begin_bulk_load().await,
+        }
+    }
+
+    /// Rebuilds the indexes dropped by [`Store::begin_bulk_load`] and clears the bulk-load mark.
+    /// Idempotent. Errors: `Database`.
+    pub async fn finish_bulk_load(&self) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(s) => s.finish_bulk_load().await,
+            Store::Postgres(s) => s.finish_bulk_load().await,
+        }
+    }
+
+    /// For `serve` start-up: when an import's bulk load was interrupted (killed), rebuilds the missing
+    /// search indexes (see [`Store::begin_bulk_load`]); returns whether it had to. Errors: `Database`.
+    pub async fn repair_bulk_load(&self) -> Result<bool, StoreError> {
+        let pending = match self {
+            Store::Sqlite(s) => s.bulk_load_pending().await?,
+            Store::Postgres(s) => s.bulk_load_pending().await?,
+        };
+        if pending {
+            self.finish_bulk_load().await?;
+        }
+        Ok(pending)
+    }
+
     /// Import-ledger rows for many paths at once (paths never recorded are absent from the map).
     /// Errors: `Database`.
     pub async fn ledger_get_many(

@@ -500,3 +500,74 @@ async fn perf_postgres() {
         perf(&s, "postgres").await;
     }
 }
+
+/// Index names in the database (SQLite `sqlite_master`, PostgreSQL `pg_indexes` of the public schema).
+async fn index_names(url: &str) -> std::collections::BTreeSet<String> {
+    use sqlx::Row;
+    let rows = if url.starts_with("sqlite:") {
+        let pool = sqlx::SqlitePool::connect(url).await.unwrap();
+        let r: Vec<String> = sqlx::query("SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL")
+            .fetch_all(&pool)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        pool.close().await;
+        r
+    } else {
+        let pool = sqlx::PgPool::connect(url).await.unwrap();
+        let r: Vec<String> = sqlx::query("SELECT indexname::text FROM pg_indexes WHERE schemaname = 'public'")
+            .fetch_all(&pool)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        pool.close().await;
+        r
+    };
+    rows.into_iter().collect()
+}
+
+/// Bulk load (initial import): the secondary indexes are dropped while it runs — searches stay correct —
+/// and rebuilt to exactly the migrated set at its end; an interrupted one is resumed by the next import
+/// or repaired at `serve` start; a store that already holds resources is never bulk-loaded.
+async fn bulk_load(url: &str) {
+    let s = Store::connect(url).await.unwrap();
+    let migrated = index_names(url).await;
+    assert!(s.begin_bulk_load().await.unwrap(), "an empty store is bulk-loaded");
+    let during = index_names(url).await;
+    assert!(during.is_subset(&migrated) && during.len() < migrated.len(), "{during:?} vs {migrated:?}");
+    let mut rows = IndexRows::default();
+    rows.string.push(("name".into(), "Yamada".into(), "yamada".into()));
+    s.put_indexed("Patient", "p1", r#"{"resourceType":"Patient","name":[{"family":"Yamada"}]}"#, rows).await;
+    let by_name = q("Patient", vec![sp("name", ParamType::String, None, vec![s_val("Yamada")])]);
+    assert_eq!(ids(&s, &by_name).await, vec!["p1"], "search without the dropped indexes");
+    s.close().await;
+
+    // killed before finish_bulk_load: the next import resumes the bulk load although the store is not empty
+    let s = Store::connect(url).await.unwrap();
+    assert!(s.begin_bulk_load().await.unwrap(), "an interrupted bulk load is resumed");
+    // …or `serve` repairs it
+    assert!(s.repair_bulk_load().await.unwrap());
+    assert_eq!(index_names(url).await, migrated, "every migrated index is back");
+    assert_eq!(ids(&s, &by_name).await, vec!["p1"]);
+    assert!(!s.repair_bulk_load().await.unwrap(), "nothing left to repair");
+    assert!(!s.begin_bulk_load().await.unwrap(), "a store with resources is not bulk-loaded");
+    assert_eq!(index_names(url).await, migrated);
+    s.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_load_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    bulk_load(&format!("sqlite://{}?mode=rwc", dir.path().join("b.db").display())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_load_postgres() {
+    if let Some(url) = pg::fresh_database_url().await {
+        bulk_load(&url).await;
+    }
+}
