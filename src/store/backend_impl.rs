@@ -1590,6 +1590,9 @@ impl Me {
             // SQLite: checkpoint the WAL every 64 MiB instead of every 4 MiB — pages rewritten by many
             // batches (index leaves, the history tail) reach the database file once per checkpoint.
             sqlx::query("PRAGMA wal_autocheckpoint = 16384").execute(&mut *tx).await?;
+            // …and give the importer's writer a 256 MiB page cache: the hot B-tree pages of a growing
+            // store stay in memory (the importer is not the server; its RSS is not the 200 MB budget).
+            sqlx::query("PRAGMA cache_size = -262144").execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(true)
@@ -1611,6 +1614,7 @@ impl Me {
         sqlx::query("DELETE FROM bulk_load").execute(&mut *tx).await?;
         if !use_savepoint() {
             sqlx::query("PRAGMA wal_autocheckpoint = 1000").execute(&mut *tx).await?;
+            sqlx::query("PRAGMA cache_size = -8192").execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())

@@ -26,10 +26,8 @@ use super::StoreError;
 /// full pool (each holds its own page cache, see [`CACHE_KIB`]).
 const MAX_IDLE: usize = 4;
 /// Page cache per read connection in KiB (negative `cache_size`): 8 MiB × [`MAX_IDLE`] stays within the
-/// 200 MB RSS budget next to the writer and the 64 MiB mmap window.
+/// 200 MB RSS budget next to the writer and sqlx's readers.
 const CACHE_KIB: i64 = 8192;
-/// Memory-mapped I/O window per connection (the mapping of one file is shared by the OS).
-const MMAP_BYTES: i64 = 64 * 1024 * 1024;
 /// Prepared statements cached per connection (search SQL varies with the query shape).
 const STATEMENT_CACHE: usize = 64;
 
@@ -74,10 +72,10 @@ impl Readers {
         )
         .map_err(db)?;
         c.busy_timeout(Duration::from_secs(10)).map_err(db)?;
-        c.pragma_update(None, "cache_size", -CACHE_KIB).map_err(db)?;
-        // `mmap_size` answers with the new value as a row; query it instead of `pragma_update`.
-        let _: i64 = c.query_row(&format!("PRAGMA mmap_size = {MMAP_BYTES}"), [], |r| r.get(0)).map_err(db)?;
-        c.pragma_update(None, "temp_store", "memory").map_err(db)?;
+        // No mmap: each connection would map the file separately and its pages count in RSS per mapping.
+        // (`execute_batch` tolerates the rows some pragmas answer with.)
+        c.execute_batch(&format!("PRAGMA cache_size = -{CACHE_KIB}; PRAGMA mmap_size = 0; PRAGMA temp_store = memory;"))
+            .map_err(db)?;
         c.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         Ok(c)
     }
