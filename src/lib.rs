@@ -12,8 +12,10 @@
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 pub mod api;
+pub mod audit;
 pub mod auth;
 pub mod config;
+pub mod consent;
 pub mod fhirpath;
 pub mod hl7v2;
 pub mod import;

@@ -1,5 +1,5 @@
 //! `tobiume-gateway` command line: `serve`, `convert ssmix2`, `import ssmix2`, `synth ssmix2`, `register json`,
-//! `register receipt-csv`, `dev-token`.
+//! `register receipt-csv`, `dev-token`, `audit verify|report|purge`.
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::io::{BufWriter, Write};
@@ -112,6 +112,43 @@ enum Command {
         /// FHIR base URL written into `servers` (default http://127.0.0.1:8080/fhir).
         #[arg(long, default_value = "http://127.0.0.1:8080/fhir")]
         base_url: String,
+    },
+    /// The tamper-evident audit trail: verify the hash chain, report break-the-glass accesses, purge
+    /// records past retention.
+    Audit {
+        #[command(subcommand)]
+        action: AuditAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditAction {
+    /// Check the hash chain; exit 0 intact, 1 broken (names the first broken record), 2 unreadable.
+    Verify {
+        /// Database URL [env: TOBIUME_DATABASE].
+        #[arg(long)]
+        database: Option<String>,
+    },
+    /// Secretariat report: one JSON line per emergency override (break-the-glass) since --since.
+    Report {
+        /// List emergency overrides (DICOM 110127) — the report this command produces.
+        #[arg(long, required = true)]
+        break_the_glass: bool,
+        /// Start date or instant (default: 30 days ago).
+        #[arg(long)]
+        since: Option<String>,
+        /// Database URL [env: TOBIUME_DATABASE].
+        #[arg(long)]
+        database: Option<String>,
+    },
+    /// Delete records older than the retention period, leaving a checkpoint so the chain still verifies.
+    Purge {
+        /// Retention in days [env: TOBIUME_AUDIT_RETENTION_DAYS] (default 1826 = 5 years).
+        #[arg(long)]
+        retention_days: Option<u32>,
+        /// Database URL [env: TOBIUME_DATABASE].
+        #[arg(long)]
+        database: Option<String>,
     },
 }
 
@@ -254,6 +291,7 @@ fn main() -> ExitCode {
         Command::Health { listen } => health(listen),
         Command::Register { source } => runtime().block_on(register(source)),
         Command::Validate { files, profile } => validate_files(&files, &profile),
+        Command::Audit { action } => runtime().block_on(audit(action)),
         Command::Openapi { base_url } => {
             let doc = tobiume_gateway::api::openapi::openapi(&tobiume_gateway::search::Registry::standard(), &base_url);
             use std::io::Write as _;
@@ -687,8 +725,14 @@ async fn demo_data(store: &store::Store, cfg: &Config) -> Result<(), String> {
     });
     store.update_raw("Organization", DEMO_FACILITY_ID, &org.to_string(), None).await.map_err(|e| e.to_string())?;
     eprintln!(
-        "demo data: {} synthetic patients, {} SS-MIX2 files → {} resources (attending Organization/{DEMO_FACILITY_ID})",
+        "demo data: {} synthetic patients, {} SS-MIX2 files → {} resources",
         stats.patients, stats.files, r.store.created
+    );
+    // Consents so the demo facility sees the demo patients (tobiume_gateway::consent::demo).
+    let c = tobiume_gateway::consent::demo::seed(store, cfg.demo_patients).await.map_err(|e| e.to_string())?;
+    eprintln!(
+        "demo consents: {} blanket, 1 per-facility for Organization/{DEMO_FACILITY_ID}, 1 withdrawn (that patient answers 403)",
+        c.blanket
     );
     Ok(())
 }
@@ -893,6 +937,34 @@ async fn register(source: RegisterSource) -> ExitCode {
     };
     state.store.close().await;
     code
+}
+
+/// `audit verify|report|purge` (logic in `tobiume_gateway::audit::cli`).
+async fn audit(action: AuditAction) -> ExitCode {
+    use tobiume_gateway::audit::cli;
+    let database = match &action {
+        AuditAction::Verify { database } | AuditAction::Report { database, .. } | AuditAction::Purge { database, .. } => {
+            database.clone()
+        }
+    };
+    let Ok(cfg) = load_config(None) else { return ExitCode::from(2) };
+    let store = match store::Store::connect(&database.unwrap_or(cfg.database)).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let out = match action {
+        AuditAction::Verify { .. } => cli::verify_command(&store).await,
+        AuditAction::Report { since, .. } => cli::report_command(&store, since.as_deref()).await,
+        AuditAction::Purge { retention_days, .. } => cli::purge_command(&store, retention_days).await,
+    };
+    store.close().await;
+    for l in &out.lines {
+        println!("{l}");
+    }
+    ExitCode::from(out.status)
 }
 
 /// Loads the configuration (file, then `TOBIUME_*` environment); on error prints it and returns exit

@@ -35,10 +35,11 @@
 //!
 //! `SetRequestId` (`X-Request-Id`, honouring an incoming one) → sensitive headers (`Authorization`,
 //! `Cookie`) → `TraceLayer` (method, **route template** — never the query string, which can hold PHI —,
-//! status, latency, request id) → `PropagateRequestId` → `CatchPanic` (→ 500 OperationOutcome) →
+//! status, latency, request id) → `PropagateRequestId` → `CatchPanic` (→ 500 OperationOutcome) → audit
+//! (`crate::audit::http_layer`: the request's AuditEvent is committed before the response is sent) →
 //! authentication (`auth::layer`: Bearer token → principal in the request extensions, 401/403 with a
 //! `auth::Denial` in the response extensions; `/health`, `/fhir/metadata` and the SMART configuration are
-//! public).
+//! public) → routes (`crate::audit::capture_principal` copies the principal into the audit scope).
 //!
 //! # Raw JSON
 //!
@@ -168,6 +169,8 @@ pub struct AppState {
     pub registry: Arc<Registry>,
     /// API configuration.
     pub config: Arc<ApiConfig>,
+    /// Consent decision point and audit appender ([`access::Security`]).
+    pub security: Arc<access::Security>,
     /// The CapabilityStatement JSON, generated once.
     capability: Arc<String>,
 }
@@ -180,7 +183,8 @@ impl AppState {
         if let Err(e) = crate::validation::schema::warm_up() {
             tracing::error!(error = %e, "FHIR schema validator unavailable");
         }
-        AppState { store, registry, config: Arc::new(config), capability }
+        let security = Arc::new(access::Security::new(store.clone()));
+        AppState { store, registry, config: Arc::new(config), security, capability }
     }
 }
 
@@ -205,6 +209,8 @@ pub fn router(state: AppState) -> Router {
         .route("/$validate", post(validate_operation::validate_system))
         .route("/{type}/$validate", post(validate_operation::validate_type))
         .route("/{type}/{id}/$validate", post(validate_operation::validate_instance))
+        .route("/{type}/{id}/$suspend", post(operation::suspend::suspend))
+        .route("/{type}/{id}/$resume", post(operation::suspend::resume))
         .route("/{type}/_search", post(interaction::search_post))
         .route("/{type}/_history", get(interaction::history_type))
         .route(
@@ -215,7 +221,9 @@ pub fn router(state: AppState) -> Router {
                 .delete(interaction::delete),
         )
         .route("/{type}/{id}/_history", get(interaction::history_instance))
-        .route("/{type}/{id}/_history/{vid}", get(interaction::vread));
+        .route("/{type}/{id}/_history/{vid}", get(interaction::vread))
+        // innermost, after authentication: the caller into the audit scope
+        .route_layer(axum::middleware::from_fn(crate::audit::capture_principal));
 
     let x_request_id = HeaderName::from_static("x-request-id");
     let auth = state.config.auth.clone();
@@ -223,12 +231,18 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(health))
         .route("/.well-known/smart-configuration", get(smart_configuration))
         .route("/fhir/.well-known/smart-configuration", get(smart_configuration))
-        .route("/view/patient/{id}", get(view::patient))
+        .route(
+            "/view/patient/{id}",
+            get(view::patient).route_layer(axum::middleware::from_fn(crate::audit::capture_principal)),
+        )
         .nest("/fhir", fhir)
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
         .layer(DefaultBodyLimit::disable())
         .layer(axum::middleware::from_fn_with_state(auth, crate::auth::layer::authenticate))
+        // One AuditEvent per request, committed before the response leaves (crate::audit); OUTSIDE the
+        // authentication layer so failed authentications are audited too.
+        .layer(axum::middleware::from_fn_with_state(state.clone(), crate::audit::http_layer::<AppState>))
         .layer(
             ServiceBuilder::new()
                 .layer(SetRequestIdLayer::new(x_request_id.clone(), MakeRequestUuid))

@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use crate::search::{Registry, SearchQuery};
 
+pub mod audit;
 mod rawjson;
 mod shared;
 pub mod postgres;

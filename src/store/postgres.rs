@@ -99,3 +99,4 @@ impl PgStore {
 }
 
 include!("backend_impl.rs");
+include!("security_impl.rs");

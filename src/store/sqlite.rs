@@ -128,3 +128,4 @@ impl SqliteStore {
 }
 
 include!("backend_impl.rs");
+include!("security_impl.rs");

@@ -19,6 +19,15 @@
 //! Unknown patient (or an invalid id) **404**, a deleted one **410**, all as OperationOutcome. Logs hold
 //! no ids of people, no names.
 //!
+//! # Consent and break-the-glass
+//!
+//! Every read is decided by `crate::consent` (403 when the caller's facility may not see the patient).
+//! The instance-level **emergency** summary is the one read a break-the-glass caller (purpose of use
+//! `ETREAT`/`BTG`, a stated reason, the emergency role, a facility) may make without a covering consent:
+//! it then sees this patient's registration data (linked SS-MIX2 patients still need their own consent),
+//! and the access is audited as an emergency override (DICOM 110113 / 110127). The type-level form
+//! (`?identifier=`) and `mode=multidisciplinary` never override.
+//!
 //! # Linking SS-MIX2 data to a registration
 //!
 //! A Tobiume registration Patient (`tobiume-<card>`, identified by its card-id identifier
@@ -109,12 +118,16 @@ pub async fn instance_summary(
     State(state): State<AppState>,
     Path(id): Path<String>,
     RawQuery(q): RawQuery,
-    ctx: RequestContext,
+    mut ctx: RequestContext,
     clock: Option<Extension<SummaryClock>>,
 ) -> ApiResult<Response> {
     let params = query_pairs(&q);
     body::check_format(&params)?;
     let mode = mode_param(&params)?;
+    if mode == Mode::Emergency {
+        // Break-the-glass may cover exactly this: the emergency summary of this patient (consent).
+        ctx.emergency_summary = Some(id.clone());
+    }
     let s = summarize(&state, &ctx, &id, mode, now(clock.as_deref())).await?;
     Ok(fhir_json(StatusCode::OK, &s.bundle))
 }

@@ -1,0 +1,292 @@
+//! Tamper-evident audit trail (issue 6): every interaction leaves a hash-chained AuditEvent; changing,
+//! deleting or reordering any row — or editing an indexed column — makes `audit verify` fail naming that
+//! record (library and the real binary); denials are audited; concurrent reads are group-committed into
+//! one linear chain; writes commit their event in their own transaction; a read whose event cannot be
+//! written is answered 500 without data; the retention purge keeps the chain verifiable. SQLite and
+//! PostgreSQL.
+
+#[macro_use]
+#[path = "api_support.rs"]
+mod support;
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use serde_json::json;
+use support::{App, Db, Resp};
+use tobiume_gateway::audit::{self, verify};
+use tobiume_gateway::auth::dev::DevTokenRequest;
+
+/// A clinician at `facility` (dev token, scope `user/*.cruds`, purpose TREAT).
+fn principal(facility: &str) -> DevTokenRequest {
+    DevTokenRequest {
+        subject: format!("user-at-{facility}"),
+        client_id: "test-client".into(),
+        scope: "user/*.cruds".into(),
+        facility: Some(facility.into()),
+        purpose_of_use: Some("TREAT".into()),
+        ..DevTokenRequest::default()
+    }
+}
+
+async fn get_as(app: &App, who: &DevTokenRequest, uri: &str) -> Resp {
+    app.send_as(Some(&support::token(who.clone())), "GET", uri, &[], Body::empty()).await
+}
+
+/// An app with Patient `p1` (attends `clinic-a`) and `p2` (no relation), and some audited traffic.
+async fn app_with_trail(db: Db) -> App {
+    let app = support::app(db).await;
+    for (id, org) in [("p1", Some("clinic-a")), ("p2", None)] {
+        let mut p = json!({"resourceType": "Patient", "id": id, "name": [{"family": "山田", "given": ["太郎"]}], "birthDate": "1950-01-02"});
+        if let Some(o) = org {
+            p["managingOrganization"] = json!({"reference": format!("Organization/{o}")});
+        }
+        let r = app.json("PUT", &format!("/fhir/Patient/{id}"), &p.to_string()).await;
+        assert!(r.status.is_success(), "{}", r.body);
+    }
+    let a = principal("clinic-a");
+    assert_eq!(get_as(&app, &a, "/fhir/Patient/p1").await.status, 200);
+    assert_eq!(get_as(&app, &a, "/fhir/Patient/p2").await.status, 403);
+    assert_eq!(get_as(&app, &a, "/fhir/Patient?name=山田").await.status, 200);
+    assert_eq!(get_as(&app, &a, "/fhir/Patient/p1/_history").await.status, 200);
+    app
+}
+
+/// Runs raw SQL on the test database (the audit guards dropped first: tampering bypasses them).
+async fn tamper(app: &App, db: Db, statements: &[&str]) {
+    match db {
+        Db::Sqlite => {
+            let pool = sqlx::SqlitePool::connect(&app.db.url).await.unwrap();
+            for s in ["DROP TRIGGER IF EXISTS audit_event_no_update", "DROP TRIGGER IF EXISTS audit_event_no_delete"]
+                .iter()
+                .chain(statements)
+            {
+                sqlx::query(sqlx::AssertSqlSafe(s.to_string())).execute(&pool).await.unwrap();
+            }
+            pool.close().await;
+        }
+        Db::Postgres => {
+            let pool = sqlx::PgPool::connect(&app.db.url).await.unwrap();
+            for s in [
+                "DROP TRIGGER IF EXISTS audit_event_no_update ON audit_event",
+                "DROP TRIGGER IF EXISTS audit_event_no_delete ON audit_event",
+            ]
+            .iter()
+            .chain(statements)
+            {
+                sqlx::query(sqlx::AssertSqlSafe(s.to_string())).execute(&pool).await.unwrap();
+            }
+            pool.close().await;
+        }
+    }
+}
+
+async fn broken_seq(app: &App) -> Option<i64> {
+    verify(&app.store).await.unwrap().broken.map(|b| b.seq)
+}
+
+both_db!(every_interaction_is_chained_and_verifies);
+async fn every_interaction_is_chained_and_verifies(db: Db) {
+    let app = app_with_trail(db).await;
+    let r = verify(&app.store).await.unwrap();
+    assert!(r.broken.is_none(), "{r:?}");
+    // 2 writes + 4 reads
+    assert_eq!(r.records, 6, "{r:?}");
+    let (rows, total) = app
+        .store
+        .audit_search(&tobiume_gateway::store::audit::AuditFilter { limit: 100, ascending: true, ..Default::default() })
+        .await
+        .unwrap();
+    assert_eq!(total, 6);
+    let ev: Vec<serde_json::Value> = rows.iter().map(|r| serde_json::from_str(&r.json).unwrap()).collect();
+    // writes: BALP PatientUpdate/Create in the write's transaction
+    assert_eq!(ev[0]["action"], "U");
+    assert!(ev[0]["meta"]["profile"][0].as_str().unwrap().ends_with("IHE.BasicAudit.PatientUpdate"));
+    // the read: caller, facility, purpose, jti, patient, request id
+    let read = &ev[2];
+    assert_eq!(read["subtype"][0]["code"], "read");
+    assert_eq!(read["outcome"], "0");
+    assert_eq!(read["agent"][0]["who"]["identifier"]["value"], "user-at-clinic-a");
+    assert!(read["agent"][0]["policy"][0].as_str().is_some_and(|j| !j.is_empty()), "token jti as policy");
+    assert_eq!(read["agent"][1]["who"]["identifier"]["value"], "test-client");
+    assert_eq!(read["agent"][0]["purposeOfUse"][0]["coding"][0]["code"], "TREAT");
+    assert_eq!(read["agent"][2]["who"]["reference"], "Organization/clinic-a");
+    assert_eq!(read["entity"][0]["what"]["reference"], "Patient/p1");
+    assert!(read["entity"].as_array().unwrap().iter().any(|e| e["type"]["code"] == "XrequestId"));
+    // the denial: outcome 4 with the reason
+    let denied = &ev[3];
+    assert_eq!(denied["outcome"], "4");
+    assert!(denied["outcomeDesc"].as_str().unwrap().contains("HTTP 403: no consent"), "{denied}");
+    assert_eq!(denied["entity"][0]["what"]["reference"], "Patient/p2");
+    // the search: query recorded (base64), only the permitted patient disclosed
+    let search = &ev[4];
+    assert_eq!(search["subtype"][0]["code"], "search-type");
+    assert!(search["entity"].as_array().unwrap().iter().any(|e| e["query"].is_string()));
+    assert_eq!(rows[4].patients, " p1 ");
+    // chain links
+    for w in rows.windows(2) {
+        assert_eq!(w[1].prev_hash, w[0].entry_hash);
+        assert_eq!(w[1].seq, w[0].seq + 1);
+    }
+    // clients cannot write the trail (the refusal itself is audited)
+    let fake = json!({"resourceType": "AuditEvent", "id": "3", "type": {"code": "rest"}, "recorded": "2026-01-01T00:00:00Z", "agent": [], "source": {"observer": {"display": "x"}}});
+    app.json("PUT", "/fhir/AuditEvent/3", &fake.to_string()).await.assert_outcome(403);
+    app.json("POST", "/fhir/AuditEvent", &fake.to_string()).await.assert_outcome(403);
+    let r = verify(&app.store).await.unwrap();
+    assert!(r.broken.is_none() && r.records == 8, "{r:?}");
+}
+
+both_db!(tampering_is_found_and_named);
+async fn tampering_is_found_and_named(db: Db) {
+    // changed content
+    let app = app_with_trail(db).await;
+    tamper(&app, db, &["UPDATE audit_event SET json = replace(json, '\"outcome\":\"0\"', '\"outcome\":\"4\"') WHERE seq = 3"]).await;
+    assert_eq!(broken_seq(&app).await, Some(3), "changed row");
+    // an indexed column edited (hides the event from AuditEvent?patient=)
+    let app = app_with_trail(db).await;
+    tamper(&app, db, &["UPDATE audit_event SET patients = ' ' WHERE seq = 4"]).await;
+    assert_eq!(broken_seq(&app).await, Some(4), "indexed column");
+    // deleted row in the middle, the first row, the last row
+    for (seq, what) in [(2, "middle"), (1, "first"), (6, "last")] {
+        let app = app_with_trail(db).await;
+        tamper(&app, db, &[&format!("DELETE FROM audit_event WHERE seq = {seq}")]).await;
+        assert_eq!(broken_seq(&app).await, Some(seq), "deleted {what} row");
+    }
+    // reordered rows
+    let app = app_with_trail(db).await;
+    tamper(
+        &app,
+        db,
+        &[
+            "UPDATE audit_event SET seq = -1 WHERE seq = 3",
+            "UPDATE audit_event SET seq = 3 WHERE seq = 4",
+            "UPDATE audit_event SET seq = 4 WHERE seq = -1",
+        ],
+    )
+    .await;
+    assert_eq!(broken_seq(&app).await, Some(3), "reordered rows");
+    // the command line names the row and exits 1; an intact chain exits 0
+    let bin = env!("CARGO_BIN_EXE_tobiume-gateway");
+    let out = std::process::Command::new(bin).args(["audit", "verify", "--database", &app.db.url]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("BROKEN: record seq 3 (AuditEvent/3)"), "{text}");
+    let intact = app_with_trail(db).await;
+    let out = std::process::Command::new(bin).args(["audit", "verify", "--database", &intact.db.url]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+    // the guards refuse ordinary updates and deletes
+    let res = match db {
+        Db::Sqlite => {
+            let pool = sqlx::SqlitePool::connect(&intact.db.url).await.unwrap();
+            sqlx::query("DELETE FROM audit_event WHERE seq = 1").execute(&pool).await.map(|_| ())
+        }
+        Db::Postgres => {
+            let pool = sqlx::PgPool::connect(&intact.db.url).await.unwrap();
+            sqlx::query("UPDATE audit_event SET outcome = '8' WHERE seq = 1").execute(&pool).await.map(|_| ())
+        }
+    };
+    assert!(res.unwrap_err().to_string().contains("append-only"));
+}
+
+both_db!(concurrent_reads_are_group_committed_into_one_chain);
+async fn concurrent_reads_are_group_committed_into_one_chain(db: Db) {
+    let app = Arc::new(app_with_trail(db).await);
+    let a = principal("clinic-a");
+    let mut tasks = Vec::new();
+    for _ in 0..200 {
+        let app = app.clone();
+        let a = a.clone();
+        tasks.push(tokio::spawn(async move { get_as(&app, &a, "/fhir/Patient/p1").await.status.as_u16() }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 200);
+    }
+    let r = verify(&app.store).await.unwrap();
+    assert!(r.broken.is_none(), "{r:?}");
+    assert_eq!(r.records, 206);
+}
+
+both_db!(no_audit_no_answer);
+async fn no_audit_no_answer(db: Db) {
+    let app = app_with_trail(db).await;
+    let fail = match db {
+        Db::Sqlite => vec!["CREATE TRIGGER audit_down BEFORE INSERT ON audit_event BEGIN SELECT RAISE(ABORT, 'audit storage read-only'); END"],
+        Db::Postgres => vec![
+            "CREATE FUNCTION audit_down() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'audit storage read-only'; END $$",
+            "CREATE TRIGGER audit_down BEFORE INSERT ON audit_event FOR EACH ROW EXECUTE FUNCTION audit_down()",
+        ],
+    };
+    tamper(&app, db, &fail).await;
+    let a = principal("clinic-a");
+    let r = get_as(&app, &a, "/fhir/Patient/p1").await;
+    r.assert_outcome(500);
+    assert!(!r.body.contains("山田") && !r.body.contains("1950"), "data served without audit: {}", r.body);
+    let r = get_as(&app, &a, "/fhir/Patient?name=山田").await;
+    r.assert_outcome(500);
+    assert!(!r.body.contains("山田"));
+    // a write whose event cannot be written is not committed either
+    let obs = json!({"resourceType": "Observation", "status": "final", "code": {"text": "x"}, "subject": {"reference": "Patient/p1"}});
+    let r = app.json("PUT", "/fhir/Observation/o1", &obs.to_string()).await;
+    assert_eq!(r.status, 500, "{}", r.body);
+    let drop = match db {
+        Db::Sqlite => "DROP TRIGGER audit_down",
+        Db::Postgres => "DROP TRIGGER audit_down ON audit_event",
+    };
+    tamper(&app, db, &[drop]).await;
+    assert_eq!(app.get("/fhir/Observation/o1").await.status, 404, "write committed without its audit event");
+    assert!(verify(&app.store).await.unwrap().broken.is_none());
+}
+
+both_db!(retention_purge_keeps_the_chain_verifiable);
+async fn retention_purge_keeps_the_chain_verifiable(db: Db) {
+    let app = app_with_trail(db).await;
+    tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+    let cutoff = audit::now_ms();
+    tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+    let a = principal("clinic-a");
+    for _ in 0..3 {
+        assert_eq!(get_as(&app, &a, "/fhir/Patient/p1").await.status, 200);
+    }
+    // "now" one day after the cutoff with a retention of one day: the first 6 records go
+    let purged = audit::purge(&app.store, 1, cutoff + 86_400_000).await.unwrap();
+    assert_eq!(purged, 6);
+    let r = verify(&app.store).await.unwrap();
+    assert!(r.broken.is_none(), "{r:?}");
+    assert_eq!(r.range, Some((7, 10)), "3 reads + the checkpoint");
+    // nothing more to purge
+    assert_eq!(audit::purge(&app.store, 1, cutoff + 86_400_000).await.unwrap(), 0);
+    // removing the oldest remaining record is still found
+    tamper(&app, db, &["DELETE FROM audit_event WHERE seq = 7"]).await;
+    assert_eq!(broken_seq(&app).await, Some(7));
+}
+
+both_db!(failed_authentication_and_scope_refusals_are_audited);
+async fn failed_authentication_and_scope_refusals_are_audited(db: Db) {
+    let app = app_with_trail(db).await;
+    // no token, a forged token
+    app.send_as(None, "GET", "/fhir/Patient/p1", &[], Body::empty()).await.assert_outcome(401);
+    app.send_as(Some("eyJhbGciOiJFUzI1NiJ9.e30.AAAA"), "GET", "/fhir/Patient/p1", &[], Body::empty()).await.assert_outcome(401);
+    // a valid token without the scope for Observation
+    let mut narrow = principal("clinic-a");
+    narrow.scope = "user/Patient.rs".into();
+    get_as(&app, &narrow, "/fhir/Observation?subject=Patient/p1").await.assert_outcome(403);
+    // the public metadata is not an access to data: not audited
+    assert_eq!(app.send_as(None, "GET", "/fhir/metadata", &[], Body::empty()).await.status, 200);
+    let (rows, _) = app
+        .store
+        .audit_search(&tobiume_gateway::store::audit::AuditFilter { limit: 100, ascending: true, ..Default::default() })
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 9, "6 + 2 failed authentications + 1 scope refusal");
+    let ev: Vec<serde_json::Value> = rows[6..].iter().map(|r| serde_json::from_str(&r.json).unwrap()).collect();
+    for e in &ev[..2] {
+        assert_eq!(e["type"]["code"], "110114", "{e}");
+        assert_eq!(e["subtype"][0]["code"], "110122");
+        assert_eq!(e["outcome"], "4");
+        assert!(e["outcomeDesc"].as_str().unwrap().starts_with("HTTP 401"), "{e}");
+    }
+    assert_eq!(ev[2]["outcome"], "4");
+    assert!(ev[2]["outcomeDesc"].as_str().unwrap().contains("scope"), "{}", ev[2]);
+    assert_eq!(ev[2]["agent"][0]["who"]["identifier"]["value"], "user-at-clinic-a", "the refused caller is named");
+    assert!(verify(&app.store).await.unwrap().broken.is_none());
+}
