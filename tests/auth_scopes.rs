@@ -152,14 +152,24 @@ fn expected(token: &str) -> Vec<E> {
     v
 }
 
+/// The facility of the `user/` test tokens (the fixtures' patients attend it; consent: `src/consent`).
+const FACILITY: &str = "scope-test-clinic";
+
+/// A `user/` token of a clinician at [`FACILITY`] with `scope`.
+fn user_token(scope: &str) -> String {
+    support::token(DevTokenRequest { scope: scope.into(), facility: Some(FACILITY.into()), ..DevTokenRequest::default() })
+}
+
 /// Seeds (again) the fixtures with the full-access token.
 async fn seed(a: &App) {
     let put = |t: &'static str, id: &'static str, v: Value| async move {
         let r = a.json("PUT", &format!("/fhir/{t}/{id}"), &v.to_string()).await;
         assert!(r.status.is_success(), "seed {t}/{id}: {}", r.body);
     };
-    put("Patient", "p1", json!({"resourceType": "Patient", "id": "p1", "gender": "female", "birthDate": "1950-05-05"})).await;
-    put("Patient", "p2", json!({"resourceType": "Patient", "id": "p2", "gender": "male", "birthDate": "1960-01-01"})).await;
+    // Both patients attend the test tokens' facility, so consent permits what the scopes allow.
+    let attends = json!({"reference": format!("Organization/{FACILITY}")});
+    put("Patient", "p1", json!({"resourceType": "Patient", "id": "p1", "gender": "female", "birthDate": "1950-05-05", "managingOrganization": attends})).await;
+    put("Patient", "p2", json!({"resourceType": "Patient", "id": "p2", "gender": "male", "birthDate": "1960-01-01", "managingOrganization": attends})).await;
     put("Observation", "o1", obs("o1", "p1", "o1")).await;
     put("Observation", "o2", obs("o2", "p2", "o2")).await;
     put("Observation", "odel", obs("odel", "p1", "odel")).await;
@@ -248,7 +258,8 @@ async fn scope_matrix(db: Db) {
     }
     for scope in ["user/*.cruds", "system/*.rs", "user/Patient.rs", "user/Observation.r", "patient/*.rs"] {
         let patient = scope.starts_with("patient/").then(|| "p1".to_string());
-        let token = support::token(DevTokenRequest { scope: scope.into(), patient, ..DevTokenRequest::default() });
+        let facility = scope.starts_with("user/").then(|| FACILITY.to_string());
+        let token = support::token(DevTokenRequest { scope: scope.into(), patient, facility, ..DevTokenRequest::default() });
         let want = expected(scope);
         let protected: Vec<&Route> = routes.iter().filter(|r| !r.public).collect();
         assert_eq!(want.len(), protected.len(), "{scope}: one expectation per protected route");
@@ -277,7 +288,7 @@ async fn patient_scope_narrows_searches_and_filters_includes(db: Db) {
     assert!(ids.contains(&"o1") && !ids.contains(&"o2"), "{ids:?}");
     assert_eq!(v["total"].as_u64(), Some(ids.len() as u64), "total counts the compartment only");
     // Observation.r + s but no Patient scope: the included Patient is dropped.
-    let obs_only = support::token_for("user/Observation.rs");
+    let obs_only = user_token("user/Observation.rs");
     let r = a.send_as(Some(&obs_only), "GET", "/fhir/Observation?_id=o1&_include=Observation:subject", &[], "").await;
     assert_eq!(r.status, 200, "{}", r.body);
     let v = r.json();
@@ -318,13 +329,13 @@ async fn denials_are_attached_for_audit(db: Db) {
     let d = r.extensions().get::<tobiume_gateway::auth::Denial>().expect("401 denial");
     assert_eq!(d.status, 401);
     assert!(d.principal.is_none());
-    let t = support::token_for("user/Patient.rs");
+    let t = user_token("user/Patient.rs");
     let r = send(Some(t.clone()), "/fhir/Observation/o1").await;
     let d = r.extensions().get::<tobiume_gateway::auth::Denial>().expect("403 denial (access decision point)");
     assert_eq!(d.status, 403);
     assert!(d.reason.contains("Observation.r"), "{}", d.reason);
     assert_eq!(d.principal.as_ref().unwrap().subject, "dev-user");
-    let r = send(Some(support::token_for("user/Observation.r")), "/fhir/Patient/p1/$summary").await;
+    let r = send(Some(user_token("user/Observation.r")), "/fhir/Patient/p1/$summary").await;
     assert_eq!(r.status(), 403);
     assert!(r.extensions().get::<tobiume_gateway::auth::Denial>().is_some(), "403 denial (operation scope)");
     let r = send(Some(t), "/fhir/Patient/p1").await;

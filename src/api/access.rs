@@ -316,7 +316,7 @@ async fn consented_read(
         }
         ReadRequest::Search { query } => filter.search(query).await.map(ReadResult::Page),
         ReadRequest::SearchIds { query, limit } => {
-            if principal.is_none() {
+            if Pdp::sees_everything(principal) {
                 return Ok(ReadResult::Ids(store.search_ids(query, limit).await?));
             }
             let mut q = query.clone();
@@ -359,8 +359,9 @@ impl Filter<'_> {
             .iter()
             .map(|r| if r.deleted { Vec::new() } else { patients_of(&r.resource_type, &r.id, &r.json) })
             .collect();
-        let Some(principal) = self.principal else {
-            // Authentication disabled: everything is permitted; the audit still lists the patients.
+        let Some(principal) = self.principal.filter(|p| !Pdp::sees_everything(Some(p))) else {
+            // Authentication disabled or a network-level service: everything is permitted (tombstones
+            // included); the audit still lists the patients.
             self.note(|c| {
                 for (r, ps) in items.iter().zip(&per_item) {
                     c.patients.extend(ps.iter().cloned());
@@ -461,7 +462,7 @@ impl Filter<'_> {
     async fn search(&self, q: &SearchQuery) -> ApiResult<SearchPage> {
         let store = &self.state.store;
         let page = store.search(q).await?;
-        if self.principal.is_none() {
+        if Pdp::sees_everything(self.principal) {
             self.decide(&page.matches).await?;
             self.decide(&page.included).await?;
             return Ok(page);

@@ -262,7 +262,7 @@ impl Pdp {
         let Some(facility) = pr.facility.as_deref() else {
             return if pr.patient.as_deref() == Some(patient) {
                 Decision::Permit(Basis::OwnRecord)
-            } else if pr.patient.is_none() && pr.scopes.iter().any(|s| s.context == ScopeContext::System) {
+            } else if Pdp::sees_everything(Some(pr)) {
                 Decision::Permit(Basis::NetworkService)
             } else {
                 Decision::Deny(DenyReason::NoFacility)
@@ -294,6 +294,17 @@ impl Pdp {
         match permit {
             Some(id) => Decision::Permit(Basis::Consent(id.to_string())),
             None => Decision::Deny(DenyReason::NoConsent),
+        }
+    }
+
+    /// `true` when no decision can deny `principal` anything but a suspension: authentication disabled
+    /// (`None`), or a network-level backend service (`system/` scopes, no facility, no patient context).
+    pub fn sees_everything(principal: Option<&Principal>) -> bool {
+        match principal {
+            None => true,
+            Some(p) => {
+                p.facility.is_none() && p.patient.is_none() && p.scopes.iter().any(|s| s.context == ScopeContext::System)
+            }
         }
     }
 
