@@ -737,8 +737,13 @@ async fn demo_data(store: &store::Store, cfg: &Config) -> Result<(), String> {
     Ok(())
 }
 
-/// Prints example `curl` calls built from a patient actually in the store (the demo data or an import);
-/// in dev mode with a demo token (scope `user/*.cruds`, facility [`DEMO_FACILITY_ID`], 24 h).
+/// Prints example `curl` calls; in dev mode with a demo token (scope `user/*.cruds`, facility
+/// [`DEMO_FACILITY_ID`], 24 h).
+///
+/// Concrete values (id, kana name, birth date) come only from a **synthetic demo patient** — the
+/// patient of a demo Consent, which `demo_data` writes only into an empty store — never from a patient
+/// of an import: the console output is a log, and logs carry no PHI. Otherwise the examples show
+/// placeholders.
 async fn print_examples(store: &store::Store, base: &str, mode: AuthMode, token: Option<&str>) {
     use tobiume_gateway::store::ResourceStore;
     let auth = match (mode, token) {
@@ -755,26 +760,45 @@ async fn print_examples(store: &store::Store, base: &str, mode: AuthMode, token:
     };
     eprintln!("try:");
     eprintln!("  curl -s {base}/metadata | head -c 300");
-    let reg = store.registry().clone();
-    let Ok(q) = search::query::parse(&reg, "Patient", &[("_count".into(), "1".into())]) else { return };
-    let Ok(page) = store.search(&q).await else { return };
-    let Some(p) = page.matches.first().and_then(|r| serde_json::from_str::<serde_json::Value>(&r.json).ok()) else {
-        eprintln!("  (the store has no Patient yet: import SS-MIX2 data with `tobiume-gateway import ssmix2 ROOT`)");
-        return;
+    let demo = demo_example_patient(store).await;
+    let (id, kana, birth) = match &demo {
+        Some(p) => {
+            let kana = p["name"]
+                .as_array()
+                .and_then(|n| n.iter().find(|n| n["extension"][0]["valueCode"] == "SYL"))
+                .and_then(|n| n["family"].as_str())
+                .unwrap_or_default();
+            (p["id"].as_str().unwrap_or_default().to_string(), pct(kana), p["birthDate"].as_str().unwrap_or_default().to_string())
+        }
+        None => ("{id}".to_string(), "{kana family name}".to_string(), "{YYYY-MM-DD}".to_string()),
     };
-    let id = p["id"].as_str().unwrap_or_default();
-    let kana = p["name"]
-        .as_array()
-        .and_then(|n| n.iter().find(|n| n["extension"][0]["valueCode"] == "SYL"))
-        .and_then(|n| n["family"].as_str())
-        .unwrap_or_default();
-    let birth = p["birthDate"].as_str().unwrap_or_default();
-    eprintln!("  curl -s{auth} '{base}/Patient?name={}&birthdate={birth}'   # kana family name + birth date", pct(kana));
+    eprintln!("  curl -s{auth} '{base}/Patient?name={kana}&birthdate={birth}'   # kana family name + birth date");
     eprintln!("  curl -s{auth} '{base}/Patient/{id}'");
+    eprintln!("  curl -s{auth} '{base}/Patient/{id}/$summary?mode=emergency'");
     eprintln!("  curl -s{auth} '{base}/Condition?patient={id}'");
     eprintln!("  curl -s{auth} '{base}/AllergyIntolerance?patient={id}'");
     eprintln!("  curl -s{auth} '{base}/MedicationRequest?patient={id}'");
     eprintln!("  curl -s{auth} '{base}/Observation?patient={id}&category=laboratory&_sort=-date'");
+}
+
+/// The Patient of the first active demo Consent (`consent::demo`), i.e. a synthetic demo patient, if the
+/// store holds demo data.
+async fn demo_example_patient(store: &store::Store) -> Option<serde_json::Value> {
+    use tobiume_gateway::store::ResourceStore;
+    let reg = store.registry().clone();
+    let params = [
+        ("organization".to_string(), format!("Organization/{DEMO_FACILITY_ID}")),
+        ("status".to_string(), "active".to_string()),
+        ("_count".to_string(), "1".to_string()),
+    ];
+    let q = search::query::parse(&reg, "Consent", &params).ok()?;
+    let page = store.search(&q).await.ok()?;
+    let consent: serde_json::Value = serde_json::from_str(&page.matches.first()?.json).ok()?;
+    if !consent["id"].as_str()?.starts_with("demo-consent-") {
+        return None;
+    }
+    let id = consent["patient"]["reference"].as_str()?.strip_prefix("Patient/")?.to_string();
+    serde_json::from_str(&store.read("Patient", &id).await.ok()?.json).ok()
 }
 
 /// Percent-encodes a query value (RFC 3986 unreserved characters kept).
