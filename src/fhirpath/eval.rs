@@ -335,12 +335,38 @@ fn from_item<'a>(i: &Item<'a>, resource: &'a Value) -> V<'a> {
 
 struct Ctx<'a, 'e> {
     resource: &'a Value,
-    context: Vec<V<'a>>,
+    context: &'e [V<'a>],
     env: Option<&'e Env<'a>>,
     lenient: bool,
     strict: bool,
     check_ordered: bool,
-    now: Dt,
+    /// `now()` of this evaluation: read from the clock on first use, then the same for the whole
+    /// expression (FHIRPath N1 §"now": the same value within one evaluation).
+    now: std::cell::Cell<Option<Dt>>,
+    /// Results of focus-independent sub-expressions inside `where` / `select` / `all` / `exists`
+    /// … criteria (e.g. `%resource.descendants().reference | …` in R4 `dom-3`), computed once per
+    /// evaluation instead of once per item. Keyed by the sub-expression's address: the parsed
+    /// expression outlives the evaluation, so addresses are stable and unique meanwhile.
+    memo: std::cell::RefCell<Vec<(*const Expr, Option<Vec<V<'a>>>)>>,
+    /// `descendants()` of one borrowed node, by the node's JSON address and FHIR type, reused
+    /// when an expression walks the same tree several times (`dom-3` does it four times).
+    #[allow(clippy::type_complexity)]
+    descendants: std::cell::RefCell<
+        Vec<((*const Value, Option<*const Value>), Option<&'static str>, Rc<Vec<V<'a>>>)>,
+    >,
+}
+
+impl Ctx<'_, '_> {
+    fn now(&self) -> Dt {
+        match self.now.get() {
+            Some(d) => d,
+            None => {
+                let d = now_dt();
+                self.now.set(Some(d));
+                d
+            }
+        }
+    }
 }
 
 #[derive(Clone, Copy, Default)]
@@ -374,12 +400,14 @@ fn run<'a>(
 ) -> Res<Vec<Item<'a>>> {
     let ctx = Ctx {
         resource,
-        context: focus.clone(),
+        context: &focus,
         env,
         lenient,
         strict: env.is_some_and(|e| e.strict),
         check_ordered: env.is_some_and(|e| e.check_ordered_functions),
-        now: now_dt(),
+        now: std::cell::Cell::new(None),
+        memo: std::cell::RefCell::new(Vec::new()),
+        descendants: std::cell::RefCell::new(Vec::new()),
     };
     let out = eval(expr, &focus, Scope::default(), &ctx)?;
     Ok(out.into_iter().filter_map(to_item).collect())
@@ -822,6 +850,8 @@ fn children_of<'a>(item: &V<'a>, out: &mut Vec<V<'a>>) {
         return;
     };
     let m = model();
+    // `_name` siblings (primitive extensions) are rare: only look them up when there are any
+    let has_underscore = o.keys().any(|k| k.starts_with('_'));
     for (k, c) in o {
         if k == "resourceType" {
             continue;
@@ -859,7 +889,12 @@ fn children_of<'a>(item: &V<'a>, out: &mut Vec<V<'a>>) {
                 }
             }
         }
-        push_elems(Some(c), o.get(&format!("_{k}")), ty, hint, n.res, out);
+        let ext = if has_underscore {
+            o.get(&format!("_{k}"))
+        } else {
+            None
+        };
+        push_elems(Some(c), ext, ty, hint, n.res, out);
     }
 }
 
@@ -1118,8 +1153,27 @@ fn pair<'x, 'y>(a: &'x V<'_>, b: &'y V<'_>) -> Option<(P<'x>, P<'y>)> {
     Some((pa2, pb2))
 }
 
+/// The text of an item that compares as a plain `System.String`: a string literal / computed
+/// string, or a typed FHIR string-like primitive (`string`, `uri`, `code`, `id`, …; not the
+/// date/time types, which compare as dates, and not untyped JSON, which may be promoted to one).
+/// Two such items are equal exactly when their texts are (fast path of [`item_equal`]).
+fn plain_str<'x>(v: &'x V<'_>) -> Option<&'x str> {
+    match v {
+        V::Str(s) => Some(s),
+        V::Node(n) => match (node_json(n)?, n.ty?) {
+            (_, "date" | "dateTime" | "instant" | "time") => None,
+            (Value::String(s), _) => Some(s),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
 /// `=` on two items: `None` = unknown (empty result).
 fn item_equal(a: &V<'_>, b: &V<'_>) -> Option<bool> {
+    if let (Some(x), Some(y)) = (plain_str(a), plain_str(b)) {
+        return Some(x == y);
+    }
     if let (V::Node(x), V::Node(y)) = (a, b) {
         let (jx, jy) = (node_json(x), node_json(y));
         if jx.is_some_and(Value::is_object) || jy.is_some_and(Value::is_object) {
@@ -1270,9 +1324,40 @@ fn contains_eq(c: &[V<'_>], v: &V<'_>) -> bool {
 }
 
 fn distinct<'a>(items: impl IntoIterator<Item = V<'a>>) -> Vec<V<'a>> {
+    let items = items.into_iter();
     let mut out: Vec<V<'a>> = Vec::new();
+    if items.size_hint().0 < 16 {
+        for i in items {
+            if !contains_eq(&out, &i) {
+                out.push(i);
+            }
+        }
+        return out;
+    }
+    // large collections (`%resource.descendants().as(uri) | …`): plain strings are bucketed by a
+    // hash of their text, everything else is compared pairwise as above
+    use std::hash::BuildHasher;
+    let hasher = foldhash::fast::FixedState::default();
+    let mut plain: HashMap<u64, Vec<usize>> = HashMap::new();
+    let mut others: Vec<usize> = Vec::new();
     for i in items {
-        if !contains_eq(&out, &i) {
+        let dup = match plain_str(&i) {
+            Some(s) => {
+                let h = hasher.hash_one(s);
+                plain
+                    .get(&h)
+                    .is_some_and(|js| js.iter().any(|&j| plain_str(&out[j]) == Some(s)))
+                    || others
+                        .iter()
+                        .any(|&j| same_node(&out[j], &i) || item_equal(&out[j], &i) == Some(true))
+            }
+            None => contains_eq(&out, &i),
+        };
+        if !dup {
+            match plain_str(&i) {
+                Some(s) => plain.entry(hasher.hash_one(s)).or_default().push(out.len()),
+                None => others.push(out.len()),
+            }
             out.push(i);
         }
     }
@@ -1660,13 +1745,36 @@ fn unescape(s: &str, how: &str) -> Option<String> {
     }
 }
 
+/// Compiled regular expressions of `matches` / `matchesFull` / `replaceMatches`, per thread, keyed by
+/// (pattern, full match). Invariants such as `txt-1` (`htmlChecks`-like `matches`) and the string
+/// patterns of JP Core run on every element they guard: compiling the pattern each time was the
+/// largest single cost of validation. Bounded: cleared when it reaches `REGEX_CACHE_MAX` entries.
+const REGEX_CACHE_MAX: usize = 512;
+
+thread_local! {
+    static REGEX_CACHE: std::cell::RefCell<HashMap<(String, bool), Result<regex::Regex, String>>> =
+        std::cell::RefCell::new(HashMap::new());
+}
+
 fn regex(p: &str, full: bool) -> Res<regex::Regex> {
+    let key = (p.to_string(), full);
+    if let Some(r) = REGEX_CACHE.with(|c| c.borrow().get(&key).cloned()) {
+        return r.or_else(err);
+    }
     let pat = if full {
         format!("^(?s:{p})$")
     } else {
         format!("(?s){p}")
     };
-    regex::Regex::new(&pat).or_else(|e| err(format!("bad regular expression: {e}")))
+    let r = regex::Regex::new(&pat).map_err(|e| format!("bad regular expression: {e}"));
+    REGEX_CACHE.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.len() >= REGEX_CACHE_MAX {
+            c.clear();
+        }
+        c.insert(key, r.clone());
+    });
+    r.or_else(err)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1816,6 +1924,91 @@ fn arg_int<'a>(
     }
 }
 
+/// Functions whose arguments are evaluated once per item of their input, with `$this` / `$index`
+/// bound to the item (the "lambda" arguments of FHIRPath N1 §5.2 and `iif` on an explicit input).
+fn lambda_function(name: &str) -> bool {
+    matches!(name, "exists" | "all" | "where" | "select" | "repeat" | "trace" | "sort" | "iif")
+}
+
+/// Functions whose (first) argument is a type specifier, not an expression to evaluate.
+fn type_function(name: &str) -> bool {
+    matches!(name, "ofType" | "is" | "as")
+}
+
+/// Does `e` evaluate to the same collection wherever it occurs in one evaluation? True when it
+/// reads nothing of the current focus, `$this`, `$index` or `$total`: literals, `%variables`
+/// (`%resource`, `%context`, … are fixed for one evaluation) and paths / functions / operators
+/// over those. Lambda arguments count as closed when they only use their own `$this` / `$index`.
+fn closed(e: &Expr) -> bool {
+    match e {
+        Expr::This | Expr::IndexVar | Expr::Total => false,
+        Expr::Var(_) | Expr::Literal(_) => true,
+        Expr::Member(None, _) | Expr::Call(None, _, _) => false,
+        Expr::Member(Some(b), _) => closed(b),
+        Expr::Call(Some(b), name, args) => {
+            closed(b)
+                && name != "aggregate"
+                && (type_function(name)
+                    || args.iter().all(|a| {
+                        if lambda_function(name) {
+                            !uses_total(a)
+                        } else {
+                            closed(a)
+                        }
+                    }))
+        }
+        Expr::Index(b, i) => closed(b) && closed(i),
+        Expr::Binary(_, l, r) => closed(l) && closed(r),
+        Expr::Is(b, _) | Expr::As(b, _) | Expr::Neg(b) => closed(b),
+    }
+}
+
+fn uses_total(e: &Expr) -> bool {
+    match e {
+        Expr::Total => true,
+        Expr::This | Expr::IndexVar | Expr::Var(_) | Expr::Literal(_) => false,
+        Expr::Member(b, _) => b.as_deref().is_some_and(uses_total),
+        Expr::Call(b, _, args) => b.as_deref().is_some_and(uses_total) || args.iter().any(uses_total),
+        Expr::Index(b, i) => uses_total(b) || uses_total(i),
+        Expr::Binary(_, l, r) => uses_total(l) || uses_total(r),
+        Expr::Is(b, _) | Expr::As(b, _) | Expr::Neg(b) => uses_total(b),
+    }
+}
+
+/// The largest closed sub-expressions of `e` that are worth caching (not bare literals or
+/// variables).
+fn closed_parts(e: &Expr, out: &mut Vec<*const Expr>) {
+    if closed(e) {
+        if !matches!(e, Expr::Literal(_) | Expr::Var(_)) {
+            out.push(e as *const Expr);
+        }
+        return;
+    }
+    match e {
+        Expr::This | Expr::IndexVar | Expr::Total | Expr::Var(_) | Expr::Literal(_) => {}
+        Expr::Member(b, _) => {
+            if let Some(b) = b {
+                closed_parts(b, out);
+            }
+        }
+        Expr::Call(b, name, args) => {
+            if let Some(b) = b {
+                closed_parts(b, out);
+            }
+            if !type_function(name) {
+                for a in args {
+                    closed_parts(a, out);
+                }
+            }
+        }
+        Expr::Index(b, i) | Expr::Binary(_, b, i) => {
+            closed_parts(b, out);
+            closed_parts(i, out);
+        }
+        Expr::Is(b, _) | Expr::As(b, _) | Expr::Neg(b) => closed_parts(b, out),
+    }
+}
+
 /// Evaluates a lambda-style argument once per item with `$this` / `$index` set.
 fn per_item<'a>(
     base: &[V<'a>],
@@ -1824,6 +2017,19 @@ fn per_item<'a>(
     ctx: &Ctx<'a, '_>,
     mut f: impl FnMut(&V<'a>, Vec<V<'a>>) -> Res<bool>,
 ) -> Res<()> {
+    if base.len() > 1 {
+        // sub-expressions that do not depend on the item: evaluate them once (see `Ctx::memo`)
+        let mut parts = Vec::new();
+        closed_parts(e, &mut parts);
+        if !parts.is_empty() {
+            let mut memo = ctx.memo.borrow_mut();
+            for p in parts {
+                if !memo.iter().any(|(q, _)| *q == p) {
+                    memo.push((p, None));
+                }
+            }
+        }
+    }
     for (i, item) in base.iter().enumerate() {
         let s = Scope {
             this: Some(item),
@@ -2326,6 +2532,30 @@ fn call<'a>(
             Ok(out)
         }
         "descendants" => {
+            // one borrowed node: reuse an earlier walk of the same tree in this evaluation
+            let key = match base.as_slice() {
+                [V::Node(Node {
+                    val: Some(J::B(v)),
+                    ext: None,
+                    ty,
+                    res,
+                    ..
+                })] => Some((
+                    (*v as *const Value, res.map(|r| r as *const Value)),
+                    *ty,
+                )),
+                _ => None,
+            };
+            if let Some((p, t)) = key {
+                if let Some((_, _, d)) = ctx
+                    .descendants
+                    .borrow()
+                    .iter()
+                    .find(|(q, u, _)| *q == p && *u == t)
+                {
+                    return Ok(d.as_ref().clone());
+                }
+            }
             let mut out = Vec::new();
             let mut queue = base;
             while !queue.is_empty() {
@@ -2335,6 +2565,9 @@ fn call<'a>(
                 }
                 out.extend(next.iter().cloned());
                 queue = next;
+            }
+            if let Some((p, t)) = key {
+                ctx.descendants.borrow_mut().push((p, t, Rc::new(out.clone())));
             }
             Ok(out)
         }
@@ -2349,16 +2582,16 @@ fn call<'a>(
             }
             Ok(base)
         }
-        "now" => Ok(vec![V::DateTime(ctx.now)]),
+        "now" => Ok(vec![V::DateTime(ctx.now())]),
         "today" => Ok(vec![V::Date(Dt {
             prec: 3,
             tz: None,
-            ..ctx.now
+            ..ctx.now()
         })]),
         "timeOfDay" => Ok(vec![V::Time(Dt {
             prec: 7,
             tz: None,
-            ..ctx.now
+            ..ctx.now()
         })]),
         "lowBoundary" | "highBoundary" => {
             let Some(v) = single(&base, name)? else {
@@ -2583,7 +2816,7 @@ fn env_var<'a>(name: &str, ctx: &Ctx<'a, '_>) -> Res<Vec<V<'a>>> {
     let s = |x: &str| Ok(vec![V::Str(x.to_string())]);
     match name {
         "resource" | "rootResource" => Ok(vec![root_node(ctx.resource)]),
-        "context" => Ok(ctx.context.clone()),
+        "context" => Ok(ctx.context.to_vec()),
         "ucum" => s(UCUM),
         "sct" => s("http://snomed.info/sct"),
         "loinc" => s("http://loinc.org"),
@@ -2616,6 +2849,34 @@ fn strict_member_check(base: &Expr, name: &str) -> Res<()> {
 }
 
 fn eval<'a>(
+    expr: &Expr,
+    focus: &[V<'a>],
+    scope: Scope<'_, 'a>,
+    ctx: &Ctx<'a, '_>,
+) -> Res<Vec<V<'a>>> {
+    let memo_slot = {
+        let memo = ctx.memo.borrow();
+        if memo.is_empty() {
+            None
+        } else {
+            let key = expr as *const Expr;
+            match memo.iter().position(|(q, _)| *q == key) {
+                Some(i) => match &memo[i].1 {
+                    Some(v) => return Ok(v.clone()),
+                    None => Some(i),
+                },
+                None => None,
+            }
+        }
+    };
+    let out = eval_uncached(expr, focus, scope, ctx)?;
+    if let Some(i) = memo_slot {
+        ctx.memo.borrow_mut()[i].1 = Some(out.clone());
+    }
+    Ok(out)
+}
+
+fn eval_uncached<'a>(
     expr: &Expr,
     focus: &[V<'a>],
     scope: Scope<'_, 'a>,

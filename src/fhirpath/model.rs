@@ -3,7 +3,8 @@
 //! inline backbone elements and the base-type chain (`code` → `string`, `Age` → `Quantity`,
 //! `Patient` → `DomainResource` → `Resource`). Parsed once, on first use.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
+use foldhash::HashMapExt;
 use std::sync::OnceLock;
 
 static TABLE: &str = include_str!("fhir_types.txt");
