@@ -40,7 +40,7 @@ static RULES: LazyLock<Vec<Rule>> = LazyLock::new(|| {
 });
 
 /// The supplementary rules of profile `url` (`|version` ignored).
-pub fn rules_for(url: &str) -> impl Iterator<Item = &'static Rule> {
-    let bare = url.split('|').next().unwrap_or(url).to_string();
+pub fn rules_for(url: &str) -> impl Iterator<Item = &'static Rule> + '_ {
+    let bare = url.split('|').next().unwrap_or(url);
     RULES.iter().filter(move |r| r.profile == bare)
 }

@@ -9,8 +9,9 @@
 //!   (`profiles/tobiume/StructureDefinition-*.json`).
 //!
 //! Only `StructureDefinition`, `ValueSet` and `CodeSystem` are kept, indexed by canonical `url` (and by
-//! `url|version`). Each resource is kept as raw JSON text and parsed on first use, so loading the 35 MB of
-//! R4 definitions costs one scan, not one `serde_json::Value` tree per resource.
+//! `url|version`). Each resource is kept as raw JSON text and parsed when it is compiled (then the tree is
+//! dropped), so loading the 35 MB of R4 definitions costs one scan, not one `serde_json::Value` tree per
+//! resource.
 //!
 //! Precedence when two packages define the same canonical URL: the first loaded wins. Directory order is
 //! `fhir-r4/`, `jp-core/`, `jp-clins/`, then the others alphabetically (so the official core definitions
@@ -19,7 +20,6 @@
 use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -35,13 +35,14 @@ pub struct Definition {
     /// File or package it came from (for diagnostics).
     pub source: String,
     raw: Box<RawValue>,
-    parsed: OnceLock<Option<Value>>,
 }
 
 impl Definition {
-    /// The resource as JSON (parsed on first call; `None` if the text is not valid JSON).
-    pub fn json(&self) -> Option<&Value> {
-        self.parsed.get_or_init(|| serde_json::from_str(self.raw.get()).ok()).as_ref()
+    /// The resource as JSON, parsed anew on each call (`None` if the text is not valid JSON). Callers
+    /// compile what they need and drop the tree: keeping the parsed trees of the ≈350 definitions the
+    /// warm-up compiles would cost ≈190 MB.
+    pub fn json(&self) -> Option<Value> {
+        serde_json::from_str(self.raw.get()).ok()
     }
 }
 
@@ -179,7 +180,7 @@ impl Packages {
         if let Some(v) = head.version {
             self.by_url.entry(format!("{url}|{v}")).or_insert(idx);
         }
-        self.defs.push(Definition { resource_type: rt, url, source: shown.to_string(), raw, parsed: OnceLock::new() });
+        self.defs.push(Definition { resource_type: rt, url, source: shown.to_string(), raw });
     }
 
     /// The definition with canonical `url` (`url|version` accepted; an unknown version falls back to the

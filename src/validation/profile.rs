@@ -8,8 +8,10 @@
 //! tree: `a.b` is a child of `a`, `a.b:s` a slice of `a.b`, `a.b:s/t` a re-slice of `a.b:s`.
 //!
 //! Everything the walk needs is precomputed here: cardinalities as numbers, types with profiles and
-//! target profiles, slicing discriminators (with FHIRPath paths parsed), fixed/pattern values, bindings
-//! and invariants with their FHIRPath expressions parsed once.
+//! target profiles (and their JSON suffixes), slicing discriminators (with FHIRPath paths parsed),
+//! fixed/pattern values, bindings, invariants with their FHIRPath expressions parsed once, and per
+//! element with children a [`ChildIndex`] from JSON property names to child elements, so that the walk
+//! visits the properties an object has instead of scanning every child element of the definition.
 
 use std::collections::HashMap;
 
@@ -81,6 +83,39 @@ pub struct Elem {
     /// pattern values of its descendants (e.g. a `category` slice whose `coding.system` and `coding.code`
     /// are fixed) — what a `value`/`pattern` discriminator on `$this` compares against.
     pub implied: Option<Value>,
+    /// Lookup of [`Elem::children`] by JSON property name (empty for an element without children).
+    pub index: ChildIndex,
+}
+
+/// Which children of an element a JSON object's properties belong to (positions in
+/// [`Elem::children`]).
+#[derive(Debug, Default)]
+pub struct ChildIndex {
+    /// Property name (also the name of its `_name` sibling without the `_`) → child positions.
+    by_name: HashMap<Box<str>, Vec<usize>>,
+    /// Choice children (`value[x]`): (position, name without `[x]`); `valueQuantity` belongs to it.
+    choices: Vec<(usize, Box<str>)>,
+    /// Children that are checked even when absent: `min > 0`, or sliced (slice minimums).
+    pub always: Vec<usize>,
+}
+
+impl ChildIndex {
+    /// Add to `out` the positions of the children property `key` (`name`, `_name`, `valueX`) belongs to.
+    pub fn lookup(&self, key: &str, out: &mut Vec<usize>) -> bool {
+        let kk = key.strip_prefix('_').unwrap_or(key);
+        let mut hit = false;
+        if let Some(ps) = self.by_name.get(kk) {
+            out.extend_from_slice(ps);
+            hit = true;
+        }
+        for (pos, base) in &self.choices {
+            if kk.len() > base.len() && kk.starts_with(&**base) && kk[base.len()..].starts_with(|c: char| c.is_ascii_uppercase()) {
+                out.push(*pos);
+                hit = true;
+            }
+        }
+        hit
+    }
 }
 
 /// `ElementDefinition.type`.
@@ -88,6 +123,8 @@ pub struct Elem {
 pub struct TypeRef {
     /// `code` (`string`, `HumanName`, `Reference`, `Resource`, `http://hl7.org/fhirpath/System.String` …).
     pub code: String,
+    /// [`type_suffix`] of `code`: the JSON suffix of a choice element of this type (`DateTime`).
+    pub suffix: String,
     /// `profile` (type must conform to one of them).
     pub profiles: Vec<String>,
     /// `targetProfile` (Reference / canonical targets).
@@ -127,6 +164,8 @@ pub struct Constraint {
     pub expr: Option<Expr>,
     /// The constraint's `source` is a core definition (already checked by the base walk).
     pub from_core: bool,
+    /// `ele-1` or `ext-1`: checked natively by the walk, never evaluated.
+    pub native: bool,
 }
 
 /// Capitalise the first letter (`dateTime` → `DateTime`): the JSON suffix of a choice element.
@@ -141,6 +180,18 @@ pub fn upper_first(s: &str) -> String {
 /// The JSON type suffix of a type code (`http://hl7.org/fhirpath/System.String` → `String`).
 pub fn type_suffix(code: &str) -> String {
     upper_first(code.rsplit(['/', '.']).next().unwrap_or(code))
+}
+
+/// `upper == upper_first(s)`, without allocating.
+pub fn eq_upper_first(upper: &str, s: &str) -> bool {
+    let mut c = s.chars();
+    match c.next() {
+        None => upper.is_empty(),
+        Some(f) => {
+            let mut u = upper.chars();
+            u.next() == Some(f.to_ascii_uppercase()) && u.as_str() == c.as_str()
+        }
+    }
 }
 
 /// Split an element id into (name, slice) segments that align with the path's segments.
@@ -246,7 +297,7 @@ pub fn compile(sd: &Value) -> Option<Profile> {
                     code = ft.to_string();
                 }
             }
-            el.types.push(TypeRef { code, profiles: strs("profile"), targets: strs("targetProfile") });
+            el.types.push(TypeRef { suffix: type_suffix(&code), code, profiles: strs("profile"), targets: strs("targetProfile") });
         }
         if let Some(s) = eo.get("slicing") {
             let discriminators = s
@@ -285,6 +336,7 @@ pub fn compile(sd: &Value) -> Option<Profile> {
                 error: c.get("severity").and_then(Value::as_str) != Some("warning"),
                 human: c.get("human").and_then(Value::as_str).unwrap_or("").to_string(),
                 from_core: source.starts_with(CORE) && !core,
+                native: key == "ele-1" || key == "ext-1",
                 expr,
                 key,
             });
@@ -322,6 +374,23 @@ pub fn compile(sd: &Value) -> Option<Profile> {
                 closed: false,
             });
         }
+    }
+    for i in 0..p.elems.len() {
+        if p.elems[i].children.is_empty() {
+            continue;
+        }
+        let mut index = ChildIndex::default();
+        for (pos, &c) in p.elems[i].children.iter().enumerate() {
+            let ce = &p.elems[c];
+            match ce.name.strip_suffix("[x]") {
+                Some(base) => index.choices.push((pos, base.into())),
+                None => index.by_name.entry(ce.name.as_str().into()).or_default().push(pos),
+            }
+            if ce.min > 0 || (ce.slicing.is_some() && !ce.slices.is_empty() && !ce.name.ends_with("[x]")) {
+                index.always.push(pos);
+            }
+        }
+        p.elems[i].index = index;
     }
     Some(p)
 }

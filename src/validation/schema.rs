@@ -67,7 +67,11 @@ pub fn resource_types() -> &'static [String] {
 
 /// `true` if `name` is a FHIR R4 resource type (case-sensitive, e.g. `Patient` but not `patient`).
 pub fn is_resource_type(name: &str) -> bool {
-    RESOURCE_TYPES.binary_search_by(|t| t.as_str().cmp(name)).is_ok()
+    // called for every node the profile validator walks: a hash lookup, and none for the primitive
+    // type codes (lower case)
+    static SET: LazyLock<foldhash::HashSet<&'static str>> =
+        LazyLock::new(|| RESOURCE_TYPES.iter().map(String::as_str).collect());
+    name.starts_with(|c: char| c.is_ascii_uppercase()) && SET.contains(name)
 }
 
 /// Force the lazy build of the validator (call at start-up so the first write does not pay ≈80 ms).

@@ -16,7 +16,8 @@ use super::package::Packages;
 /// The locally computable content of one ValueSet.
 #[derive(Debug, Default)]
 pub struct Expansion {
-    codes: HashSet<(String, String)>,
+    /// system → codes (looked up without allocating).
+    codes: HashMap<String, HashSet<String>>,
     bare: HashSet<String>,
     /// Systems whose membership is exactly known (every code of the VS from that system is in `codes`).
     known_systems: HashSet<String>,
@@ -40,7 +41,7 @@ impl Expansion {
     pub fn check(&self, system: Option<&str>, code: &str) -> Membership {
         match system {
             Some(s) => {
-                if self.codes.contains(&(s.to_string(), code.to_string())) {
+                if self.codes.get(s).is_some_and(|c| c.contains(code)) {
                     Membership::In
                 } else if self.unknown_systems.contains(s) {
                     Membership::Unknown(format!("code system {s} is not available locally"))
@@ -69,12 +70,21 @@ impl Expansion {
     }
 
     fn add(&mut self, system: &str, code: &str) {
-        self.codes.insert((system.to_string(), code.to_string()));
+        match self.codes.get_mut(system) {
+            Some(c) => {
+                c.insert(code.to_string());
+            }
+            None => {
+                self.codes.insert(system.to_string(), HashSet::from([code.to_string()]));
+            }
+        }
         self.bare.insert(code.to_string());
     }
 
     fn merge(&mut self, o: &Expansion) {
-        self.codes.extend(o.codes.iter().cloned());
+        for (s, cs) in &o.codes {
+            self.codes.entry(s.clone()).or_default().extend(cs.iter().cloned());
+        }
         self.bare.extend(o.bare.iter().cloned());
         self.known_systems.extend(o.known_systems.iter().cloned());
         self.unknown_systems.extend(o.unknown_systems.iter().cloned());
@@ -87,7 +97,7 @@ impl Expansion {
 pub fn expand(pk: &Packages, url: &str, depth: usize) -> Option<Expansion> {
     let url = url.split('|').next().unwrap_or(url);
     let def = pk.get(url).filter(|d| d.resource_type == "ValueSet")?;
-    let vs = def.json()?;
+    let vs = &def.json()?;
     let mut ex = Expansion::default();
     if depth > 8 {
         return Some(ex);
@@ -107,8 +117,10 @@ pub fn expand(pk: &Packages, url: &str, depth: usize) -> Option<Expansion> {
         let sys = exc.get("system").and_then(Value::as_str).unwrap_or("");
         for c in arr(exc.get("concept")) {
             if let Some(code) = c.get("code").and_then(Value::as_str) {
-                ex.codes.remove(&(sys.to_string(), code.to_string()));
-                if !ex.codes.iter().any(|(_, k)| k == code) {
+                if let Some(cs) = ex.codes.get_mut(sys) {
+                    cs.remove(code);
+                }
+                if !ex.codes.values().any(|cs| cs.contains(code)) {
                     ex.bare.remove(code);
                 }
             }
@@ -165,6 +177,7 @@ fn include(pk: &Packages, ex: &mut Expansion, inc: &Value, depth: usize) {
     }
     // whole code system, possibly filtered
     let cs = pk.get(system).filter(|d| d.resource_type == "CodeSystem").and_then(|d| d.json());
+    let cs = cs.as_ref();
     let Some(cs) = cs else {
         ex.unknown_systems.insert(system.to_string());
         return;

@@ -17,16 +17,26 @@
 //!
 //! Issues are de-duplicated on (severity, expression, message), so a base rule repeated in a profile's
 //! snapshot is reported once.
+//!
+//! Cost model (what keeps a 20-entry JP-CLINS Bundle near a millisecond): every definition is compiled
+//! once ([`profile::compile`]: children indexed by JSON property name, type suffixes, FHIRPath parsed); an
+//! object is walked by its own properties plus the few children that must be checked when absent
+//! (`min > 0`, sliced), not by every child of the definition; the FHIRPath location of a node is a chain
+//! of borrowed segments, rendered to text only when an issue is reported; core definitions are looked up
+//! by type name without formatting URLs; references inside a Bundle resolve through an index built once
+//! per Bundle.
 
 use std::borrow::Cow;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
+use std::fmt::Write as _;
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 
+use foldhash::HashMap;
 use serde_json::Value;
 
 use super::package::Packages;
-use super::profile::{self, type_suffix, upper_first, Profile, CORE};
+use super::profile::{self, eq_upper_first, Profile, CORE};
 use super::terminology::{self, Expansion, Membership};
 use crate::fhirpath::{self, Env, Item};
 
@@ -82,7 +92,11 @@ impl ValidationIssue {
 /// once, share by reference).
 pub struct Validator {
     packages: Packages,
+    /// Compiled definitions by the URL they were asked for (only URLs of loaded definitions: unknown
+    /// URLs from `meta.profile` are not remembered, so input cannot grow the cache).
     profiles: RwLock<HashMap<String, Option<Arc<Profile>>>>,
+    /// Core definitions by type name (`Observation`, `CodeableConcept`): the walk's most frequent lookup.
+    core: RwLock<HashMap<String, Arc<Profile>>>,
     expansions: RwLock<HashMap<String, Option<Arc<Expansion>>>>,
 }
 
@@ -108,7 +122,7 @@ impl Validator {
         if packages.get(&format!("{CORE}Patient")).is_none() {
             return Err(format!("no FHIR R4 core definitions found under {}", dir.display()));
         }
-        Ok(Validator { packages, profiles: RwLock::default(), expansions: RwLock::default() })
+        Ok(Validator { packages, profiles: RwLock::default(), core: RwLock::default(), expansions: RwLock::default() })
     }
 
     /// The loaded packages.
@@ -123,23 +137,72 @@ impl Validator {
                 return p.clone();
             }
         }
-        let compiled = self
-            .packages
-            .get(url)
+        let def = self.packages.get(url)?;
+        let compiled = Some(def)
             .filter(|d| d.resource_type == "StructureDefinition")
             .and_then(|d| d.json())
-            .and_then(profile::compile)
+            .and_then(|j| profile::compile(&j))
             .map(Arc::new);
         if let Ok(mut m) = self.profiles.write() {
-            m.insert(url.to_string(), compiled.clone());
+            // two threads may compile the same definition: keep the first, so every caller shares it
+            return m.entry(url.to_string()).or_insert(compiled).clone();
         }
         compiled
+    }
+
+    /// The core definition of FHIR type `t` (`http://hl7.org/fhir/StructureDefinition/<t>`), cached by
+    /// type name. `None` for an unknown type.
+    pub fn core_type(&self, t: &str) -> Option<Arc<Profile>> {
+        if let Ok(m) = self.core.read() {
+            if let Some(p) = m.get(t) {
+                return Some(p.clone());
+            }
+        }
+        let p = self.profile(&format!("{CORE}{t}"))?;
+        if let Ok(mut m) = self.core.write() {
+            m.insert(t.to_string(), p.clone());
+        }
+        Some(p)
     }
 
     /// Compile every StructureDefinition now (start-up warm-up; returns how many compiled).
     pub fn precompile_all(&self) -> usize {
         let urls: Vec<String> = self.packages.structure_definition_urls().map(str::to_string).collect();
         urls.iter().filter(|u| self.profile(u).is_some()).count()
+    }
+
+    /// Compile what validation needs first: the core definitions of every resource and complex data
+    /// type, and every definition of the non-core packages (JP Core, JP-CLINS, the gateway's own), with
+    /// the local expansions of the ValueSets their required bindings name. Core extension definitions
+    /// (≈600) stay lazy. Returns how many StructureDefinitions are compiled.
+    pub fn warm_up(&self) -> usize {
+        let mut n = 0;
+        let urls: Vec<&str> = self.packages.structure_definition_urls().collect();
+        for url in urls {
+            let Some(def) = self.packages.get(url) else { continue };
+            let core_type = url.strip_prefix(CORE).filter(|t| !t.contains('-') && t.starts_with(|c: char| c.is_ascii_uppercase()));
+            let non_core = !def.source.starts_with("fhir-r4");
+            if core_type.is_none() && !non_core {
+                continue;
+            }
+            let Some(p) = (match core_type {
+                Some(t) => self.core_type(t),
+                None => self.profile(url),
+            }) else {
+                continue;
+            };
+            n += 1;
+            if non_core {
+                for el in &p.elems {
+                    if let Some((strength, vs)) = &el.binding {
+                        if strength == "required" {
+                            self.expansion(vs);
+                        }
+                    }
+                }
+            }
+        }
+        n
     }
 
     /// Local expansion of ValueSet `url` (cached). `None` if the ValueSet is not loaded.
@@ -183,29 +246,94 @@ impl Validator {
     /// Output: the issues found (empty = conformant, not even a warning). Never panics on input; a
     /// missing or unknown `resourceType` is one `error`.
     pub fn validate(&self, resource: &Value, extra_profiles: &[String]) -> Vec<ValidationIssue> {
-        let mut run = Run {
-            v: self,
-            issues: Vec::new(),
-            seen: HashSet::new(),
-            depth: 0,
-            bundle: None,
-            resource,
-            container: None,
-            quiet: false,
-        };
-        let rt = resource.get("resourceType").and_then(Value::as_str).unwrap_or("Resource").to_string();
-        run.walk_resource(resource, rt, extra_profiles);
+        let mut run = Run::new(self, resource, 0, false);
+        let rt = resource.get("resourceType").and_then(Value::as_str).unwrap_or("Resource");
+        run.walk_resource(resource, &Loc::root(rt), extra_profiles);
         run.issues
     }
 
     /// Does `resource` conform to `profile` (no error-level issue)? Used for `profile` discriminators.
     fn conforms(&self, resource: &Value, profile_url: &str, depth: u32) -> bool {
-        let mut run = Run { v: self, issues: Vec::new(), seen: HashSet::new(), depth, bundle: None, resource, container: None, quiet: true };
+        let mut run = Run::new(self, resource, depth, true);
         let ty = resource.get("resourceType").and_then(Value::as_str).unwrap_or("Resource");
-        run.apply_profile(profile_url, resource, ty, ty);
+        run.apply_profile(profile_url, resource, ty, &Loc::root(ty));
         !run.issues.iter().any(ValidationIssue::is_error)
     }
 }
+
+/// One segment of a FHIRPath location.
+#[derive(Clone, Copy)]
+enum Seg<'p> {
+    /// The start: a resource or type name (`Bundle`, `Extension`).
+    Text(&'p str),
+    /// `.name`
+    Key(&'p str),
+    /// `.name[i]` (`i` = `None`: `.name`, a property holding one value)
+    Item(&'p str, Option<usize>),
+}
+
+/// The FHIRPath location of the node being checked (`Bundle.entry[2].resource.code.coding[0]`), as a
+/// chain of borrowed segments on the walk's stack: rendered to text only when an issue is reported.
+#[derive(Clone, Copy)]
+struct Loc<'p> {
+    parent: Option<&'p Loc<'p>>,
+    seg: Seg<'p>,
+}
+
+impl<'p> Loc<'p> {
+    fn root(t: &'p str) -> Loc<'p> {
+        Loc { parent: None, seg: Seg::Text(t) }
+    }
+
+    fn key<'q>(&'q self, k: &'q str) -> Loc<'q> {
+        Loc { parent: Some(self), seg: Seg::Key(k) }
+    }
+
+    fn item<'q>(&'q self, k: &'q str, i: Option<usize>) -> Loc<'q> {
+        Loc { parent: Some(self), seg: Seg::Item(k, i) }
+    }
+
+    fn write(&self, out: &mut String) {
+        if let Some(p) = self.parent {
+            p.write(out);
+        }
+        match self.seg {
+            Seg::Text(t) => out.push_str(t),
+            Seg::Key(k) | Seg::Item(k, None) => {
+                out.push('.');
+                out.push_str(k);
+            }
+            Seg::Item(k, Some(i)) => {
+                let _ = write!(out, ".{k}[{i}]");
+            }
+        }
+    }
+
+    fn render(&self) -> String {
+        let mut s = String::new();
+        self.write(&mut s);
+        s
+    }
+
+    /// An item of a `contained` list (`….contained[2]`): the location of a contained resource.
+    fn is_contained_item(&self) -> bool {
+        if !matches!(self.seg, Seg::Item(_, Some(_))) {
+            return false;
+        }
+        let mut cur = Some(self);
+        while let Some(l) = cur {
+            if matches!(l.seg, Seg::Item("contained", Some(_))) {
+                return true;
+            }
+            cur = l.parent;
+        }
+        false
+    }
+}
+
+/// One entry of a Bundle, for reference resolution: (`fullUrl`, `resource.resourceType`,
+/// `resource.id`, `resource`).
+type BundleEntry<'a> = (Option<&'a str>, Option<&'a str>, Option<&'a str>, &'a Value);
 
 struct Run<'v, 'a> {
     v: &'v Validator,
@@ -213,6 +341,8 @@ struct Run<'v, 'a> {
     seen: HashSet<(Severity, String, String)>,
     depth: u32,
     bundle: Option<&'a Value>,
+    /// the entries of `bundle` (keyed by its address), built on the first reference resolved in it
+    bundle_index: Option<(*const Value, Vec<BundleEntry<'a>>)>,
     resource: &'a Value,
     /// the resource containing the current one (references `#id` from a contained resource)
     container: Option<&'a Value>,
@@ -220,14 +350,47 @@ struct Run<'v, 'a> {
     quiet: bool,
 }
 
-impl Run<'_, '_> {
-    fn contained_has(&self, local: &str, container: Option<&Value>) -> Option<String> {
+impl<'v, 'a> Run<'v, 'a> {
+    fn new(v: &'v Validator, resource: &'a Value, depth: u32, quiet: bool) -> Self {
+        Run { v, issues: Vec::new(), seen: HashSet::new(), depth, bundle: None, bundle_index: None, resource, container: None, quiet }
+    }
+
+    fn contained_has(&self, local: &str, container: Option<&'a Value>) -> Option<&'a str> {
         [Some(self.resource), container].into_iter().flatten().find_map(|r| {
             r.get("contained")
                 .and_then(Value::as_array)
                 .and_then(|a| a.iter().find(|c| c.get("id").and_then(Value::as_str) == Some(local)))
-                .map(|c| c.get("resourceType").and_then(Value::as_str).unwrap_or("").to_string())
+                .map(|c| c.get("resourceType").and_then(Value::as_str).unwrap_or(""))
         })
+    }
+
+    /// [`resolve_in_bundle`] through an index of the Bundle's entries (same result, same order of
+    /// precedence), built once per Bundle.
+    fn resolve(&mut self, bundle: &'a Value, reference: &str) -> Option<&'a Value> {
+        let key = bundle as *const Value;
+        if self.bundle_index.as_ref().is_none_or(|(k, _)| *k != key) {
+            let entries = bundle
+                .get("entry")
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|e| {
+                            let res = e.get("resource")?;
+                            Some((
+                                e.get("fullUrl").and_then(Value::as_str),
+                                res.get("resourceType").and_then(Value::as_str),
+                                res.get("id").and_then(Value::as_str),
+                                res,
+                            ))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            self.bundle_index = Some((key, entries));
+        }
+        let entries = self.bundle_index.as_ref().map(|(_, e)| e.as_slice()).unwrap_or(&[]);
+        let r = reference.find("/_history/").map_or(reference, |p| &reference[..p]);
+        entries.iter().find(|(full, t, id, _)| *full == Some(r) || type_id_matches(r, *t, *id)).map(|e| e.3)
     }
 }
 
@@ -275,10 +438,20 @@ fn short(v: &Value) -> String {
 }
 
 /// Items of a JSON property: an array's elements with their index, or the single value.
-fn items(v: &Value) -> Vec<(Option<usize>, &Value)> {
+fn items(v: &Value) -> impl Iterator<Item = (Option<usize>, &Value)> {
+    let (list, one): (&[Value], Option<&Value>) = match v {
+        Value::Array(a) => (a, None),
+        x => (&[], Some(x)),
+    };
+    list.iter().enumerate().map(|(i, x)| (Some(i), x)).chain(one.map(|x| (None, x)))
+}
+
+/// Number of non-null values of a JSON property (cardinality).
+fn value_count(v: &Value) -> usize {
     match v {
-        Value::Array(a) => a.iter().enumerate().map(|(i, x)| (Some(i), x)).collect(),
-        x => vec![(None, x)],
+        Value::Array(a) => a.iter().filter(|x| !x.is_null()).count(),
+        Value::Null => 0,
+        _ => 1,
     }
 }
 
@@ -305,11 +478,12 @@ fn simple_path(p: &str) -> bool {
 }
 
 impl<'v, 'a> Run<'v, 'a> {
-    fn issue(&mut self, severity: Severity, code: &'static str, expression: &str, msg: String, profile: Option<&Profile>) {
+    fn issue(&mut self, severity: Severity, code: &'static str, loc: &Loc<'_>, msg: String, profile: Option<&Profile>) {
         if self.quiet && severity != Severity::Error {
             return;
         }
-        let key = (severity, expression.to_string(), msg.clone());
+        let expression = loc.render();
+        let key = (severity, expression.clone(), msg.clone());
         if !self.seen.insert(key) {
             return;
         }
@@ -317,7 +491,7 @@ impl<'v, 'a> Run<'v, 'a> {
             severity,
             code,
             diagnostics: msg,
-            expression: expression.to_string(),
+            expression,
             profile: profile.filter(|p| !p.core).map(|p| p.url.clone()),
         });
     }
@@ -327,47 +501,47 @@ impl<'v, 'a> Run<'v, 'a> {
     }
 
     /// A resource (top level, contained, Bundle entry, Parameters): base + declared + extra profiles.
-    fn walk_resource(&mut self, res: &'a Value, path: String, extra: &[String]) {
+    fn walk_resource(&mut self, res: &'a Value, loc: &Loc<'_>, extra: &[String]) {
         if self.depth > MAX_DEPTH || self.stop() {
             return;
         }
         let Some(rt) = res.get("resourceType").and_then(Value::as_str) else {
-            self.issue(Severity::Error, "structure", &path, "resource has no resourceType".into(), None);
+            self.issue(Severity::Error, "structure", loc, "resource has no resourceType".into(), None);
             return;
         };
-        let Some(core) = self.v.profile(&format!("{CORE}{rt}")).filter(|p| p.kind == "resource") else {
-            self.issue(Severity::Error, "structure", &path, format!("unknown resource type '{}'", rt.chars().take(64).collect::<String>()), None);
+        let Some(core) = self.v.core_type(rt).filter(|p| p.kind == "resource") else {
+            self.issue(Severity::Error, "structure", loc, format!("unknown resource type '{}'", rt.chars().take(64).collect::<String>()), None);
             return;
         };
         self.depth += 1;
         let saved = (self.resource, self.bundle, self.container);
-        if path.ends_with(']') && path.contains(".contained[") {
+        if loc.is_contained_item() {
             self.container = Some(self.resource);
         }
         self.resource = res;
         if rt == "Bundle" {
             self.bundle = Some(res);
         }
-        self.check_element(&core, 0, res, &path, Mode::Core, rt, rt);
-        let mut urls: Vec<String> = res
+        self.check_element(&core, 0, res, loc, Mode::Core, rt, rt);
+        let mut urls: Vec<&str> = res
             .pointer("/meta/profile")
             .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
             .unwrap_or_default();
         for e in extra {
-            if !urls.contains(e) {
-                urls.push(e.clone());
+            if !urls.contains(&e.as_str()) {
+                urls.push(e);
             }
         }
-        for u in &urls {
-            self.apply_profile(u, res, rt, &path);
+        for u in urls {
+            self.apply_profile(u, res, rt, loc);
         }
         (self.resource, self.bundle, self.container) = saved;
         self.depth -= 1;
     }
 
     /// Apply profile `url` (and its base chain when differential-only) to `value` of type `ty`.
-    fn apply_profile(&mut self, url: &str, value: &'a Value, ty: &str, path: &str) {
+    fn apply_profile(&mut self, url: &str, value: &'a Value, ty: &str, loc: &Loc<'_>) {
         if self.depth > MAX_DEPTH || self.stop() {
             return;
         }
@@ -376,20 +550,20 @@ impl<'v, 'a> Run<'v, 'a> {
             self.issue(
                 Severity::Warning,
                 "not-supported",
-                path,
+                loc,
                 format!("profile {url} is not available locally; not checked against it"),
                 None,
             );
             return;
         }
-        let p0 = chain[0].clone();
+        let p0 = &chain[0];
         if p0.type_name != ty && !(p0.type_name == "Resource" || p0.type_name == "DomainResource") {
             // a data type profile on a derived type (SimpleQuantity on Age …) is fine
             if is_resource_type(ty) || is_resource_type(&p0.type_name) {
                 self.issue(
                     Severity::Error,
                     "invalid",
-                    path,
+                    loc,
                     format!("profile {} is for {}, not {ty}", p0.url, p0.type_name),
                     None,
                 );
@@ -401,17 +575,17 @@ impl<'v, 'a> Run<'v, 'a> {
         if value.get("resourceType").is_some() {
             self.resource = value;
         }
-        for p in chain {
+        for p in &chain {
             if p.core {
                 continue;
             }
-            self.check_element(&p, 0, value, path, Mode::Profile, ty, &p.type_name.clone());
+            self.check_element(p, 0, value, loc, Mode::Profile, ty, &p.type_name);
             for rule in super::clins::rules_for(&p.url) {
                 let ok = fhirpath::try_evaluate(&rule.expr, value)
                     .map(|r| !(r.len() == 1 && r[0].value.as_ref() == &Value::Bool(false)))
                     .unwrap_or(true);
                 if !ok {
-                    self.issue(Severity::Error, "invariant", path, format!("{}: {}", rule.key, rule.human), Some(&p));
+                    self.issue(Severity::Error, "invariant", loc, format!("{}: {}", rule.key, rule.human), Some(p));
                 }
             }
         }
@@ -422,79 +596,81 @@ impl<'v, 'a> Run<'v, 'a> {
     /// Check one value against element `ei` of `p`: fixed / pattern, binding, invariants, type rules,
     /// then the children. `host_path` is the element path used for extension contexts.
     #[allow(clippy::too_many_arguments)]
-    fn check_element(&mut self, p: &Arc<Profile>, ei: usize, value: &'a Value, path: &str, mode: Mode, ty: &str, host_path: &str) {
+    fn check_element(&mut self, p: &Arc<Profile>, ei: usize, value: &'a Value, loc: &Loc<'_>, mode: Mode, ty: &str, host_path: &str) {
         if self.stop() {
             return;
         }
         let el = &p.elems[ei];
         if let Some(f) = &el.fixed {
             if !fixed_equals(value, f) {
-                self.issue(Severity::Error, "value", path, format!("value must be exactly {} (fixed value of {})", short(f), el.id), Some(p));
+                self.issue(Severity::Error, "value", loc, format!("value must be exactly {} (fixed value of {})", short(f), el.id), Some(p));
             }
         }
         if let Some(pat) = &el.pattern {
             if !contains_pattern(value, pat) {
-                self.issue(Severity::Error, "value", path, format!("value does not match the pattern {} of {}", short(pat), el.id), Some(p));
+                self.issue(Severity::Error, "value", loc, format!("value does not match the pattern {} of {}", short(pat), el.id), Some(p));
             }
         }
         if let Some((strength, vs)) = &el.binding {
             if strength == "required" {
-                self.check_binding(p, vs, value, ty, path);
+                self.check_binding(p, vs, value, ty, loc);
             }
         }
         if mode == Mode::Core {
             if let Value::Object(o) = value {
                 if o.keys().all(|k| k == "id") {
-                    self.issue(Severity::Error, "invariant", path, "ele-1: All FHIR elements must have a @value or children".into(), None);
+                    self.issue(Severity::Error, "invariant", loc, "ele-1: All FHIR elements must have a @value or children".into(), None);
                 }
                 if ty == "Extension" && o.contains_key("extension") && o.keys().any(|k| k.starts_with("value")) {
-                    self.issue(Severity::Error, "invariant", path, "ext-1: Must have either extensions or value[x], not both".into(), None);
+                    self.issue(Severity::Error, "invariant", loc, "ext-1: Must have either extensions or value[x], not both".into(), None);
                 }
             }
         }
-        self.check_constraints(p, ei, value, path, mode, ty);
+        self.check_constraints(p, ei, value, loc, mode, ty);
 
         // type-specific rules
         if is_resource_type(ty) && ei != 0 {
             // an embedded resource (contained, Bundle.entry.resource, Parameters.parameter.resource)
-            let profiles: Vec<String> = el.types.iter().flat_map(|t| t.profiles.iter().cloned()).collect();
-            let rt = value.get("resourceType").and_then(Value::as_str).unwrap_or(ty).to_string();
+            let rt = value.get("resourceType").and_then(Value::as_str).unwrap_or(ty);
             match mode {
-                Mode::Core => self.walk_resource(value, path.to_string(), &profiles),
+                Mode::Core => {
+                    let profiles: Vec<String> = el.types.iter().flat_map(|t| t.profiles.iter().cloned()).collect();
+                    self.walk_resource(value, loc, &profiles)
+                }
                 Mode::Profile => {
-                    let allowed: Vec<&str> = el.types.iter().map(|t| t.code.as_str()).collect();
-                    if !allowed.is_empty() && !allowed.iter().any(|a| *a == rt || *a == "Resource" || *a == "DomainResource") {
-                        self.issue(Severity::Error, "structure", path, format!("resource type {rt} is not allowed here (allowed: {})", allowed.join(", ")), Some(p));
+                    if !el.types.is_empty() && !el.types.iter().any(|t| t.code == rt || t.code == "Resource" || t.code == "DomainResource") {
+                        let allowed: Vec<&str> = el.types.iter().map(|t| t.code.as_str()).collect();
+                        self.issue(Severity::Error, "structure", loc, format!("resource type {rt} is not allowed here (allowed: {})", allowed.join(", ")), Some(p));
                     }
-                    self.apply_type_profiles(p, ei, value, path, &rt);
+                    self.apply_type_profiles(p, ei, value, loc, rt);
                 }
             }
             // profile-mode children of an embedded resource element (rare: snapshot-level constraints on it)
             if mode == Mode::Profile && !el.children.is_empty() {
-                self.walk_children(p, ei, value, path, mode, &rt, host_path);
+                self.walk_children(p, ei, value, loc, mode, rt, host_path);
             }
             return;
         }
         if ty == "Reference" {
-            self.check_reference(p, ei, value, path);
+            self.check_reference(p, ei, value, loc);
         }
         if mode == Mode::Profile || !p.core || ei != 0 {
-            self.apply_type_profiles(p, ei, value, path, ty);
+            self.apply_type_profiles(p, ei, value, loc, ty);
         }
         if !is_primitive(ty) {
-            self.walk_children(p, ei, value, path, mode, ty, host_path);
+            self.walk_children(p, ei, value, loc, mode, ty, host_path);
         }
     }
 
     /// `ElementDefinition.type.profile`: the value must conform to (one of) the listed profiles.
-    fn apply_type_profiles(&mut self, p: &Arc<Profile>, ei: usize, value: &'a Value, path: &str, ty: &str) {
+    fn apply_type_profiles(&mut self, p: &Arc<Profile>, ei: usize, value: &'a Value, loc: &Loc<'_>, ty: &str) {
         let el = &p.elems[ei];
-        let Some(t) = el.types.iter().find(|t| type_suffix(&t.code) == upper_first(ty) || t.code == ty || el.types.len() == 1) else { return };
+        let Some(t) = el.types.iter().find(|t| eq_upper_first(&t.suffix, ty) || t.code == ty || el.types.len() == 1) else { return };
         if t.profiles.is_empty() {
             return;
         }
         let url_of_ext = value.get("url").and_then(Value::as_str);
-        let profiles = t.profiles.clone();
+        let profiles = &t.profiles;
         if ty == "Extension" {
             // the core walk validates every extension against the definition named by its url
             if profiles.iter().any(|u| Some(u.split('|').next().unwrap_or(u)) == url_of_ext) {
@@ -502,49 +678,33 @@ impl<'v, 'a> Run<'v, 'a> {
             }
         }
         if profiles.len() == 1 {
-            self.apply_profile(&profiles[0], value, ty, path);
+            self.apply_profile(&profiles[0], value, ty, loc);
         } else if !profiles.iter().any(|u| self.v.conforms_value(value, u, ty, self.depth + 1)) {
             let names = profiles.join(", ");
-            self.issue(Severity::Error, "structure", path, format!("value does not conform to any of the profiles {names}"), Some(p));
+            self.issue(Severity::Error, "structure", loc, format!("value does not conform to any of the profiles {names}"), Some(p));
         }
     }
 
-    fn check_constraints(&mut self, p: &Arc<Profile>, ei: usize, value: &'a Value, path: &str, mode: Mode, ty: &str) {
+    fn check_constraints(&mut self, p: &Arc<Profile>, ei: usize, value: &'a Value, loc: &Loc<'_>, mode: Mode, ty: &str) {
         let el = &p.elems[ei];
-        if el.constraints.is_empty() {
-            return;
-        }
         for c in &el.constraints {
-            if c.key == "ele-1" || c.key == "ext-1" || (mode == Mode::Profile && c.from_core) {
+            if c.native || (mode == Mode::Profile && c.from_core) {
                 continue;
             }
             let Some(expr) = &c.expr else { continue };
             let focus = [Item { value: Cow::Borrowed(value), type_name: Some(ty), fhir_type: None }];
             // lenient evaluation (FHIRPath §"singleton evaluation" errors → empty → not a failure): the
             // R4 invariants use `as` on collections (dom-3), which strict mode rejects
-            let res: Result<_, fhirpath::FhirPathError> = Ok(fhirpath::evaluate_on(expr, &focus, self.resource));
-            match res {
-                Ok(items) => {
-                    let failed = items.len() == 1 && items[0].value.as_ref() == &Value::Bool(false);
-                    if failed {
-                        let sev = if c.error { Severity::Error } else { Severity::Warning };
-                        self.issue(sev, "invariant", path, format!("{}: {}", c.key, c.human), Some(p));
-                    }
-                }
-                Err(e) => {
-                    self.issue(
-                        Severity::Warning,
-                        "processing",
-                        path,
-                        format!("invariant {} could not be evaluated: {e}", c.key),
-                        Some(p),
-                    );
-                }
+            let items = fhirpath::evaluate_on(expr, &focus, self.resource);
+            let failed = items.len() == 1 && items[0].value.as_ref() == &Value::Bool(false);
+            if failed {
+                let sev = if c.error { Severity::Error } else { Severity::Warning };
+                self.issue(sev, "invariant", loc, format!("{}: {}", c.key, c.human), Some(p));
             }
         }
     }
 
-    fn check_binding(&mut self, p: &Arc<Profile>, vs: &str, value: &Value, ty: &str, path: &str) {
+    fn check_binding(&mut self, p: &Arc<Profile>, vs: &str, value: &Value, ty: &str, loc: &Loc<'_>) {
         let codes: Vec<(Option<&str>, &str)> = match ty {
             "code" | "string" | "uri" => value.as_str().map(|c| vec![(None, c)]).unwrap_or_default(),
             "Coding" | "Quantity" => match value.get("code").and_then(Value::as_str) {
@@ -563,7 +723,7 @@ impl<'v, 'a> Run<'v, 'a> {
                     .unwrap_or_default();
                 if cs.is_empty() {
                     if self.v.expansion(vs).is_some() {
-                        self.issue(Severity::Error, "code-invalid", path, format!("no code provided, and a code is required from the value set {vs}"), Some(p));
+                        self.issue(Severity::Error, "code-invalid", loc, format!("no code provided, and a code is required from the value set {vs}"), Some(p));
                     }
                     return;
                 }
@@ -575,18 +735,22 @@ impl<'v, 'a> Run<'v, 'a> {
             self.issue(
                 Severity::Warning,
                 "not-supported",
-                path,
+                loc,
                 format!("required binding to value set {vs} not checked: the value set is not available locally"),
                 Some(p),
             );
             return;
         };
-        let results: Vec<Membership> = codes.iter().map(|(s, c)| exp.check(*s, c)).collect();
-        if results.contains(&Membership::In) {
-            return;
+        let mut unknown: Option<Membership> = None;
+        for (s, c) in &codes {
+            match exp.check(*s, c) {
+                Membership::In => return,
+                m @ Membership::Unknown(_) if unknown.is_none() => unknown = Some(m),
+                _ => {}
+            }
         }
-        if let Some(Membership::Unknown(why)) = results.iter().find(|m| matches!(m, Membership::Unknown(_))) {
-            self.issue(Severity::Warning, "code-invalid", path, format!("code not checked against required value set {vs}: {why}"), Some(p));
+        if let Some(Membership::Unknown(why)) = unknown {
+            self.issue(Severity::Warning, "code-invalid", loc, format!("code not checked against required value set {vs}: {why}"), Some(p));
             return;
         }
         let shown: Vec<String> = codes
@@ -599,53 +763,61 @@ impl<'v, 'a> Run<'v, 'a> {
         self.issue(
             Severity::Error,
             "code-invalid",
-            path,
+            loc,
             format!("{} is not in the required value set {vs}", shown.join(", ")),
             Some(p),
         );
     }
 
-    fn check_reference(&mut self, p: &Arc<Profile>, ei: usize, value: &'a Value, path: &str) {
+    fn check_reference(&mut self, p: &Arc<Profile>, ei: usize, value: &'a Value, loc: &Loc<'_>) {
         let Some(r) = value.get("reference").and_then(Value::as_str) else { return };
-        let el = &p.elems[ei];
-        let targets: Vec<String> = el.types.iter().filter(|t| t.code == "Reference").flat_map(|t| t.targets.iter().cloned()).collect();
-        let mut target_type: Option<String> = None;
+        let mut target_type: Option<&str> = None;
         if let Some(local) = r.strip_prefix('#') {
             if !local.is_empty() {
                 match self.contained_has(local, self.container) {
                     Some(c) => target_type = Some(c),
-                    None => self.issue(Severity::Error, "not-found", path, format!("contained resource '{r}' not found"), None),
+                    None => self.issue(Severity::Error, "not-found", loc, format!("contained resource '{r}' not found"), None),
                 }
             }
         } else if let Some(b) = self.bundle {
-            match resolve_in_bundle(b, r) {
-                Some(res) => target_type = res.get("resourceType").and_then(Value::as_str).map(str::to_string),
+            match self.resolve(b, r) {
+                Some(res) => target_type = res.get("resourceType").and_then(Value::as_str),
                 None if r.starts_with("urn:") => {
-                    self.issue(Severity::Error, "not-found", path, format!("reference {r} does not resolve to an entry of the Bundle"), None)
+                    self.issue(Severity::Error, "not-found", loc, format!("reference {r} does not resolve to an entry of the Bundle"), None)
                 }
                 None => {
                     if b.get("type").and_then(Value::as_str) == Some("document") && !r.contains("://") {
-                        self.issue(Severity::Warning, "not-found", path, format!("reference {r} does not resolve inside the document Bundle"), None);
+                        self.issue(Severity::Warning, "not-found", loc, format!("reference {r} does not resolve inside the document Bundle"), None);
                     }
                 }
             }
         }
         if target_type.is_none() {
-            target_type = reference_type(r);
+            target_type = reference_type_str(r);
         }
         let Some(tt) = target_type else { return };
-        if targets.is_empty() {
+        let el = &p.elems[ei];
+        let targets = || el.types.iter().filter(|t| t.code == "Reference").flat_map(|t| t.targets.iter());
+        if targets().next().is_none() {
             return;
         }
-        let allowed: Vec<String> = targets
-            .iter()
-            .map(|t| self.v.profile(t).map(|pp| pp.type_name.clone()).unwrap_or_else(|| t.rsplit('/').next().unwrap_or(t).to_string()))
-            .collect();
-        if !allowed.iter().any(|a| a == &tt || a == "Resource" || a == "DomainResource") {
+        let v = self.v;
+        fn type_of<'t>(v: &Validator, t: &'t String) -> Cow<'t, str> {
+            match v.profile(t) {
+                Some(pp) => Cow::Owned(pp.type_name.clone()),
+                None => Cow::Borrowed(t.rsplit('/').next().unwrap_or(t)),
+            }
+        }
+        let allowed_one = |a: &str| a == tt || a == "Resource" || a == "DomainResource";
+        if !targets().any(|t| match v.profile(t) {
+            Some(pp) => allowed_one(&pp.type_name),
+            None => allowed_one(t.rsplit('/').next().unwrap_or(t)),
+        }) {
+            let allowed: Vec<Cow<'_, str>> = targets().map(|t| type_of(v, t)).collect();
             self.issue(
                 Severity::Error,
                 "structure",
-                path,
+                loc,
                 format!("reference to a {tt} is not allowed here (allowed: {})", allowed.join(", ")),
                 Some(p),
             );
@@ -654,7 +826,7 @@ impl<'v, 'a> Run<'v, 'a> {
 
     /// Walk the properties of the object `value` against the children of element `ei`.
     #[allow(clippy::too_many_arguments)]
-    fn walk_children(&mut self, p: &Arc<Profile>, ei: usize, value: &'a Value, path: &str, mode: Mode, ty: &str, host_path: &str) {
+    fn walk_children(&mut self, p: &Arc<Profile>, ei: usize, value: &'a Value, loc: &Loc<'_>, mode: Mode, ty: &str, host_path: &str) {
         let Value::Object(obj) = value else { return };
         let el = &p.elems[ei];
         let (cp, parent): (Arc<Profile>, usize) = if !el.children.is_empty() {
@@ -663,43 +835,51 @@ impl<'v, 'a> Run<'v, 'a> {
             (p.clone(), cr)
         } else if mode == Mode::Core {
             let t = if ty == "BackboneElement" || ty.is_empty() { return } else { ty };
-            match self.v.profile(&format!("{CORE}{t}")) {
+            match self.v.core_type(t) {
                 Some(tp) if tp.kind == "complex-type" || tp.kind == "resource" => (tp, 0),
                 _ => return,
             }
         } else {
             return;
         };
-        let kids = cp.elems[parent].children.clone();
+        let pel = &cp.elems[parent];
+        // the children to visit: those the object's properties belong to, plus those checked even when
+        // absent; in the definition's order (the order issues are reported in)
+        let mut active: Vec<usize> = pel.index.always.clone();
         let mut matched: Vec<bool> = vec![false; obj.len()];
-        let keys: Vec<&String> = obj.keys().collect();
-        for k in kids {
+        for (i, key) in obj.keys().enumerate() {
+            if pel.index.lookup(key, &mut active) {
+                matched[i] = true;
+            }
+        }
+        active.sort_unstable();
+        active.dedup();
+        let has_underscore = obj.keys().any(|k| k.starts_with('_'));
+        for pos in active {
             if self.stop() {
                 return;
             }
+            let k = pel.children[pos];
             let kel = &cp.elems[k];
             let name = kel.name.as_str();
-            // (json key, type code) pairs present for this element
-            let mut present: Vec<(&'a str, String)> = Vec::new();
+            // (json key, type code, value) present for this element
+            let mut present: Vec<(&'a str, &str, Option<&'a Value>)> = Vec::new();
             if let Some(base) = name.strip_suffix("[x]") {
-                for (i, key) in keys.iter().enumerate() {
+                for (key, v) in obj {
                     let kk = key.strip_prefix('_').unwrap_or(key);
                     if kk.len() > base.len() && kk.starts_with(base) && kk[base.len()..].starts_with(|c: char| c.is_ascii_uppercase()) {
-                        matched[i] = true;
                         if key.starts_with('_') {
                             continue;
                         }
                         let suffix = &kk[base.len()..];
-                        let code = kel.types.iter().find(|t| type_suffix(&t.code) == suffix).map(|t| t.code.clone());
-                        let key_ref: &'a str = obj.get_key_value(kk).map(|(k, _)| k.as_str()).unwrap_or("");
-                        match code {
-                            Some(c) => present.push((key_ref, c)),
+                        match kel.types.iter().find(|t| t.suffix == suffix) {
+                            Some(t) => present.push((key.as_str(), t.code.as_str(), Some(v))),
                             None => {
-                                let allowed: Vec<String> = kel.types.iter().map(|t| t.code.clone()).collect();
+                                let allowed: Vec<&str> = kel.types.iter().map(|t| t.code.as_str()).collect();
                                 self.issue(
                                     Severity::Error,
                                     "structure",
-                                    &format!("{path}.{kk}"),
+                                    &loc.key(kk),
                                     format!("type {suffix} is not allowed for {} (allowed: {})", kel.path, allowed.join(", ")),
                                     Some(&cp),
                                 );
@@ -707,49 +887,31 @@ impl<'v, 'a> Run<'v, 'a> {
                         }
                     }
                 }
-                let distinct: HashSet<&str> = present.iter().map(|(k, _)| *k).collect();
-                if distinct.len() > 1 {
-                    self.issue(Severity::Error, "structure", &format!("{path}.{base}[x]"), format!("only one of the choice types of {} may be present", kel.path), None);
+                if present.len() > 1 {
+                    self.issue(Severity::Error, "structure", &loc.key(name), format!("only one of the choice types of {} may be present", kel.path), None);
                 }
-            } else {
-                for (i, key) in keys.iter().enumerate() {
-                    if key.as_str() == name || (key.starts_with('_') && &key[1..] == name) {
-                        matched[i] = true;
-                    }
-                }
-                if let Some((key, _)) = obj.get_key_value(name) {
-                    let code = if kel.types.len() == 1 {
-                        kel.types[0].code.clone()
-                    } else if kel.types.is_empty() {
-                        "BackboneElement".to_string()
-                    } else {
-                        kel.types[0].code.clone()
-                    };
-                    present.push((key.as_str(), code));
-                } else if obj.contains_key(&format!("_{name}")) {
-                    present.push(("", kel.types.first().map(|t| t.code.clone()).unwrap_or_default()));
-                }
+            } else if let Some((key, v)) = obj.get_key_value(name) {
+                let code = if kel.types.is_empty() { "BackboneElement" } else { kel.types[0].code.as_str() };
+                present.push((key.as_str(), code, Some(v)));
+            } else if has_underscore && obj.contains_key(&format!("_{name}")) {
+                present.push(("", kel.types.first().map(|t| t.code.as_str()).unwrap_or(""), obj.get("")));
             }
             // cardinality
             let mut count = 0usize;
-            for (key, _) in &present {
-                let n = obj.get(*key).map(|v| match v {
-                    Value::Array(a) => a.iter().filter(|x| !x.is_null()).count(),
-                    Value::Null => 0,
-                    _ => 1,
-                });
-                let ext_n = obj.get(&format!("_{}", if key.is_empty() { name } else { key })).map(|v| match v {
-                    Value::Array(a) => a.iter().filter(|x| !x.is_null()).count(),
-                    Value::Null => 0,
-                    _ => 1,
-                });
+            for (key, _, v) in &present {
+                let n = v.map(value_count);
+                let ext_n = if has_underscore {
+                    obj.get(&format!("_{}", if key.is_empty() { name } else { key })).map(value_count)
+                } else {
+                    None
+                };
                 count += n.unwrap_or(0).max(ext_n.unwrap_or(0));
             }
             if (count as u64) < kel.min as u64 {
                 self.issue(
                     Severity::Error,
                     "required",
-                    &format!("{path}.{}", name.trim_end_matches("[x]")),
+                    &loc.key(name.trim_end_matches("[x]")),
                     format!("{}: minimum required = {}, but only found {count}", kel.path, kel.min),
                     Some(&cp),
                 );
@@ -761,90 +923,82 @@ impl<'v, 'a> Run<'v, 'a> {
                     } else {
                         format!("{}: maximum allowed = {max}, but found {count}", kel.path)
                     };
-                    self.issue(Severity::Error, "structure", &format!("{path}.{}", name.trim_end_matches("[x]")), msg, Some(&cp));
+                    self.issue(Severity::Error, "structure", &loc.key(name.trim_end_matches("[x]")), msg, Some(&cp));
                 }
             }
             // values
             let is_ext = name == "extension" || name == "modifierExtension";
-            for (key, code) in present {
+            let sliced = kel.slicing.is_some() && !kel.slices.is_empty() && !name.ends_with("[x]");
+            for (key, code, v) in present {
                 if key.is_empty() {
                     continue;
                 }
-                let Some(v) = obj.get(key) else { continue };
-                let list = items(v);
-                let mut walked: Vec<(&'a Value, String, String)> = Vec::with_capacity(list.len());
-                for (i, item) in list {
+                let Some(v) = v else { continue };
+                let mut walked: Vec<(&'a Value, Option<usize>, &str)> = Vec::new();
+                for (i, item) in items(v) {
                     if item.is_null() {
                         continue;
                     }
-                    let ipath = match i {
-                        Some(i) => format!("{path}.{key}[{i}]"),
-                        None => format!("{path}.{key}"),
-                    };
-                    let ity = if is_resource_type(&code) {
-                        item.get("resourceType").and_then(Value::as_str).unwrap_or(&code).to_string()
-                    } else {
-                        code.clone()
-                    };
-                    self.check_element(&cp, k, item, &ipath, mode, &ity, &kel.path);
+                    let iloc = loc.item(key, i);
+                    let ity: &str = if is_resource_type(code) { item.get("resourceType").and_then(Value::as_str).unwrap_or(code) } else { code };
+                    self.check_element(&cp, k, item, &iloc, mode, ity, &kel.path);
                     // a type slice of a choice element (`value[x]:valueQuantity`)
                     if name.ends_with("[x]") {
                         if let Some(&s) = kel.slices.iter().find(|&&s| cp.elems[s].slice_name.as_deref() == Some(key)) {
-                            self.check_element(&cp, s, item, &ipath, mode, &ity, &kel.path);
+                            self.check_element(&cp, s, item, &iloc, mode, ity, &kel.path);
                         }
                     }
                     if is_ext && mode == Mode::Core {
-                        self.check_extension(item, &ipath, ty, host_path, name == "modifierExtension");
+                        self.check_extension(item, &iloc, ty, host_path, name == "modifierExtension");
                     }
-                    walked.push((item, ipath, ity));
+                    if sliced {
+                        walked.push((item, i, ity));
+                    }
                 }
                 // primitive extensions `_key`
-                if mode == Mode::Core {
+                if mode == Mode::Core && has_underscore {
                     if let Some(pe) = obj.get(&format!("_{key}")) {
                         for (i, item) in items(pe) {
                             if let Some(exts) = item.get("extension").and_then(Value::as_array) {
+                                let iloc = loc.item(key, i);
                                 for (j, x) in exts.iter().enumerate() {
-                                    let ipath = match i {
-                                        Some(i) => format!("{path}.{key}[{i}].extension[{j}]"),
-                                        None => format!("{path}.{key}.extension[{j}]"),
-                                    };
-                                    self.check_extension(x, &ipath, &code, &kel.path, false);
+                                    self.check_extension(x, &iloc.item("extension", Some(j)), code, &kel.path, false);
                                 }
                             }
                         }
                     }
                 }
-                if kel.slicing.is_some() && !kel.slices.is_empty() && !name.ends_with("[x]") {
-                    self.check_slices(&cp, k, &walked, path, mode);
+                if sliced {
+                    self.check_slices(&cp, k, &walked, loc, key, mode);
                 }
             }
-            if kel.slicing.is_some() && !kel.slices.is_empty() && !name.ends_with("[x]") && count == 0 {
-                self.check_slices(&cp, k, &[], path, mode);
+            if sliced && count == 0 {
+                self.check_slices(&cp, k, &[], loc, name, mode);
             }
         }
         if mode == Mode::Core {
-            for (i, key) in keys.iter().enumerate() {
+            for (i, key) in obj.keys().enumerate() {
                 if matched[i] || (ei == 0 && key.as_str() == "resourceType") || key.as_str() == "fhir_comments" {
                     continue;
                 }
-                self.issue(Severity::Error, "structure", &format!("{path}.{key}"), format!("unknown element '{key}' in {ty}"), None);
+                self.issue(Severity::Error, "structure", &loc.key(key), format!("unknown element '{key}' in {ty}"), None);
             }
         }
     }
 
     /// Extension by URL (core walk): definition known, allowed in this context, value conforms.
-    fn check_extension(&mut self, ext: &'a Value, path: &str, host_type: &str, host_path: &str, modifier: bool) {
+    fn check_extension(&mut self, ext: &'a Value, loc: &Loc<'_>, host_type: &str, host_path: &str, modifier: bool) {
         let Some(url) = ext.get("url").and_then(Value::as_str) else { return };
         if !url.contains(':') {
             return; // a sub-extension of a complex extension (relative url), checked by its parent's definition
         }
         let Some(def) = self.v.profile(url) else {
             let (sev, what) = if modifier { (Severity::Error, "modifier extension") } else { (Severity::Warning, "extension") };
-            self.issue(sev, "extension", path, format!("unknown {what} {url} (definition not available locally)"), None);
+            self.issue(sev, "extension", loc, format!("unknown {what} {url} (definition not available locally)"), None);
             return;
         };
         if def.type_name != "Extension" {
-            self.issue(Severity::Error, "extension", path, format!("{url} is not an extension definition"), None);
+            self.issue(Severity::Error, "extension", loc, format!("{url} is not an extension definition"), None);
             return;
         }
         if !def.contexts.is_empty() && !context_ok(&def.contexts, host_type, host_path) {
@@ -856,21 +1010,23 @@ impl<'v, 'a> Run<'v, 'a> {
             self.issue(
                 sev,
                 "extension",
-                path,
+                loc,
                 format!("extension {url} is not allowed on {host_path} (allowed contexts: {})", ctx.join(", ")),
                 Some(&def),
             );
         }
-        self.apply_profile(url, ext, "Extension", path);
+        self.apply_profile(url, ext, "Extension", loc);
     }
 
     /// Slicing (FHIR R4 §2.27.0.3 / profiling §5.1.0.14): assign every item to the first matching slice,
-    /// validate it against that slice, then check each slice's cardinality and closed rules.
-    fn check_slices(&mut self, p: &Arc<Profile>, k: usize, walked: &[(&'a Value, String, String)], parent_path: &str, mode: Mode) {
+    /// validate it against that slice, then check each slice's cardinality and closed rules. `walked`
+    /// holds the items of property `key` of the object at `parent`: (value, index, type).
+    fn check_slices(&mut self, p: &Arc<Profile>, k: usize, walked: &[(&'a Value, Option<usize>, &str)], parent: &Loc<'_>, key: &str, mode: Mode) {
         let el = &p.elems[k];
         let Some(slicing) = &el.slicing else { return };
         let mut counts = vec![0u32; el.slices.len()];
-        for (item, ipath, ity) in walked {
+        for &(item, i, ity) in walked {
+            let iloc = parent.item(key, i);
             let mut hit = None;
             for (si, &s) in el.slices.iter().enumerate() {
                 if self.slice_matches(p, k, s, item) {
@@ -881,12 +1037,12 @@ impl<'v, 'a> Run<'v, 'a> {
             match hit {
                 Some((si, s)) => {
                     counts[si] += 1;
-                    self.check_element(p, s, item, ipath, mode, ity, &el.path);
+                    self.check_element(p, s, item, &iloc, mode, ity, &el.path);
                 }
                 None if slicing.closed => self.issue(
                     Severity::Error,
                     "structure",
-                    ipath,
+                    &iloc,
                     format!("does not match any slice of the closed slicing of {}", el.id),
                     Some(p),
                 ),
@@ -896,14 +1052,13 @@ impl<'v, 'a> Run<'v, 'a> {
         for (si, &s) in el.slices.iter().enumerate() {
             let sl = &p.elems[s];
             let n = counts[si];
-            let where_ = format!("{parent_path}.{}", el.name);
-            let sname = sl.slice_name.clone().unwrap_or_default();
+            let sname = || sl.slice_name.clone().unwrap_or_default();
             if n < sl.min {
                 self.issue(
                     Severity::Error,
                     "required",
-                    &where_,
-                    format!("slice '{sname}' of {}: minimum required = {}, but only found {n}", el.path, sl.min),
+                    &parent.key(&el.name),
+                    format!("slice '{}' of {}: minimum required = {}, but only found {n}", sname(), el.path, sl.min),
                     Some(p),
                 );
             }
@@ -912,8 +1067,8 @@ impl<'v, 'a> Run<'v, 'a> {
                     self.issue(
                         Severity::Error,
                         "structure",
-                        &where_,
-                        format!("slice '{sname}' of {}: maximum allowed = {max}, but found {n}", el.path),
+                        &parent.key(&el.name),
+                        format!("slice '{}' of {}: maximum allowed = {max}, but found {n}", sname(), el.path),
                         Some(p),
                     );
                 }
@@ -923,17 +1078,19 @@ impl<'v, 'a> Run<'v, 'a> {
 
     fn slice_matches(&mut self, p: &Arc<Profile>, k: usize, s: usize, item: &'a Value) -> bool {
         let Some(slicing) = &p.elems[k].slicing else { return false };
-        let sl = &p.elems[s];
         for d in &slicing.discriminators {
             let ok = match d.kind.as_str() {
                 "value" | "pattern" => self.disc_value(p, s, &d.path, d.expr.as_ref(), item),
                 "type" => {
-                    let actual: Option<String> = if d.path == "$this" {
-                        item.get("resourceType").and_then(Value::as_str).map(str::to_string)
+                    let actual: Option<&str> = if d.path == "$this" {
+                        item.get("resourceType").and_then(Value::as_str)
                     } else if d.path == "resolve()" {
-                        self.bundle.and_then(|b| item.get("reference").and_then(Value::as_str).and_then(|r| resolve_in_bundle(b, r))).and_then(|r| r.get("resourceType").and_then(Value::as_str)).map(str::to_string)
+                        match (self.bundle, item.get("reference").and_then(Value::as_str)) {
+                            (Some(b), Some(r)) => self.resolve(b, r).and_then(|r| r.get("resourceType").and_then(Value::as_str)),
+                            _ => None,
+                        }
                     } else {
-                        navigate(item, &d.path).first().and_then(|v| v.get("resourceType")).and_then(Value::as_str).map(str::to_string)
+                        navigate(item, &d.path).first().and_then(|v| v.get("resourceType")).and_then(Value::as_str)
                     };
                     let target = if d.path == "$this" || d.path == "resolve()" { Some(s) } else { p.find(s, &d.path) };
                     match (actual, target) {
@@ -945,17 +1102,20 @@ impl<'v, 'a> Run<'v, 'a> {
                     let (targets, path_elem): (Vec<&'a Value>, Option<usize>) = if d.path == "$this" {
                         (vec![item], Some(s))
                     } else if d.path == "resolve()" {
-                        let r = self.bundle.and_then(|b| item.get("reference").and_then(Value::as_str).and_then(|r| resolve_in_bundle(b, r)));
+                        let r = match (self.bundle, item.get("reference").and_then(Value::as_str)) {
+                            (Some(b), Some(r)) => self.resolve(b, r),
+                            _ => None,
+                        };
                         (r.into_iter().collect(), Some(s))
                     } else {
                         (navigate(item, &d.path), p.find(s, &d.path))
                     };
                     let Some(te) = path_elem else { return false };
-                    let urls: Vec<String> = p.elems[te]
+                    let urls: Vec<&str> = p.elems[te]
                         .types
                         .iter()
                         .flat_map(|t| if d.path == "resolve()" { t.targets.iter() } else { t.profiles.iter() })
-                        .cloned()
+                        .map(String::as_str)
                         .collect();
                     if urls.is_empty() || targets.is_empty() {
                         false
@@ -977,7 +1137,6 @@ impl<'v, 'a> Run<'v, 'a> {
                 return false;
             }
         }
-        let _ = sl;
         true
     }
 
@@ -996,10 +1155,9 @@ impl<'v, 'a> Run<'v, 'a> {
     fn disc_value(&mut self, p: &Arc<Profile>, s: usize, path: &str, expr: Option<&fhirpath::Expr>, item: &'a Value) -> bool {
         let sl = &p.elems[s];
         let target = if path == "$this" { Some(s) } else { p.find(s, path) };
-        let expected: Option<&Value> = target.and_then(|t| p.elems[t].implied.as_ref());
-        let expected_owned: Option<Value> = match expected {
-            Some(e) => Some(e.clone()),
-            None if path == "url" => sl.types.iter().find(|t| t.code == "Extension").and_then(|t| t.profiles.first()).map(|u| Value::String(u.split('|').next().unwrap_or(u).to_string())),
+        let expected: Option<Cow<'_, Value>> = match target.and_then(|t| p.elems[t].implied.as_ref()) {
+            Some(e) => Some(Cow::Borrowed(e)),
+            None if path == "url" => sl.types.iter().find(|t| t.code == "Extension").and_then(|t| t.profiles.first()).map(|u| Cow::Owned(Value::String(u.split('|').next().unwrap_or(u).to_string()))),
             None => None,
         };
         let actual: Vec<Cow<'a, Value>> = if path == "$this" {
@@ -1014,13 +1172,12 @@ impl<'v, 'a> Run<'v, 'a> {
         } else {
             Vec::new()
         };
-        match expected_owned {
+        match expected {
             Some(exp) => actual.iter().any(|a| contains_pattern(a, &exp)),
             None => {
                 // a required binding can discriminate too
-                let binding = target.and_then(|t| p.elems[t].binding.clone());
-                match binding {
-                    Some((strength, vs)) if strength == "required" => match self.v.expansion(&vs) {
+                match target.and_then(|t| p.elems[t].binding.as_ref()) {
+                    Some((strength, vs)) if strength == "required" => match self.v.expansion(vs) {
                         Some(exp) => actual.iter().any(|a| {
                             let codings: Vec<&Value> = match a.get("coding") {
                                 Some(Value::Array(cs)) => cs.iter().collect(),
@@ -1046,8 +1203,8 @@ impl<'v, 'a> Run<'v, 'a> {
 impl Validator {
     /// Conformance of a data-type value to a profile (for elements allowing several type profiles).
     fn conforms_value(&self, value: &Value, profile_url: &str, ty: &str, depth: u32) -> bool {
-        let mut run = Run { v: self, issues: Vec::new(), seen: HashSet::new(), depth, bundle: None, resource: value, container: None, quiet: true };
-        run.apply_profile(profile_url, value, ty, ty);
+        let mut run = Run::new(self, value, depth, true);
+        run.apply_profile(profile_url, value, ty, &Loc::root(ty));
         !run.issues.iter().any(ValidationIssue::is_error)
     }
 }
@@ -1066,7 +1223,7 @@ fn context_ok(contexts: &[(String, String)], host_type: &str, host_path: &str) -
                 || ((e == "Resource" || e == "DomainResource") && !host_path.contains('.'))
                 || (e == "Quantity" && QUANTITY.contains(&host_type))
                 || (e == "BackboneElement" && host_type == "BackboneElement")
-                || host_path.ends_with(&format!(".{e}"))
+                || (host_path.len() > e.len() && host_path.ends_with(e) && host_path.as_bytes()[host_path.len() - e.len() - 1] == b'.')
         }
         _ => true,
     })
@@ -1083,19 +1240,31 @@ pub fn resolve_in_bundle<'b>(bundle: &'b Value, reference: &str) -> Option<&'b V
         if full == Some(r) {
             return Some(res);
         }
-        if let (Some(t), Some(id)) = (res.get("resourceType").and_then(Value::as_str), res.get("id").and_then(Value::as_str)) {
-            let tid_len = t.len() + 1 + id.len();
-            if r.len() >= tid_len && r.ends_with(id) && r[..r.len() - id.len()].ends_with(&format!("{t}/")) && (r.len() == tid_len || r.as_bytes()[r.len() - tid_len - 1] == b'/') {
-                return Some(res);
-            }
+        if type_id_matches(r, res.get("resourceType").and_then(Value::as_str), res.get("id").and_then(Value::as_str)) {
+            return Some(res);
         }
     }
     None
 }
 
+/// Does reference `r` (without `/_history/…`) name resource `t`/`id`: `T/id` or `…/T/id`?
+fn type_id_matches(r: &str, t: Option<&str>, id: Option<&str>) -> bool {
+    let (Some(t), Some(id)) = (t, id) else { return false };
+    let tid_len = t.len() + 1 + id.len();
+    if r.len() < tid_len || !r.ends_with(id) {
+        return false;
+    }
+    let head = &r[..r.len() - id.len()];
+    head.ends_with('/') && head[..head.len() - 1].ends_with(t) && (r.len() == tid_len || r.as_bytes()[r.len() - tid_len - 1] == b'/')
+}
+
 /// Target type of a literal reference `Patient/1`, `https://x/fhir/Patient/1/_history/2` (FHIR R4
 /// §2.3.0.1 reference URL form); `None` for `urn:`/`#` references or other shapes.
 pub fn reference_type(r: &str) -> Option<String> {
+    reference_type_str(r).map(str::to_string)
+}
+
+fn reference_type_str(r: &str) -> Option<&str> {
     if r.starts_with('#') || r.starts_with("urn:") {
         return None;
     }
@@ -1103,5 +1272,5 @@ pub fn reference_type(r: &str) -> Option<String> {
     let mut it = r.rsplit('/');
     let _id = it.next()?;
     let ty = it.next()?;
-    (ty.starts_with(|c: char| c.is_ascii_uppercase()) && ty.chars().all(|c| c.is_ascii_alphanumeric())).then(|| ty.to_string())
+    (ty.starts_with(|c: char| c.is_ascii_uppercase()) && ty.chars().all(|c| c.is_ascii_alphanumeric())).then_some(ty)
 }
