@@ -177,12 +177,14 @@ pub struct AppState {
 
 impl AppState {
     /// Build the state; generates the CapabilityStatement once (from the registry and the implemented
-    /// interactions) and warms up the schema validator.
+    /// interactions), warms up the schema validator and starts loading the profile validator in the
+    /// background.
     pub fn new(store: Arc<Store>, registry: Arc<Registry>, config: ApiConfig) -> AppState {
         let capability = Arc::new(capability::capability_statement(&registry, &config).to_string());
         if let Err(e) = crate::validation::schema::warm_up() {
             tracing::error!(error = %e, "FHIR schema validator unavailable");
         }
+        crate::validation::warm_up_in_background();
         let security = Arc::new(access::Security::new(store.clone()));
         AppState { store, registry, config: Arc::new(config), security, capability }
     }
