@@ -9,7 +9,7 @@ use base64::Engine;
 use serde_json::{json, Map, Value};
 
 use crate::auth::{Principal, Role};
-use crate::store::audit::AuditRecord;
+use crate::store::audit::{canonical_json, AuditRecord};
 
 /// `AuditEvent.type` of RESTful interactions.
 pub const TYPE_REST: &str = "rest";
@@ -73,8 +73,10 @@ pub struct Interaction {
     pub operation: Option<String>,
 }
 
-fn coding(system: &str, code: &str, display: &str) -> Value {
-    json!({"system": system, "code": code, "display": display})
+/// A Coding (system and code; displays are left out to keep every stored event small — the codes are
+/// standard and `display` is optional).
+fn coding(system: &str, code: &str) -> Value {
+    json!({"system": system, "code": code})
 }
 
 fn role_text(r: Role) -> &'static str {
@@ -104,21 +106,21 @@ pub fn record(principal: Option<&Principal>, i: &Interaction, recorded_ms: i64) 
     };
     ev.insert("meta".into(), json!({"profile": [format!("{BALP}{profile}")]}));
     let (type_code, subtype) = if i.emergency_override {
-        ev.insert("type".into(), coding(DCM, TYPE_SECURITY_ALERT, "Security Alert"));
+        ev.insert("type".into(), coding(DCM, TYPE_SECURITY_ALERT));
         (TYPE_SECURITY_ALERT, SUBTYPE_EMERGENCY_OVERRIDE.to_string())
     } else if i.authentication_failure {
-        ev.insert("type".into(), coding(DCM, TYPE_USER_AUTHENTICATION, "User Authentication"));
+        ev.insert("type".into(), coding(DCM, TYPE_USER_AUTHENTICATION));
         (TYPE_USER_AUTHENTICATION, SUBTYPE_LOGIN.to_string())
     } else {
-        ev.insert("type".into(), coding(AUDIT_EVENT_TYPE, TYPE_REST, "Restful Operation"));
+        ev.insert("type".into(), coding(AUDIT_EVENT_TYPE, TYPE_REST));
         (TYPE_REST, i.code.clone())
     };
     let mut subtypes = Vec::new();
     if i.emergency_override {
-        subtypes.push(coding(DCM, SUBTYPE_EMERGENCY_OVERRIDE, "Emergency Override Started"));
+        subtypes.push(coding(DCM, SUBTYPE_EMERGENCY_OVERRIDE));
     }
     if i.authentication_failure {
-        subtypes.push(coding(DCM, SUBTYPE_LOGIN, "Login"));
+        subtypes.push(coding(DCM, SUBTYPE_LOGIN));
     }
     if !i.code.is_empty() {
         subtypes.push(json!({"system": RESTFUL_INTERACTION, "code": i.code}));
@@ -146,7 +148,7 @@ pub fn record(principal: Option<&Principal>, i: &Interaction, recorded_ms: i64) 
             let mut user = Map::new();
             user.insert(
                 "type".into(),
-                json!({"coding": [coding("http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "IRCP", "information recipient")]}),
+                json!({"coding": [coding("http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "IRCP")]}),
             );
             if !p.roles.is_empty() {
                 user.insert(
@@ -170,7 +172,7 @@ pub fn record(principal: Option<&Principal>, i: &Interaction, recorded_ms: i64) 
             keys.push(p.subject.clone());
             if let Some(c) = &p.client_id {
                 agents.push(json!({
-                    "type": {"coding": [coding(DCM, "110153", "Source Role ID")]},
+                    "type": {"coding": [coding(DCM, "110153")]},
                     "who": {"identifier": {"value": c}},
                     "requestor": false
                 }));
@@ -178,7 +180,7 @@ pub fn record(principal: Option<&Principal>, i: &Interaction, recorded_ms: i64) 
             }
             if let Some(f) = &p.facility {
                 agents.push(json!({
-                    "type": {"coding": [coding("http://terminology.hl7.org/CodeSystem/v3-RoleClass", "PROV", "healthcare provider")]},
+                    "type": {"coding": [coding("http://terminology.hl7.org/CodeSystem/v3-RoleClass", "PROV")]},
                     "who": {"reference": format!("Organization/{f}")},
                     "requestor": false
                 }));
@@ -186,13 +188,13 @@ pub fn record(principal: Option<&Principal>, i: &Interaction, recorded_ms: i64) 
             }
         }
         None => agents.push(json!({
-            "type": {"coding": [coding("http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "IRCP", "information recipient")]},
+            "type": {"coding": [coding("http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "IRCP")]},
             "who": {"display": "unauthenticated (authentication disabled or failed)"},
             "requestor": true
         })),
     }
     agents.push(json!({
-        "type": {"coding": [coding(DCM, "110152", "Destination Role ID")]},
+        "type": {"coding": [coding(DCM, "110152")]},
         "who": {"display": "tobiume-gateway"},
         "requestor": false
     }));
@@ -200,7 +202,7 @@ pub fn record(principal: Option<&Principal>, i: &Interaction, recorded_ms: i64) 
     ev.insert(
         "source".into(),
         json!({"observer": {"display": "tobiume-gateway"},
-               "type": [{"system": "http://terminology.hl7.org/CodeSystem/security-source-type", "code": "4", "display": "Application Server"}]}),
+               "type": [{"system": "http://terminology.hl7.org/CodeSystem/security-source-type", "code": "4"}]}),
     );
 
     // entities
@@ -208,8 +210,8 @@ pub fn record(principal: Option<&Principal>, i: &Interaction, recorded_ms: i64) 
     for p in &i.patients {
         entities.push(json!({
             "what": {"reference": format!("Patient/{p}")},
-            "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": "1", "display": "Person"},
-            "role": {"system": "http://terminology.hl7.org/CodeSystem/object-role", "code": "1", "display": "Patient"}
+            "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": "1"},
+            "role": {"system": "http://terminology.hl7.org/CodeSystem/object-role", "code": "1"}
         }));
     }
     for r in &i.resources {
@@ -218,17 +220,17 @@ pub fn record(principal: Option<&Principal>, i: &Interaction, recorded_ms: i64) 
         }
         entities.push(json!({
             "what": {"reference": r},
-            "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": "2", "display": "System Object"},
-            "role": {"system": "http://terminology.hl7.org/CodeSystem/object-role", "code": "4", "display": "Domain Resource"}
+            "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": "2"},
+            "role": {"system": "http://terminology.hl7.org/CodeSystem/object-role", "code": "4"}
         }));
     }
     if i.query.is_some() || i.operation.is_some() {
         let mut q = Map::new();
         q.insert(
             "type".into(),
-            json!({"system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": "2", "display": "System Object"}),
+            json!({"system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": "2"}),
         );
-        q.insert("role".into(), json!({"system": "http://terminology.hl7.org/CodeSystem/object-role", "code": "24", "display": "Query"}));
+        q.insert("role".into(), json!({"system": "http://terminology.hl7.org/CodeSystem/object-role", "code": "24"}));
         if let Some(qs) = &i.query {
             q.insert("query".into(), json!(base64::engine::general_purpose::STANDARD.encode(qs.as_bytes())));
         }
@@ -247,7 +249,7 @@ pub fn record(principal: Option<&Principal>, i: &Interaction, recorded_ms: i64) 
         ev.insert("entity".into(), Value::Array(entities));
     }
     AuditRecord {
-        resource: Value::Object(ev),
+        json: canonical_json(&Value::Object(ev)),
         recorded_ms,
         type_code: type_code.to_string(),
         subtype: Some(subtype).filter(|s| !s.is_empty()),
@@ -263,14 +265,14 @@ pub fn record(principal: Option<&Principal>, i: &Interaction, recorded_ms: i64) 
 pub fn purge_checkpoint(through: i64, hash: &str, count: u64, retention_days: u32, recorded_ms: i64) -> AuditRecord {
     let ev = json!({
         "resourceType": "AuditEvent",
-        "type": coding(DCM, TYPE_AUDIT_LOG_USED, "Audit Log Used"),
+        "type": coding(DCM, TYPE_AUDIT_LOG_USED),
         "subtype": [{"system": RESTFUL_INTERACTION, "code": "delete"}],
         "action": "D",
         "recorded": crate::store::audit::format_instant_ms(recorded_ms),
         "outcome": "0",
         "outcomeDesc": format!("retention purge: {count} audit records older than {retention_days} days deleted"),
         "agent": [{
-            "type": {"coding": [coding(DCM, "110150", "Application")]},
+            "type": {"coding": [coding(DCM, "110150")]},
             "who": {"display": "tobiume-gateway audit retention"},
             "requestor": true
         }],
@@ -284,7 +286,7 @@ pub fn purge_checkpoint(through: i64, hash: &str, count: u64, retention_days: u3
         }]
     });
     AuditRecord {
-        resource: ev,
+        json: canonical_json(&ev),
         recorded_ms,
         type_code: TYPE_AUDIT_LOG_USED.into(),
         subtype: Some("delete".into()),
@@ -367,7 +369,7 @@ mod tests {
             ..Default::default()
         };
         let r = record(Some(&principal()), &i, 1_700_000_000_000);
-        let v = &r.resource;
+        let v: &Value = &serde_json::from_str(&r.json).unwrap();
         assert_eq!(v["type"]["code"], "110113");
         assert_eq!(v["subtype"][0]["code"], "110127");
         assert_eq!(v["agent"][0]["who"]["identifier"]["value"], "dr-a");

@@ -149,6 +149,15 @@ impl Auditor {
 async fn run_appender(store: Arc<Store>, mut rx: mpsc::Receiver<Job>) {
     let mut jobs: Vec<Job> = Vec::with_capacity(64);
     while rx.recv_many(&mut jobs, MAX_BATCH).await > 0 {
+        // Let the requests that are running right now enqueue too: bigger batches, fewer commits, no
+        // added latency when the server is idle.
+        tokio::task::yield_now().await;
+        while jobs.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(j) => jobs.push(j),
+                Err(_) => break,
+            }
+        }
         let mut records = Vec::with_capacity(jobs.len());
         let mut expected = Vec::with_capacity(jobs.len());
         let mut replies = Vec::with_capacity(jobs.len());

@@ -23,8 +23,9 @@ pub const GENESIS_HASH: &str = "000000000000000000000000000000000000000000000000
 /// One AuditEvent to append, before the chain position is known.
 #[derive(Debug, Clone)]
 pub struct AuditRecord {
-    /// The AuditEvent JSON without `id` (set to the chain position when appended).
-    pub resource: Value,
+    /// The AuditEvent in [`canonical_json`] form, without `id` (the chain position is put in front when
+    /// appended, see [`AuditRecord::finish`]). Built by the caller, outside the appender's transaction.
+    pub json: String,
     /// `AuditEvent.recorded`, epoch ms.
     pub recorded_ms: i64,
     /// `AuditEvent.type.code` (e.g. `rest`, DICOM `110113`).
@@ -199,14 +200,12 @@ pub fn format_instant_ms(ms: i64) -> String {
 }
 
 impl AuditRecord {
-    /// The stored JSON of this record at chain position `seq`: `resource` with `"id"` = `seq`, in
-    /// canonical form.
+    /// The stored JSON of this record at chain position `seq`: `{"id":"<seq>",` + the canonical members
+    /// (a cheap concatenation: the canonical form is computed once, by the caller).
     pub fn finish(&self, seq: i64) -> String {
-        let mut v = self.resource.clone();
-        if let Value::Object(m) = &mut v {
-            m.insert("id".into(), Value::String(seq.to_string()));
-        }
-        canonical_json(&v)
+        let rest = self.json.strip_prefix('{').unwrap_or(&self.json);
+        let sep = if rest.starts_with('}') { "" } else { "," };
+        format!("{{\"id\":\"{seq}\"{sep}{rest}")
     }
 }
 
@@ -326,6 +325,23 @@ mod tests {
         assert_ne!(a, chain_hash(&a, "{}"));
         // sha256("0"*64 + "{}") — independent of this code: `printf '%064d{}' 0 | sha256sum`
         assert_eq!(a, "5508d2b710e64bc470079e1b211d9c58e21011e59d0559e422345dc19d659a75");
+    }
+
+    #[test]
+    fn finish_puts_the_id_first() {
+        let mut r = AuditRecord {
+            json: canonical_json(&json!({"b": 1, "a": "x"})),
+            recorded_ms: 0,
+            type_code: "rest".into(),
+            subtype: None,
+            action: "R".into(),
+            outcome: "0".into(),
+            patients: vec![],
+            agents: vec![],
+        };
+        assert_eq!(r.finish(12), r#"{"id":"12","a":"x","b":1}"#);
+        r.json = "{}".into();
+        assert_eq!(r.finish(1), r#"{"id":"1"}"#);
     }
 
     #[test]

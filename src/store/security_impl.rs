@@ -16,6 +16,17 @@ fn sql_lock_head() -> &'static str {
     }
 }
 
+/// The head row (locked as in [`sql_lock_head`]) and the security generation in one statement (one
+/// round trip per appended batch).
+fn sql_lock_head_and_generation() -> &'static str {
+    if <Db as sqlx::Database>::NAME == "PostgreSQL" {
+        "SELECT h.seq, h.hash, s.generation FROM audit_head h CROSS JOIN security_state s \
+         WHERE h.id = 1 AND s.id = 1 FOR UPDATE OF h"
+    } else {
+        "SELECT h.seq, h.hash, s.generation FROM audit_head h CROSS JOIN security_state s WHERE h.id = 1 AND s.id = 1"
+    }
+}
+
 const AUDIT_COLS: &str =
     "seq, recorded, type_code, subtype, action, outcome, patients, agents, prev_hash, entry_hash, json";
 
@@ -33,10 +44,6 @@ fn audit_row(r: &<Db as sqlx::Database>::Row) -> Result<AuditRow, StoreError> {
         entry_hash: r.try_get(9)?,
         json: r.try_get(10)?,
     })
-}
-
-async fn read_generation(tx: &mut Tx) -> Result<i64, StoreError> {
-    Ok(sqlx::query_scalar("SELECT generation FROM security_state WHERE id = 1").fetch_one(&mut **tx).await?)
 }
 
 /// Locks the head (PostgreSQL) and returns it.
@@ -127,8 +134,9 @@ impl Me {
         let mut tx = self.begin_write().await?;
         // Head first, then the generation: a consent write holds the head lock until it commits (its own
         // audit record), so the generation read here includes it.
-        let head = lock_head(&mut tx).await?;
-        let generation = read_generation(&mut tx).await?;
+        let row = sqlx::query(sql_lock_head_and_generation()).fetch_one(&mut *tx).await?;
+        let head: (i64, String) = (row.try_get(0)?, row.try_get(1)?);
+        let generation: i64 = row.try_get(2)?;
         let mut take = Vec::with_capacity(records.len());
         let mut pos = Vec::with_capacity(records.len());
         for (i, r) in records.iter().enumerate() {
