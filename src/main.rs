@@ -745,7 +745,6 @@ async fn demo_data(store: &store::Store, cfg: &Config) -> Result<(), String> {
 /// of an import: the console output is a log, and logs carry no PHI. Otherwise the examples show
 /// placeholders.
 async fn print_examples(store: &store::Store, base: &str, mode: AuthMode, token: Option<&str>) {
-    use tobiume_gateway::store::ResourceStore;
     let auth = match (mode, token) {
         (AuthMode::None, _) => "",
         (_, Some(t)) => {

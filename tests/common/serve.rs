@@ -75,15 +75,12 @@ impl Server {
                     }
                     panic!("serve exited with {status}:\n{text}");
                 }
-                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-                    && ureq_get(&format!("{}/health", server.base)).map(|c| c == 200).unwrap_or(false)
-                {
+                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() && healthy(port) {
                     return server;
                 }
                 assert!(Instant::now() < deadline, "serve did not become ready:\n{}", server.log_text());
                 std::thread::sleep(Duration::from_millis(200));
             }
-            let _ = attempt;
         }
         panic!("could not start serve on a free port");
     }
@@ -111,15 +108,12 @@ impl Server {
     }
 }
 
-/// Minimal blocking HTTP GET status over std (no client crate needed in a sync helper).
-fn ureq_get(url: &str) -> Option<u16> {
-    use std::io::{Read, Write};
-    let rest = url.strip_prefix("http://")?;
-    let (host, path) = rest.split_once('/').map(|(h, p)| (h, format!("/{p}"))).unwrap_or((rest, "/".into()));
-    let mut s = std::net::TcpStream::connect(host).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").ok()?;
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).ok()?;
-    buf.split_whitespace().nth(1)?.parse().ok()
+/// `tobiume-gateway health --listen 127.0.0.1:PORT` (the container probe: exit 0 on `GET /health` 200).
+fn healthy(port: u16) -> bool {
+    Command::new(env!("CARGO_BIN_EXE_tobiume-gateway"))
+        .args(["health", "--listen", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }

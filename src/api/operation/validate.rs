@@ -24,6 +24,7 @@ use serde_json::Value;
 
 use crate::api::access::{self, RequestContext};
 use crate::api::body;
+use crate::api::interaction::check_type;
 use crate::api::outcome::{ApiError, ApiResult};
 use crate::api::response::fhir_json;
 use crate::api::AppState;
@@ -102,9 +103,7 @@ pub async fn validate_type(
     headers: HeaderMap,
     req_body: Body,
 ) -> ApiResult<Response> {
-    if !validation::schema::is_resource_type(&t) {
-        return Err(ApiError::unknown_type(&t));
-    }
+    check_type(&t)?;
     let query = body::parse_form(q.as_deref().unwrap_or(""));
     let Some(v) = read_json(&headers, req_body, state.config.max_body_bytes).await? else {
         return Err(ApiError::bad_request("$validate needs a resource in the body"));
@@ -127,9 +126,7 @@ pub async fn validate_instance(
     ctx: RequestContext,
     req_body: Body,
 ) -> ApiResult<Response> {
-    if !validation::schema::is_resource_type(&t) {
-        return Err(ApiError::unknown_type(&t));
-    }
+    check_type(&t)?;
     let query = body::parse_form(q.as_deref().unwrap_or(""));
     let (resource, profiles) = match read_json(&headers, req_body, state.config.max_body_bytes).await? {
         Some(v) => {
