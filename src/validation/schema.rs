@@ -108,18 +108,22 @@ pub fn check(resource: &Value) -> Result<(), Vec<SchemaIssue>> {
         .unwrap_or("Resource")
         .to_string();
     let mut issues: Vec<SchemaIssue> = Vec::new();
-    for err in validator.iter_errors(resource) {
-        let pointer = err.instance_path().as_str().to_string();
-        let issue = SchemaIssue {
-            expression: pointer_to_expression(&root, &pointer),
-            message: err.masked().to_string(),
-            pointer,
-        };
-        if !issues.contains(&issue) {
-            issues.push(issue);
-        }
-        if issues.len() >= 100 {
-            break;
+    'all: for top in validator.iter_errors(resource) {
+        let mut leaves = Vec::new();
+        branch_errors(&top, resource, &mut leaves);
+        for err in leaves {
+            let pointer = err.instance_path().as_str().to_string();
+            let issue = SchemaIssue {
+                expression: pointer_to_expression(&root, &pointer),
+                message: err.masked().to_string(),
+                pointer,
+            };
+            if !issues.contains(&issue) {
+                issues.push(issue);
+            }
+            if issues.len() >= 100 {
+                break 'all;
+            }
         }
     }
     if issues.is_empty() {
@@ -179,10 +183,11 @@ const UNICODE_SPACES: &str =
 /// 2. **`_xxx` for canonicals.** For every property whose schema is `$ref: #/definitions/canonical`
 ///    (or an array of it) and that has no `_name` sibling, add `_name: $ref Element` (or an array of
 ///    `Element`), exactly like the schema does for every other primitive.
-/// 3. **Precise root dispatch.** Remove the root `oneOf` and `discriminator`; add `type: object`,
+/// 3. **Dispatch on resourceType.** Replace the root `oneOf` and `discriminator` by `type: object`,
 ///    `required: [resourceType]`, `properties.resourceType.enum` = the 146 R4 types and
-///    `allOf: [{if: {properties: {resourceType: {const: T}}, required: [resourceType]}, then: {$ref: #/definitions/T}} …]`.
-///    `$schema` is set to draft-07 (needed for `if`/`then`; every draft-06 keyword keeps its meaning).
+///    `oneOf: [{$ref: #/definitions/T} …]` over those types only ([`dispatch_schema`]; the crate turns a
+///    `oneOf` whose branches pin one property to distinct constants into a hash dispatch).
+///    `$schema` is set to draft-07 (every draft-06 keyword keeps its meaning).
 ///    The `ResourceList` definition (used by `Bundle.entry.resource`, `contained`, `Parameters.parameter.resource`)
 ///    gets the same treatment, so errors inside bundles are precise as well.
 pub fn patch_schema(schema: &mut Value) {
@@ -274,22 +279,43 @@ fn relax_patterns(v: &mut Value, text_pattern: &str, code_pattern: &str) {
     }
 }
 
+/// `{type: object, required: [resourceType], properties: {resourceType: {enum: types}}, oneOf: [{$ref:
+/// #/definitions/T} for T in types]}`: every branch pins `resourceType` to its own `const` (the R4
+/// definitions have `required: [resourceType]` and `resourceType: {const: T}`), so the `jsonschema`
+/// crate compiles the `oneOf` to a discriminated dispatch — one hash lookup on `resourceType`, then
+/// only that type's definition is checked. [`check`] reports the errors of that branch only
+/// ([`branch_errors`]), so issues stay as precise as with one validator per type.
 fn dispatch_schema(types: &[String]) -> Value {
-    let all_of: Vec<Value> = types
-        .iter()
-        .map(|t| {
-            json!({
-                "if": {"properties": {"resourceType": {"const": t}}, "required": ["resourceType"]},
-                "then": {"$ref": format!("#/definitions/{t}")}
-            })
-        })
-        .collect();
+    let one_of: Vec<Value> = types.iter().map(|t| json!({"$ref": format!("#/definitions/{t}")})).collect();
     let mut m = Map::new();
     m.insert("type".into(), json!("object"));
     m.insert("required".into(), json!(["resourceType"]));
     m.insert("properties".into(), json!({"resourceType": {"enum": types}}));
-    m.insert("allOf".into(), Value::Array(all_of));
+    m.insert("oneOf".into(), Value::Array(one_of));
     Value::Object(m)
+}
+
+/// Flatten one error of the patched schema into the errors that name the offending element: a
+/// `oneOf` of the resource-type dispatch ([`dispatch_schema`]) that failed is replaced by the errors of
+/// the branch of the instance's own `resourceType` (recursively: a contained resource inside a Bundle
+/// entry); when the instance has no known `resourceType`, the dispatch error is dropped, because the
+/// `required` / `enum` rules beside it report that.
+fn branch_errors<'e, 'i>(err: &'e jsonschema::ValidationError<'i>, resource: &Value, out: &mut Vec<&'e jsonschema::ValidationError<'i>>) {
+    if let jsonschema::error::ValidationErrorKind::OneOfNotValid { context } = err.kind() {
+        if context.len() == RESOURCE_TYPES.len() {
+            let ty = resource
+                .pointer(err.instance_path().as_str())
+                .and_then(|v| v.get("resourceType"))
+                .and_then(Value::as_str);
+            if let Some(branch) = ty.and_then(|t| RESOURCE_TYPES.binary_search_by(|x| x.as_str().cmp(t)).ok()).and_then(|i| context.get(i)) {
+                for e in branch {
+                    branch_errors(e, resource, out);
+                }
+            }
+            return;
+        }
+    }
+    out.push(err);
 }
 
 #[cfg(test)]
@@ -316,6 +342,33 @@ mod tests {
         assert!(check(&json!({"id": "x"})).is_err());
         assert!(is_resource_type("Patient") && !is_resource_type("patient"));
         assert_eq!(resource_types().len(), 146);
+    }
+
+    #[test]
+    fn errors_inside_bundles_name_the_element() {
+        // the resource-type dispatch reports the errors of the entry's own type only, at their element
+        let b = json!({"resourceType": "Bundle", "type": "collection", "entry": [
+            {"resource": {"resourceType": "Patient", "gender": "femalee"}},
+            {"resource": {"resourceType": "Observation", "status": "final", "code": {"text": "x"},
+                          "contained": [{"resourceType": "Encounter", "status": "nonsense", "class": {"code": "AMB"}}]}},
+            {"resource": {"resourceType": "Patientx"}}
+        ]});
+        let issues = check(&b).unwrap_err();
+        let exprs: Vec<&str> = issues.iter().map(|i| i.expression.as_str()).collect();
+        assert!(exprs.contains(&"Bundle.entry[0].resource.gender"), "{issues:?}");
+        assert!(exprs.contains(&"Bundle.entry[1].resource.contained[0].status"), "{issues:?}");
+        assert!(exprs.contains(&"Bundle.entry[2].resource.resourceType"), "{issues:?}");
+        // no summary "not valid under any of the schemas" issue on the resource or the Bundle
+        assert!(issues.iter().all(|i| !i.message.contains("oneOf")), "{issues:?}");
+        assert!(!exprs.contains(&"Bundle.entry[0].resource") && !exprs.contains(&"Bundle"), "{issues:?}");
+        assert_eq!(issues.len(), 3, "{issues:?}");
+        // a valid Bundle of the same shapes passes
+        let ok = json!({"resourceType": "Bundle", "type": "collection", "entry": [
+            {"resource": {"resourceType": "Patient", "gender": "female"}},
+            {"resource": {"resourceType": "Observation", "status": "final", "code": {"text": "x"},
+                          "contained": [{"resourceType": "Encounter", "status": "finished", "class": {"code": "AMB"}}]}}
+        ]});
+        assert_eq!(check(&ok), Ok(()));
     }
 
     #[test]
