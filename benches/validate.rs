@@ -65,6 +65,19 @@ fn bench(c: &mut Criterion) {
     for _ in 0..50 {
         v.validate(&b, &[]);
     }
+    if let Ok(secs) = std::env::var("VALIDATE_PERF_SECS") {
+        // perf target: `VALIDATE_PERF_SECS=5 VALIDATE_PERF=profile|schema perf record -g …` loops one pass
+        let secs: u64 = secs.parse().unwrap_or(5);
+        let schema_only = std::env::var("VALIDATE_PERF").as_deref() == Ok("schema");
+        let start = Instant::now();
+        while start.elapsed().as_secs() < secs {
+            if schema_only {
+                let _ = std::hint::black_box(validation::schema::check(&b));
+            } else {
+                std::hint::black_box(v.validate(&b, &[]));
+            }
+        }
+    }
     let pv = p50(|| { std::hint::black_box(v.validate(&b, &[])); }, 300);
     let ps = p50(|| { let _ = std::hint::black_box(validation::schema::check(&b)); }, 300);
     eprintln!(

@@ -1926,12 +1926,12 @@ fn arg_int<'a>(
 
 /// Functions whose arguments are evaluated once per item of their input, with `$this` / `$index`
 /// bound to the item (the "lambda" arguments of FHIRPath N1 §5.2 and `iif` on an explicit input).
-fn lambda_function(name: &str) -> bool {
+pub(crate) fn lambda_function(name: &str) -> bool {
     matches!(name, "exists" | "all" | "where" | "select" | "repeat" | "trace" | "sort" | "iif")
 }
 
 /// Functions whose (first) argument is a type specifier, not an expression to evaluate.
-fn type_function(name: &str) -> bool {
+pub(crate) fn type_function(name: &str) -> bool {
     matches!(name, "ofType" | "is" | "as")
 }
 

@@ -190,6 +190,72 @@ impl Expr {
         out
     }
 
+    /// The names of the focus's elements this expression reads, when its value depends on nothing
+    /// else of the focus: if none of them is present on the focus, the result is the same as on an
+    /// empty object (`{}`), whatever the focus and `%resource` are.
+    ///
+    /// Output: `Some(names)` (lower-case element names as written, e.g. `["dataAbsentReason",
+    /// "value"]` for `dataAbsentReason.empty() or value.empty()`; a choice name `value` stands for
+    /// `valueQuantity` … too), or `None` when the expression also reads the focus as a whole
+    /// (`$this`, `hasValue()`, `children()`, a leading type name such as `Observation.code`), the
+    /// context variables (`%resource`, `%rootResource`, `%context`) outside a lambda argument whose
+    /// input is empty when the names are absent, or the clock (`now()`). Used by the validator to skip
+    /// invariants whose elements are absent (FHIR R4 §2.26: a constraint is evaluated on each
+    /// element; an absent path makes most invariants vacuously true).
+    pub fn focus_roots(&self) -> Option<Vec<&str>> {
+        fn constant_var(v: &str) -> bool {
+            matches!(v, "ucum" | "sct" | "loinc") || v.starts_with("vs-") || v.starts_with("ext-")
+        }
+        /// `e` is empty when every root name is absent (a path from the focus through
+        /// functions that give empty on empty input).
+        fn gated(e: &Expr) -> bool {
+            match e {
+                Expr::Member(None, n) => n.starts_with(|c: char| c.is_ascii_lowercase()),
+                Expr::Member(Some(b), _) | Expr::Index(b, _) | Expr::As(b, _) => gated(b),
+                Expr::Call(Some(b), f, _) => {
+                    matches!(
+                        f.as_str(),
+                        "where" | "select" | "repeat" | "ofType" | "as" | "first" | "last" | "tail" | "skip" | "take"
+                            | "distinct" | "resolve" | "extension" | "children" | "descendants" | "trace" | "sort"
+                            | "single" | "getValue"
+                    ) && gated(b)
+                }
+                _ => false,
+            }
+        }
+        fn walk<'e>(e: &'e Expr, out: &mut Vec<&'e str>) -> bool {
+            match e {
+                Expr::Literal(_) => true,
+                Expr::Var(v) => constant_var(v),
+                Expr::This | Expr::IndexVar | Expr::Total => false,
+                Expr::Member(None, n) => {
+                    if !n.starts_with(|c: char| c.is_ascii_lowercase()) {
+                        return false;
+                    }
+                    if !out.contains(&n.as_str()) {
+                        out.push(n);
+                    }
+                    true
+                }
+                Expr::Member(Some(b), _) | Expr::Is(b, _) | Expr::As(b, _) | Expr::Neg(b) => walk(b, out),
+                Expr::Call(None, f, args) => f == "iif" && args.iter().all(|a| walk(a, out)),
+                Expr::Call(Some(b), f, args) => {
+                    if eval::type_function(f) {
+                        walk(b, out)
+                    } else if eval::lambda_function(f) || f == "aggregate" {
+                        // arguments run per item of `b`: never when `b` is empty
+                        gated(b) && walk(b, out)
+                    } else {
+                        walk(b, out) && args.iter().all(|a| walk(a, out))
+                    }
+                }
+                Expr::Index(b, i) | Expr::Binary(_, b, i) => walk(b, out) && walk(i, out),
+            }
+        }
+        let mut out = Vec::new();
+        walk(self, &mut out).then_some(out)
+    }
+
     /// The type name a path starts with (`Patient` for `Patient.name.where(…)`,
     /// `(Observation.value as Quantity)`, `Observation.value.ofType(Quantity)`), if any.
     /// Used by the search registry to pick the branch of a multi-resource union.

@@ -92,7 +92,7 @@ pub struct Elem {
 #[derive(Debug, Default)]
 pub struct ChildIndex {
     /// Property name (also the name of its `_name` sibling without the `_`) → child positions.
-    by_name: HashMap<Box<str>, Vec<usize>>,
+    by_name: foldhash::HashMap<Box<str>, Vec<usize>>,
     /// Choice children (`value[x]`): (position, name without `[x]`); `valueQuantity` belongs to it.
     choices: Vec<(usize, Box<str>)>,
     /// Children that are checked even when absent: `min > 0`, or sliced (slice minimums).
@@ -166,6 +166,46 @@ pub struct Constraint {
     pub from_core: bool,
     /// `ele-1` or `ext-1`: checked natively by the walk, never evaluated.
     pub native: bool,
+    /// The element names the expression reads on its focus ([`Expr::focus_roots`]); `None` when it
+    /// reads more (`$this`, `%resource`, …). When the focus is an object with none of them, the
+    /// outcome is [`Constraint::fails_when_absent`] without evaluating.
+    pub roots: Option<Box<[Box<str>]>>,
+    /// The expression's outcome on an object without any of [`Constraint::roots`]: `true` if it is
+    /// `false` there (the invariant fails), precomputed once.
+    pub fails_when_absent: bool,
+}
+
+impl Constraint {
+    /// The parsed constraint `key` / `expression` (with its precomputed absent-focus outcome).
+    pub fn new(key: String, error: bool, human: String, expr: Option<Expr>, from_core: bool) -> Constraint {
+        let native = key == "ele-1" || key == "ext-1";
+        let roots: Option<Box<[Box<str>]>> =
+            expr.as_ref().and_then(|e| e.focus_roots()).map(|r| r.into_iter().map(Box::from).collect());
+        let fails_when_absent = match (&roots, &expr) {
+            (Some(_), Some(e)) => {
+                let empty = Value::Object(serde_json::Map::new());
+                let focus = [fhirpath::Item { value: std::borrow::Cow::Borrowed(&empty), type_name: None, fhir_type: None }];
+                let r = fhirpath::evaluate_on(e, &focus, &empty);
+                r.len() == 1 && r[0].value.as_ref() == &Value::Bool(false)
+            }
+            _ => false,
+        };
+        Constraint { key, error, human, expr, from_core, native, roots, fails_when_absent }
+    }
+
+    /// `Some(failed)` when the outcome on `value` is known without evaluating: `value` is an object
+    /// holding none of the element names the expression reads (a `_name` sibling or a choice
+    /// `nameX` counts as present).
+    pub fn outcome_without_evaluation(&self, value: &Value) -> Option<bool> {
+        let (Some(roots), Value::Object(o)) = (&self.roots, value) else { return None };
+        let present = o.keys().any(|k| {
+            let k = k.strip_prefix('_').unwrap_or(k);
+            roots.iter().any(|r| {
+                k.starts_with(&**r) && (k.len() == r.len() || k[r.len()..].starts_with(|c: char| c.is_ascii_uppercase()))
+            })
+        });
+        (!present).then_some(self.fails_when_absent)
+    }
 }
 
 /// Capitalise the first letter (`dateTime` → `DateTime`): the JSON suffix of a choice element.
@@ -332,14 +372,13 @@ pub fn compile(sd: &Value) -> Option<Profile> {
             let key = c.get("key").and_then(Value::as_str).unwrap_or("").to_string();
             let expr = c.get("expression").and_then(Value::as_str).and_then(|x| fhirpath::parse(x).ok());
             let source = c.get("source").and_then(Value::as_str).unwrap_or("");
-            el.constraints.push(Constraint {
-                error: c.get("severity").and_then(Value::as_str) != Some("warning"),
-                human: c.get("human").and_then(Value::as_str).unwrap_or("").to_string(),
-                from_core: source.starts_with(CORE) && !core,
-                native: key == "ele-1" || key == "ext-1",
-                expr,
+            el.constraints.push(Constraint::new(
                 key,
-            });
+                c.get("severity").and_then(Value::as_str) != Some("warning"),
+                c.get("human").and_then(Value::as_str).unwrap_or("").to_string(),
+                expr,
+                source.starts_with(CORE) && !core,
+            ));
         }
         if let Some(cr) = eo.get("contentReference").and_then(Value::as_str) {
             content_refs.push((idx, cr.trim_start_matches('#').to_string()));

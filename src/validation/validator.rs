@@ -142,12 +142,39 @@ impl Validator {
             .filter(|d| d.resource_type == "StructureDefinition")
             .and_then(|d| d.json())
             .and_then(|j| profile::compile(&j))
-            .map(Arc::new);
+            .map(|mut p| {
+                if !p.core {
+                    self.mark_core_constraints(&mut p);
+                }
+                Arc::new(p)
+            });
         if let Ok(mut m) = self.profiles.write() {
             // two threads may compile the same definition: keep the first, so every caller shares it
             return m.entry(url.to_string()).or_insert(compiled).clone();
         }
         compiled
+    }
+
+    /// A resource profile's snapshot repeats the invariants of the base definition, and some packages drop
+    /// their `source` (JP-CLINS' `JP_Bundle_CLINS` lists `bdl-1` … `bdl-12` without one): mark every
+    /// constraint that the core definition states on the same element path with the same key and the
+    /// same expression as `from_core`, so the profile walk does not evaluate it a second time (the core
+    /// walk reports it).
+    fn mark_core_constraints(&self, p: &mut Profile) {
+        // only resource profiles: the core walk evaluates the invariants of every element of a
+        // resource, but not those on the root of a data type
+        let Some(core) = self.core_type(&p.type_name).filter(|c| c.kind == "resource") else { return };
+        for el in &mut p.elems {
+            if el.constraints.iter().all(|c| c.from_core || c.native) {
+                continue;
+            }
+            let Some(ce) = core.elems.iter().find(|e| e.path == el.path && e.slice_name.is_none()) else { continue };
+            for c in &mut el.constraints {
+                if !c.from_core && ce.constraints.iter().any(|k| k.key == c.key && k.expr.is_some() && k.expr == c.expr) {
+                    c.from_core = true;
+                }
+            }
+        }
     }
 
     /// The core definition of FHIR type `t` (`http://hl7.org/fhir/StructureDefinition/<t>`), cached by
@@ -338,7 +365,7 @@ type BundleEntry<'a> = (Option<&'a str>, Option<&'a str>, Option<&'a str>, &'a V
 struct Run<'v, 'a> {
     v: &'v Validator,
     issues: Vec<ValidationIssue>,
-    seen: HashSet<(Severity, String, String)>,
+    seen: foldhash::HashSet<(Severity, String, String)>,
     depth: u32,
     bundle: Option<&'a Value>,
     /// the entries of `bundle` (keyed by its address), built on the first reference resolved in it
@@ -348,11 +375,26 @@ struct Run<'v, 'a> {
     container: Option<&'a Value>,
     /// stop at the first error (conformance probing)
     quiet: bool,
+    /// (value address, compiled profile address) of every profile applied in this run: a Bundle
+    /// entry's resource gets its `meta.profile` and the entry slice's type profile, usually the same
+    /// one; applying it again to the same value (same location) could only repeat its issues
+    applied: foldhash::HashSet<(usize, usize)>,
 }
 
 impl<'v, 'a> Run<'v, 'a> {
     fn new(v: &'v Validator, resource: &'a Value, depth: u32, quiet: bool) -> Self {
-        Run { v, issues: Vec::new(), seen: HashSet::new(), depth, bundle: None, bundle_index: None, resource, container: None, quiet }
+        Run {
+            v,
+            issues: Vec::new(),
+            seen: HashSet::default(),
+            depth,
+            bundle: None,
+            bundle_index: None,
+            resource,
+            container: None,
+            quiet,
+            applied: foldhash::HashSet::default(),
+        }
     }
 
     fn contained_has(&self, local: &str, container: Option<&'a Value>) -> Option<&'a str> {
@@ -400,6 +442,32 @@ fn is_resource_type(t: &str) -> bool {
 
 fn is_primitive(t: &str) -> bool {
     t.starts_with(|c: char| c.is_ascii_lowercase()) || t.starts_with("http://hl7.org/fhirpath/")
+}
+
+/// Sufficient condition for R4 `dom-3` on a resource: it has contained resources, each with an `id`,
+/// and for each some object in the resource (contained ones included, as `%resource.descendants()`)
+/// has `reference` = `#<id>`.
+fn every_contained_referenced(resource: &Value) -> bool {
+    fn collect<'x>(v: &'x Value, out: &mut Vec<&'x str>) {
+        match v {
+            Value::Object(o) => {
+                for (k, x) in o {
+                    match x {
+                        Value::String(s) if k == "reference" && s.starts_with('#') => out.push(&s[1..]),
+                        Value::Object(_) | Value::Array(_) => collect(x, out),
+                        _ => {}
+                    }
+                }
+            }
+            Value::Array(a) => a.iter().for_each(|x| collect(x, out)),
+            _ => {}
+        }
+    }
+    let Some(Value::Array(contained)) = resource.get("contained") else { return false };
+    let mut refs = Vec::new();
+    collect(resource, &mut refs);
+    !contained.is_empty()
+        && contained.iter().all(|c| c.get("id").and_then(Value::as_str).is_some_and(|id| refs.contains(&id)))
 }
 
 /// `true` if every property of `pattern` is present with the same value in `v` (arrays: every pattern
@@ -557,6 +625,9 @@ impl<'v, 'a> Run<'v, 'a> {
             return;
         }
         let p0 = &chain[0];
+        if !self.applied.insert((value as *const Value as usize, Arc::as_ptr(p0) as usize)) {
+            return;
+        }
         if p0.type_name != ty && !(p0.type_name == "Resource" || p0.type_name == "DomainResource") {
             // a data type profile on a derived type (SimpleQuantity on Age …) is fine
             if is_resource_type(ty) || is_resource_type(&p0.type_name) {
@@ -692,6 +763,20 @@ impl<'v, 'a> Run<'v, 'a> {
                 continue;
             }
             let Some(expr) = &c.expr else { continue };
+            if let Some(failed) = c.outcome_without_evaluation(value) {
+                // none of the elements the invariant reads is present: its outcome is known
+                if failed {
+                    let sev = if c.error { Severity::Error } else { Severity::Warning };
+                    self.issue(sev, "invariant", loc, format!("{}: {}", c.key, c.human), Some(p));
+                }
+                continue;
+            }
+            if c.key == "dom-3" && p.core && every_contained_referenced(value) {
+                // dom-3 ("every contained resource is referenced from the rest of the resource") holds
+                // when each contained id is the target of some `reference` `#id` in the resource: a
+                // sufficient condition that a JSON scan decides; otherwise the expression decides
+                continue;
+            }
             let focus = [Item { value: Cow::Borrowed(value), type_name: Some(ty), fhir_type: None }];
             // lenient evaluation (FHIRPath §"singleton evaluation" errors → empty → not a failure): the
             // R4 invariants use `as` on collections (dom-3), which strict mode rejects
