@@ -22,6 +22,9 @@
 //! lookup matches about one patient, as in a real registry.
 //!
 //! * `--load-only` loads (or reuses) the store and exits — `bench/registry.sh` then measures over HTTP.
+//!   An interrupted load resumes where it stopped (registrations are committed in order, batch by
+//!   batch); `--load-to K` stops after patient K (exclusive), so a script can load in chunks and check
+//!   the free disk space between them.
 //! * `--sample-dir DIR` writes `summary.txt` (one Patient id per line) and `lookup.txt`
 //!   (`kana family name \t birth date`) for the wrk scenarios in `bench/lib/scenarios.lua`.
 
@@ -114,19 +117,46 @@ async fn main() {
     let template: Value = serde_json::from_str(&text).expect("example parses");
     let _: Registration = serde_json::from_value(template.clone()).expect("example is a registration");
     let ids = Ids::default();
-    let last = format!("tobiume-{}", card(n.saturating_sub(1)));
-    let loaded = store.read("Patient", &last).await.is_ok();
-    if loaded {
+    // Registrations are committed in order (one transaction per batch of 200), so what a killed load
+    // left behind is a prefix 0..k: find k by bisection and continue from there.
+    let has = |k: usize| {
+        let store = &store;
+        async move { store.read("Patient", &format!("tobiume-{}", card(k))).await.is_ok() }
+    };
+    let (mut lo, mut hi) = (0usize, n); // invariant: 0..lo loaded, hi.. not loaded
+    if n > 0 && has(n - 1).await {
+        lo = n;
+    } else {
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if has(mid).await {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+    }
+    let start = lo;
+    // `--load-to K`: load only up to patient K (exclusive) in this run — bench/registry.sh loads in
+    // chunks and checks the free disk space between them.
+    let stop = arg("--load-to")
+        .and_then(|v| v.parse::<usize>().ok())
+        .map_or(n, |k| k.min(n));
+    let fixture_loaded = store.read("Patient", "9999013.ADT-00").await.is_ok();
+    if start >= n && fixture_loaded {
         eprintln!("reusing the {n} registrations already in the store");
     } else {
-        eprintln!("loading {n} registrations …");
+        if start > 0 {
+            eprintln!("resuming: {start} of {n} registrations already in the store");
+        }
+        eprintln!("loading registrations {start}..{} …", stop.max(start));
         let t0 = Instant::now();
         let batch = 200;
         let mut pending: Option<tokio::task::JoinHandle<PreparedImport>> = None;
-        let mut i = 0;
-        while i < n || pending.is_some() {
-            let next = if i < n {
-                let end = (i + batch).min(n);
+        let mut i = start;
+        while i < stop || pending.is_some() {
+            let next = if i < stop {
+                let end = (i + batch).min(stop);
                 let (reg, tpl) = (registry.clone(), template.clone());
                 let ids = ids.clone();
                 let range = i..end;
@@ -166,17 +196,23 @@ async fn main() {
                     .expect("apply");
             }
             pending = next;
-            if i % 10_000 == 0 && i > 0 {
+            if i % 10_000 == 0 && i > start {
                 eprintln!("  {i} prepared, {:.0} s", t0.elapsed().as_secs_f64());
             }
         }
-        let fixture = Path::new(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../shared/fixtures/ssmix2-real"
-        ));
-        tobiume_gateway::import::import_ssmix2(&store, fixture, &Default::default(), |_| {})
-            .await
-            .expect("import");
+        if stop < n {
+            eprintln!("loaded up to {stop} of {n} in {:.1} s", t0.elapsed().as_secs_f64());
+            return;
+        }
+        if !fixture_loaded {
+            let fixture = Path::new(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../shared/fixtures/ssmix2-real"
+            ));
+            tobiume_gateway::import::import_ssmix2(&store, fixture, &Default::default(), |_| {})
+                .await
+                .expect("import");
+        }
         let _ = store.analyze().await;
         eprintln!("loaded in {:.1} s", t0.elapsed().as_secs_f64());
     }
@@ -218,13 +254,14 @@ async fn main() {
             let t1 = Instant::now();
             let s = build(&src, Mode::Emergency, &opts);
             let t2 = Instant::now();
-            let _ = serde_json::to_vec(&s.bundle).unwrap();
+            // The Bundle text is written by build; check it parses (what a client does).
+            let _: serde_json::Value = serde_json::from_slice(&s.bundle).expect("bundle JSON");
             let t3 = Instant::now();
             g.push((t1 - t).as_secs_f64() * 1000.0);
             b.push((t2 - t1).as_secs_f64() * 1000.0);
             ser.push((t3 - t2).as_secs_f64() * 1000.0);
         }
-        for (name, mut v) in [("gather", g), ("build", b), ("serialize", ser)] {
+        for (name, mut v) in [("gather", g), ("build", b), ("parse bundle (client side)", ser)] {
             v.sort_by(|a, b| a.total_cmp(b));
             println!(
                 "{name}: p50 {:.2} ms, p99 {:.2} ms",

@@ -53,7 +53,7 @@
 
 pub mod items;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use serde_json::{json, Map, Value};
 use time::OffsetDateTime;
@@ -170,6 +170,11 @@ pub struct Sources {
     pub registration: Vec<Value>,
     /// Linked SS-MIX2 sources.
     pub linked: Vec<LinkedSource>,
+    /// The stored JSON text of resources above, by `Type/id`, as read from the store: a resource the
+    /// summary passes through unchanged is written into the Bundle from this text (no re-serialisation;
+    /// decimals and member order as stored). Every text must be the JSON of the same version as its
+    /// parsed `Value`; resources without an entry are serialised from their `Value`.
+    pub raw: HashMap<String, String>,
 }
 
 /// Build options.
@@ -272,8 +277,9 @@ pub struct View {
 /// A built summary: the FHIR document Bundle and the view model.
 #[derive(Debug, Clone)]
 pub struct Summary {
-    /// The `document` Bundle.
-    pub bundle: Value,
+    /// The `document` Bundle as JSON text (UTF-8, `application/fhir+json`): written directly, with the
+    /// stored resources passed through from [`Sources::raw`].
+    pub bundle: Vec<u8>,
     /// The view model.
     pub view: View,
 }
@@ -515,7 +521,7 @@ pub fn build(src: &Sources, mode: Mode, opts: &Options) -> Summary {
 
     // Entries (registration resources by section, then merged ones).
     let mut entries: Vec<(Section, String)> = Vec::new();
-    let mut bundle_resources: Vec<(String, Value)> = Vec::new();
+    let mut bundle_resources: Vec<(String, EntryRes<'_>)> = Vec::new();
     let mut seen: HashSet<String> = HashSet::new();
     let subject_url = rtype_id(&src.subject)
         .map(|(t, id)| full_url(t, id))
@@ -530,13 +536,13 @@ pub fn build(src: &Sources, mode: Mode, opts: &Options) -> Summary {
         let url = full_url(t, id);
         entries.push((s, url.clone()));
         if seen.insert(url.clone()) {
-            bundle_resources.push((url, r.clone()));
+            bundle_resources.push((url, EntryRes::Stored(r)));
         }
     }
 
     let window_ms = (opts.window_start().unix_timestamp_nanos() / 1_000_000) as i64;
     let mut provenances: Vec<Value> = Vec::new();
-    let mut linked_patients: Vec<(String, Value)> = Vec::new();
+    let mut linked_patients: Vec<(String, EntryRes<'_>)> = Vec::new();
     for l in &src.linked {
         let mut targets = Vec::new();
         for r in &l.resources {
@@ -562,7 +568,7 @@ pub fn build(src: &Sources, mode: Mode, opts: &Options) -> Summary {
                 }
             }
             targets.push(json!({ "reference": url }));
-            bundle_resources.push((url, copy));
+            bundle_resources.push((url, EntryRes::Owned(copy)));
         }
         if let Some((t, id)) = rtype_id(&l.patient) {
             let url = full_url(t, id);
@@ -570,7 +576,7 @@ pub fn build(src: &Sources, mode: Mode, opts: &Options) -> Summary {
                 && !targets.is_empty()
                 && !linked_patients.iter().any(|(u, _)| *u == url)
             {
-                linked_patients.push((url, l.patient.clone()));
+                linked_patients.push((url, EntryRes::Stored(&l.patient)));
             }
         }
         if !targets.is_empty() {
@@ -681,15 +687,45 @@ fn section_json(s: &SectionView) -> Value {
     Value::Object(o)
 }
 
+/// A Bundle entry's resource: a stored resource (written from its stored text when [`Sources::raw`]
+/// has it) or one the summary made or changed.
+enum EntryRes<'a> {
+    Stored(&'a Value),
+    Owned(Value),
+}
+
+/// Appends `{"fullUrl": url, "resource": …}` to `out`.
+fn push_entry(out: &mut Vec<u8>, raw: &HashMap<String, String>, url: &str, res: &EntryRes<'_>) {
+    out.extend_from_slice(b"{\"fullUrl\":");
+    // Writing JSON into a Vec cannot fail (no I/O; arbitrary-precision numbers are kept as text).
+    let _ = serde_json::to_writer(&mut *out, url);
+    out.extend_from_slice(b",\"resource\":");
+    match res {
+        EntryRes::Stored(v) => {
+            let text = rtype_id(v).and_then(|(t, id)| raw.get(&format!("{t}/{id}")));
+            match text {
+                Some(t) => out.extend_from_slice(t.trim().as_bytes()),
+                None => {
+                    let _ = serde_json::to_writer(&mut *out, *v);
+                }
+            }
+        }
+        EntryRes::Owned(v) => {
+            let _ = serde_json::to_writer(&mut *out, v);
+        }
+    }
+    out.push(b'}');
+}
+
 fn document(
     view: &View,
     src: &Sources,
     subject_url: &str,
-    resources: Vec<(String, Value)>,
-    linked_patients: Vec<(String, Value)>,
+    resources: Vec<(String, EntryRes<'_>)>,
+    linked_patients: Vec<(String, EntryRes<'_>)>,
     provenances: Vec<Value>,
     opts: &Options,
-) -> Value {
+) -> Vec<u8> {
     let now = rfc3339(opts.now);
     let comp_id = uuid::Uuid::new_v4().to_string();
     let mut subject = json!({ "reference": subject_url });
@@ -710,16 +746,34 @@ fn document(
         "confidentiality": "R",
         "section": view.sections.iter().map(section_json).collect::<Vec<_>>()
     });
-    let mut entries =
-        vec![json!({ "fullUrl": format!("urn:uuid:{comp_id}"), "resource": composition })];
+    let head = json!({
+        "resourceType": "Bundle",
+        "id": uuid::Uuid::new_v4().to_string(),
+        "identifier": {"system": "urn:ietf:rfc:3986", "value": format!("urn:uuid:{}", uuid::Uuid::new_v4())},
+        "type": "document",
+        "timestamp": now,
+    });
+    let mut out: Vec<u8> = Vec::with_capacity(64 * 1024);
+    let _ = serde_json::to_writer(&mut out, &head);
+    // `head` is an object: reopen it to append `entry` (members keep their order).
+    out.pop();
+    out.extend_from_slice(b",\"entry\":[");
+    push_entry(
+        &mut out,
+        &src.raw,
+        &format!("urn:uuid:{comp_id}"),
+        &EntryRes::Owned(composition),
+    );
     let mut seen: HashSet<String> = HashSet::new();
     if !subject_url.is_empty() {
         seen.insert(subject_url.to_string());
-        entries.push(json!({ "fullUrl": subject_url, "resource": src.subject }));
+        out.push(b',');
+        push_entry(&mut out, &src.raw, subject_url, &EntryRes::Stored(&src.subject));
     }
     for (url, r) in resources.into_iter().chain(linked_patients) {
         if seen.insert(url.clone()) {
-            entries.push(json!({ "fullUrl": url, "resource": r }));
+            out.push(b',');
+            push_entry(&mut out, &src.raw, &url, &r);
         }
     }
     for p in provenances {
@@ -728,16 +782,11 @@ fn document(
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_string();
-        entries.push(json!({ "fullUrl": format!("urn:uuid:{id}"), "resource": p }));
+        out.push(b',');
+        push_entry(&mut out, &src.raw, &format!("urn:uuid:{id}"), &EntryRes::Owned(p));
     }
-    json!({
-        "resourceType": "Bundle",
-        "id": uuid::Uuid::new_v4().to_string(),
-        "identifier": {"system": "urn:ietf:rfc:3986", "value": format!("urn:uuid:{}", uuid::Uuid::new_v4())},
-        "type": "document",
-        "timestamp": now,
-        "entry": entries
-    })
+    out.extend_from_slice(b"]}");
+    out
 }
 
 #[cfg(test)]

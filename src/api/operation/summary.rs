@@ -54,7 +54,7 @@
 //! once per process, for demos and end-to-end tests), or a [`SummaryClock`] request extension (for
 //! in-process tests), in increasing priority.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::LazyLock;
 
 use axum::extract::{Path, RawQuery, State};
@@ -69,7 +69,7 @@ use crate::api::access::{self, RequestContext};
 use crate::api::body;
 use crate::api::interaction::{query_pairs, valid_id};
 use crate::api::outcome::{ApiError, ApiResult, Issue};
-use crate::api::response::fhir_json;
+use crate::api::response::fhir_bytes;
 use crate::api::AppState;
 use crate::mapping::registration::{section_of, CARD_ID_SYSTEM};
 use crate::search::MAX_COUNT;
@@ -129,7 +129,7 @@ pub async fn instance_summary(
         ctx.emergency_summary = Some(id.clone());
     }
     let s = summarize(&state, &ctx, &id, mode, now(clock.as_deref())).await?;
-    Ok(fhir_json(StatusCode::OK, &s.bundle))
+    Ok(fhir_bytes(StatusCode::OK, s.bundle))
 }
 
 /// `GET /fhir/Patient/$summary?identifier=system|value`. Output: 200 document Bundle; errors: 400
@@ -176,7 +176,7 @@ pub async fn type_summary(
         }
     };
     let s = summarize(&state, &ctx, &id, mode, now(clock.as_deref())).await?;
-    Ok(fhir_json(StatusCode::OK, &s.bundle))
+    Ok(fhir_bytes(StatusCode::OK, s.bundle))
 }
 
 /// Gathers ([`gather`]) and builds ([`summary::build`]) the summary of Patient `id` — the one path
@@ -243,13 +243,14 @@ fn parse_json(text: &str) -> Option<Value> {
     serde_json::from_str(text).ok()
 }
 
-/// All current matches of a search (paged through `access::search`, at most 10 000).
-async fn search_all(
+/// All current matches of a search (paged through `access::search`, at most 10 000), parsed, with
+/// their stored JSON text.
+async fn search_all_raw(
     state: &AppState,
     ctx: &RequestContext,
     rtype: &str,
     mut params: Vec<(String, String)>,
-) -> ApiResult<Vec<Value>> {
+) -> ApiResult<Vec<(Value, String)>> {
     params.push(("_count".into(), MAX_COUNT.to_string()));
     let mut out = Vec::new();
     for page_no in 0..10 {
@@ -262,15 +263,38 @@ async fn search_all(
         let n = page.matches.len();
         out.extend(
             page.matches
-                .iter()
+                .into_iter()
                 .filter(|r| !r.deleted)
-                .filter_map(|r| parse_json(&r.json)),
+                .filter_map(|r| Some((parse_json(&r.json)?, r.json))),
         );
         if n < MAX_COUNT {
             break;
         }
     }
     Ok(out)
+}
+
+/// All current matches of a search, parsed ([`search_all_raw`] without the texts).
+async fn search_all(
+    state: &AppState,
+    ctx: &RequestContext,
+    rtype: &str,
+    params: Vec<(String, String)>,
+) -> ApiResult<Vec<Value>> {
+    Ok(search_all_raw(state, ctx, rtype, params)
+        .await?
+        .into_iter()
+        .map(|(v, _)| v)
+        .collect())
+}
+
+/// `Type/id` of a resource.
+fn key_of(v: &Value) -> Option<String> {
+    Some(format!(
+        "{}/{}",
+        v.get("resourceType")?.as_str()?,
+        v.get("id")?.as_str()?
+    ))
 }
 
 async fn search_ids(
@@ -400,13 +424,14 @@ fn source_of(p: &Value, link_display: Option<&str>) -> (String, String) {
 }
 
 /// The registration resources of registration Patient `reg` (everything [`section_of`] recognises),
-/// the Patient first, then the referenced Organizations and Practitioners.
+/// the Patient first, then the referenced Organizations and Practitioners; with the stored JSON text of
+/// each found one by `Type/id` (the Patient's own text is the caller's).
 async fn registration_resources(
     state: &AppState,
     ctx: &RequestContext,
     reg: &Value,
     reg_id: &str,
-) -> ApiResult<Vec<Value>> {
+) -> ApiResult<(Vec<Value>, HashMap<String, String>)> {
     let r = format!("Patient/{reg_id}");
     let searches = [
         ("CareTeam", "subject"),
@@ -423,16 +448,17 @@ async fn registration_resources(
     let found = try_join_all(
         searches
             .iter()
-            .map(|(t, p)| search_all(state, ctx, t, vec![(p.to_string(), r.clone())])),
+            .map(|(t, p)| search_all_raw(state, ctx, t, vec![(p.to_string(), r.clone())])),
     )
     .await?;
+    let mut raw: HashMap<String, String> = HashMap::new();
+    let mut keep = |(v, text): (Value, String)| {
+        section_of(&v)?;
+        raw.insert(key_of(&v)?, text);
+        Some(v)
+    };
     let mut out = vec![reg.clone()];
-    out.extend(
-        found
-            .into_iter()
-            .flatten()
-            .filter(|x| section_of(x).is_some()),
-    );
+    out.extend(found.into_iter().flatten().filter_map(&mut keep));
     // Organizations / Practitioners referenced by the registration.
     let mut orgs: Vec<String> = Vec::new();
     let mut practs: Vec<String> = Vec::new();
@@ -459,16 +485,11 @@ async fn registration_resources(
     let found = try_join_all(
         lookups
             .into_iter()
-            .map(|(t, ids)| search_all(state, ctx, t, vec![("_id".into(), ids)])),
+            .map(|(t, ids)| search_all_raw(state, ctx, t, vec![("_id".into(), ids)])),
     )
     .await?;
-    out.extend(
-        found
-            .into_iter()
-            .flatten()
-            .filter(|x| section_of(x).is_some()),
-    );
-    Ok(out)
+    out.extend(found.into_iter().flatten().filter_map(&mut keep));
+    Ok((out, raw))
 }
 
 fn collect_refs(v: &Value, f: &mut impl FnMut(&str)) {
@@ -557,8 +578,13 @@ pub async fn gather(
     if !valid_id(id) {
         return Err(ApiError::not_found("Patient/<invalid id> not found"));
     }
+    let requested_text;
     let requested = match access::read(state, ctx, "Patient", id).await {
-        Ok(sr) if !sr.deleted => parse_json(&sr.json).ok_or_else(ApiError::internal)?,
+        Ok(sr) if !sr.deleted => {
+            let v = parse_json(&sr.json).ok_or_else(ApiError::internal)?;
+            requested_text = sr.json;
+            v
+        }
         Ok(_) => return Err(StoreError::Gone("Patient".into(), id.into()).into()),
         Err(e) => return Err(e),
     };
@@ -594,13 +620,20 @@ pub async fn gather(
     };
     if let Some((reg, reg_id)) = &reg {
         links.extend(link_targets(reg));
-        let (resources, more) = futures::try_join!(
+        let ((resources, raw), more) = futures::try_join!(
             registration_resources(state, ctx, reg, reg_id),
             linked_ids(state, ctx, reg, reg_id)
         )?;
         links.extend(more.into_iter().map(|x| (x, None)));
         src.subject = reg.clone();
         src.registration = resources;
+        src.raw = raw;
+    }
+    if reg.as_ref().is_none_or(|(_, r)| r == id) {
+        // The subject is the resource read above: pass its stored text through.
+        if let Some(k) = key_of(&requested) {
+            src.raw.insert(k, requested_text);
+        }
     }
 
     // Linked (SS-MIX2) Patients: dedupe, keep the first display, drop registrations.

@@ -17,39 +17,80 @@ use super::*;
 
 type R<T> = Result<T, RegistrationError>;
 
+/// A FHIRPath-style location inside a resource (`Condition.extension('item-meta').extension[0]`), kept
+/// as a shared chain of segments and rendered only when an error names it: reading a registration
+/// walks thousands of positions and reports almost none.
+#[derive(Clone)]
+struct Path<'a>(std::rc::Rc<PathNode<'a>>);
+
+struct PathNode<'a> {
+    parent: Option<Path<'a>>,
+    seg: Seg<'a>,
+}
+
+enum Seg<'a> {
+    Root(&'a str),
+    Key(&'a str),
+    Index(usize),
+    Ext(&'a str),
+}
+
+impl<'a> Path<'a> {
+    fn root(rtype: &'a str) -> Path<'a> {
+        Path(std::rc::Rc::new(PathNode { parent: None, seg: Seg::Root(rtype) }))
+    }
+    fn child(&self, seg: Seg<'a>) -> Path<'a> {
+        Path(std::rc::Rc::new(PathNode { parent: Some(self.clone()), seg }))
+    }
+}
+
+impl std::fmt::Display for Path<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(p) = &self.0.parent {
+            write!(f, "{p}")?;
+        }
+        match &self.0.seg {
+            Seg::Root(t) => f.write_str(t),
+            Seg::Key(k) => write!(f, ".{k}"),
+            Seg::Index(i) => write!(f, "[{i}]"),
+            Seg::Ext(short) => write!(f, ".extension('{short}')"),
+        }
+    }
+}
+
 /// A position inside one resource: `Type/id`, a FHIRPath-style path and the value there (if any).
 #[derive(Clone)]
 struct Cur<'a> {
     res: &'a str,
-    path: String,
+    path: Path<'a>,
     v: Option<&'a Value>,
 }
 
 impl<'a> Cur<'a> {
-    fn root(res: &'a str, rtype: &str, v: &'a Value) -> Self {
+    fn root(res: &'a str, rtype: &'a str, v: &'a Value) -> Self {
         Cur {
             res,
-            path: rtype.to_string(),
+            path: Path::root(rtype),
             v: Some(v),
         }
     }
-    fn get(&self, key: &str) -> Cur<'a> {
+    fn get(&self, key: &'a str) -> Cur<'a> {
         Cur {
             res: self.res,
-            path: format!("{}.{key}", self.path),
+            path: self.path.child(Seg::Key(key)),
             v: self.v.and_then(|v| v.get(key)).filter(|v| !v.is_null()),
         }
     }
     fn missing(&self) -> RegistrationError {
         RegistrationError::Missing {
             resource: self.res.to_string(),
-            path: self.path.clone(),
+            path: self.path.to_string(),
         }
     }
     fn invalid(&self, message: &str) -> RegistrationError {
         RegistrationError::Invalid {
             resource: self.res.to_string(),
-            path: self.path.clone(),
+            path: self.path.to_string(),
             message: message.to_string(),
         }
     }
@@ -65,7 +106,7 @@ impl<'a> Cur<'a> {
                 .enumerate()
                 .map(|(i, v)| Cur {
                     res: self.res,
-                    path: format!("{}[{i}]", self.path),
+                    path: self.path.child(Seg::Index(i)),
                     v: Some(v),
                 })
                 .collect()),
@@ -75,7 +116,7 @@ impl<'a> Cur<'a> {
     fn first(&self) -> R<Cur<'a>> {
         Ok(self.items()?.into_iter().next().unwrap_or(Cur {
             res: self.res,
-            path: format!("{}[0]", self.path),
+            path: self.path.child(Seg::Index(0)),
             v: None,
         }))
     }
@@ -95,20 +136,20 @@ impl<'a> Cur<'a> {
         self.str()?.ok_or_else(|| self.missing())
     }
     /// The extension with `url` among this element's `extension`.
-    fn ext(&self, url: &str) -> R<Cur<'a>> {
+    fn ext(&self, url: &'a str) -> R<Cur<'a>> {
         let short = url.rsplit('/').next().unwrap_or(url);
         for e in self.get("extension").items()? {
             if e.get("url").str()? == Some(url) {
                 return Ok(Cur {
                     res: self.res,
-                    path: format!("{}.extension('{short}')", self.path),
+                    path: self.path.child(Seg::Ext(short)),
                     v: e.v,
                 });
             }
         }
         Ok(Cur {
             res: self.res,
-            path: format!("{}.extension('{short}')", self.path),
+            path: self.path.child(Seg::Ext(short)),
             v: None,
         })
     }
