@@ -1169,4 +1169,28 @@ mod tests {
         assert_eq!(tail_ref("Patient/x/_history/2"), "Patient/x");
         assert_eq!(tail_ref("x"), "x");
     }
+
+    #[test]
+    fn lazy_paths_render_like_fhirpath() {
+        let v = serde_json::json!({"extension": [{"url": "http://x/item-meta"}],
+            "code": {"coding": [{"system": "a"}, {"system": "b", "code": 7}]}});
+        let root = Cur::root("Condition/c1", "Condition", &v);
+        let coding = root.get("code").get("coding").items().unwrap();
+        let err = coding[1].get("code").invalid("must be a string");
+        match err {
+            RegistrationError::Invalid { resource, path, .. } => {
+                assert_eq!(resource, "Condition/c1");
+                assert_eq!(path, "Condition.code.coding[1].code");
+            }
+            other => panic!("{other:?}"),
+        }
+        let meta = root.ext("http://x/item-meta").unwrap();
+        assert!(meta.present());
+        match meta.get("extension").first().unwrap().missing() {
+            RegistrationError::Missing { path, .. } => {
+                assert_eq!(path, "Condition.extension('item-meta').extension[0]")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 }
