@@ -80,7 +80,7 @@ DB_FILE="$BENCH_DIR/registry-p$PATIENTS.db"
 DATA_DIR="$BENCH_DIR/registry-p$PATIENTS-data"
 t0=$(date +%s.%N)
 free_mb() { df -Pm "$BENCH_DIR" | awk 'NR == 2 { print $4 }'; }
-store_mb() { du -cm "$DB_FILE"* 2>/dev/null | tail -1 | cut -f1; }
+store_mb() { { du -cm "$DB_FILE"* 2>/dev/null || true; } | awk 'END { print ($1 == "") ? 0 : $1 }'; }
 need_mb() { awk -v n="$1" -v m="$MB_PER_PATIENT" 'BEGIN { printf "%.0f", n * m }'; }
 log "store $DB_FILE: ${PATIENTS} registrations need ≈ $(need_mb "$PATIENTS") MB (MB_PER_PATIENT=$MB_PER_PATIENT); $(free_mb) MB free, $(store_mb) MB already there"
 chunk_end=0
