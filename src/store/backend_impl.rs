@@ -107,6 +107,124 @@ async fn prefetch_current(
     Ok(())
 }
 
+/// The interned ids (`search_param.pid`, `token_system.sid`, migration 0006) of every key the index rows
+/// of `ops` use: from the cache, else read inside `tx` (rows visible before this call are committed —
+/// cached), else interned inside `tx` (`ON CONFLICT DO NOTHING`, then read back; used by this
+/// transaction only, cached once a later call reads them as committed). Call once per transaction.
+async fn resolve_ids(tx: &mut Tx, interned: &shared::Interned, ops: &[Op]) -> Result<shared::Ids, StoreError> {
+    let mut ids = shared::Ids::default();
+    let mut want_p: Vec<(&str, &str)> = Vec::new();
+    let mut want_s: Vec<&str> = Vec::new();
+    {
+        let mut seen_p: HashSet<(&str, &str)> = HashSet::new();
+        let mut seen_s: HashSet<&str> = HashSet::new();
+        for op in ops {
+            let Op::Put { rtype, prep, .. } = op else { continue };
+            let r = &prep.index;
+            let params = r.token.iter().map(|x| x.0.as_str())
+                .chain(r.string.iter().map(|x| x.0.as_str()))
+                .chain(r.date.iter().map(|x| x.0.as_str()))
+                .chain(r.reference.iter().map(|x| x.0.as_str()))
+                .chain(r.quantity.iter().map(|x| x.0.as_str()))
+                .chain(r.number.iter().map(|x| x.0.as_str()))
+                .chain(r.uri.iter().map(|x| x.0.as_str()));
+            for p in params {
+                if seen_p.insert((rtype.as_str(), p)) {
+                    match interned.param(rtype, p) {
+                        Some(pid) => {
+                            ids.params.entry(rtype.clone()).or_default().insert(p.to_string(), pid);
+                        }
+                        None => want_p.push((rtype.as_str(), p)),
+                    }
+                }
+            }
+            for t in &r.token {
+                if let Some(sys) = t.1.as_deref() {
+                    if seen_s.insert(sys) {
+                        match interned.system(sys) {
+                            Some(sid) => {
+                                ids.systems.insert(sys.to_string(), sid);
+                            }
+                            None => want_s.push(sys),
+                        }
+                    }
+                }
+            }
+        }
+    }
+    // (rtype, param) → pid
+    for round in 0..2 {
+        if want_p.is_empty() {
+            break;
+        }
+        if round == 1 {
+            for chunk in want_p.chunks(MAX_BINDS / 2) {
+                let mut qb = QueryBuilder::<Db>::new("INSERT INTO search_param (rtype, param) ");
+                qb.push_values(chunk, |mut b, (t, p)| {
+                    b.push_bind(t.to_string()).push_bind(p.to_string());
+                });
+                qb.push(" ON CONFLICT (rtype, param) DO NOTHING");
+                qb.build().execute(&mut **tx).await?;
+            }
+        }
+        let mut found: HashSet<(String, String)> = HashSet::new();
+        for chunk in want_p.chunks(MAX_BINDS / 2) {
+            let mut qb = QueryBuilder::<Db>::new("SELECT CAST(p.pid AS BIGINT), p.rtype, p.param FROM (");
+            qb.push_values(chunk, |mut b, (t, p)| {
+                b.push_bind(t.to_string()).push_bind(p.to_string());
+            });
+            qb.push(") k JOIN search_param p ON p.rtype = k.column1 AND p.param = k.column2");
+            for r in qb.build().fetch_all(&mut **tx).await? {
+                let (pid, t, p): (i64, String, String) = (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?);
+                if round == 0 {
+                    interned.put_param(t.clone(), p.clone(), pid);
+                }
+                ids.params.entry(t.clone()).or_default().insert(p.clone(), pid);
+                found.insert((t, p));
+            }
+        }
+        want_p.retain(|(t, p)| !found.contains(&(t.to_string(), p.to_string())));
+    }
+    // system → sid
+    for round in 0..2 {
+        if want_s.is_empty() {
+            break;
+        }
+        if round == 1 {
+            for chunk in want_s.chunks(MAX_BINDS) {
+                let mut qb = QueryBuilder::<Db>::new("INSERT INTO token_system (system) ");
+                qb.push_values(chunk, |mut b, s| {
+                    b.push_bind(s.to_string());
+                });
+                qb.push(" ON CONFLICT (system) DO NOTHING");
+                qb.build().execute(&mut **tx).await?;
+            }
+        }
+        let mut found: HashSet<String> = HashSet::new();
+        for chunk in want_s.chunks(MAX_BINDS) {
+            let mut qb = QueryBuilder::<Db>::new("SELECT CAST(sid AS BIGINT), system FROM token_system WHERE system IN (");
+            let mut sep = qb.separated(", ");
+            for s in chunk {
+                sep.push_bind(s.to_string());
+            }
+            qb.push(")");
+            for r in qb.build().fetch_all(&mut **tx).await? {
+                let (sid, sys): (i64, String) = (r.try_get(0)?, r.try_get(1)?);
+                if round == 0 {
+                    interned.put_system(sys.clone(), sid);
+                }
+                ids.systems.insert(sys.clone(), sid);
+                found.insert(sys);
+            }
+        }
+        want_s.retain(|s| !found.contains(*s));
+    }
+    if !want_p.is_empty() || !want_s.is_empty() {
+        return Err(StoreError::Database("search index keys could not be interned".into()));
+    }
+    Ok(ids)
+}
+
 /// Row → StoredResource for `RES_COLS` order (rid first, skipped).
 fn stored_from_row(r: &<Db as sqlx::Database>::Row) -> Result<(i64, StoredResource), StoreError> {
     let rid: i64 = r.try_get(0)?;
@@ -182,13 +300,23 @@ impl From<sqlx::Error> for ApplyError {
 /// (`UPDATE … FROM (VALUES …)`), index rows cleared for changed resources, index rows of the final
 /// versions, and one history row per version. A resource written several times in one batch gets every
 /// version in its history but only its last version in `resources` and the search index.
-async fn apply_ops(tx: &mut Tx, ops: Vec<Op>) -> Result<Vec<OpResult>, (Option<usize>, StoreError)> {
-    apply_ops_with(tx, &ops, true).await
+async fn apply_ops(
+    tx: &mut Tx,
+    interned: &shared::Interned,
+    ops: Vec<Op>,
+) -> Result<Vec<OpResult>, (Option<usize>, StoreError)> {
+    apply_ops_with(tx, interned, &ops, true).await
 }
 
 /// [`apply_ops`] over borrowed ops; `bodies = false` leaves `StoredResource::json` of the results empty
 /// (the importer only counts outcomes).
-async fn apply_ops_with(tx: &mut Tx, ops: &[Op], bodies: bool) -> Result<Vec<OpResult>, (Option<usize>, StoreError)> {
+async fn apply_ops_with(
+    tx: &mut Tx,
+    interned: &shared::Interned,
+    ops: &[Op],
+    bodies: bool,
+) -> Result<Vec<OpResult>, (Option<usize>, StoreError)> {
+    let ids = resolve_ids(tx, interned, ops).await.map_err(|e| (None, e))?;
     let mut initial: HashMap<(String, String), Option<Current>> = HashMap::with_capacity(ops.len());
     if ops.len() == 1 {
         let (rtype, id) = op_key(&ops[0]);
@@ -202,13 +330,13 @@ async fn apply_ops_with(tx: &mut Tx, ops: &[Op], bodies: bool) -> Result<Vec<OpR
         // PostgreSQL: a savepoint lets a batch that raced with a concurrent create be re-planned.
         let outcome = if use_savepoint() {
             let mut sp = sqlx::Connection::begin(&mut **tx).await.map_err(|e| (None, db_err(e)))?;
-            let r = plan_and_write(&mut sp, ops, &initial, now, bodies).await;
+            let r = plan_and_write(&mut sp, ops, &ids, &initial, now, bodies).await;
             if r.is_ok() {
                 sp.commit().await.map_err(|e| (None, db_err(e)))?;
             }
             r // on error `sp` is dropped: ROLLBACK TO SAVEPOINT
         } else {
-            plan_and_write(&mut **tx, ops, &initial, now, bodies).await
+            plan_and_write(&mut **tx, ops, &ids, &initial, now, bodies).await
         };
         let raced = match outcome {
             Ok(results) => return Ok(results),
@@ -252,6 +380,7 @@ fn op_key(op: &Op) -> (&str, &str) {
 async fn plan_and_write(
     conn: &mut <Db as sqlx::Database>::Connection,
     ops: &[Op],
+    ids: &shared::Ids,
     initial: &HashMap<(String, String), Option<Current>>,
     now: i64,
     bodies: bool,
@@ -410,7 +539,20 @@ async fn plan_and_write(
         }
         return Err(ApplyError::Raced(raced));
     }
-    // 2. changed existing rows
+    // 2. changed existing rows: their replaced current version moves to the history first (the history
+    //    holds exactly the versions that are no longer current, migration 0006)
+    for chunk in changed.chunks(MAX_BINDS) {
+        let mut qb = QueryBuilder::<Db>::new(
+            "INSERT INTO resource_history (rtype, id, version, last_updated, deleted, json) \
+             SELECT rtype, id, version, last_updated, deleted, json FROM resources WHERE rid IN (",
+        );
+        let mut sep = qb.separated(", ");
+        for &s in chunk {
+            sep.push_bind(slots[s].rid.unwrap_or_default());
+        }
+        qb.push(") ORDER BY rid");
+        qb.build().execute(&mut *conn).await?;
+    }
     for chunk in changed.chunks(MAX_BINDS / 6) {
         let mut qb = QueryBuilder::<Db>::new(
             "UPDATE resources AS r SET version = v.column2, last_updated = v.column3, deleted = v.column4, \
@@ -441,11 +583,13 @@ async fn plan_and_write(
             qb.build().execute(&mut *conn).await?;
         }
     }
-    // 4. history rows
-    for chunk in hist.chunks(MAX_BINDS / 6) {
+    // 4. history rows: the versions of this batch that a later op of the same batch replaced
+    let superseded: Vec<(usize, &HistRow)> =
+        hist.iter().enumerate().filter(|(i, h)| slots[h.slot].hist_at != *i).collect();
+    for chunk in superseded.chunks(MAX_BINDS / 6) {
         let mut qb =
             QueryBuilder::<Db>::new("INSERT INTO resource_history (rtype, id, version, last_updated, deleted, json) ");
-        qb.push_values(chunk, |mut b, h| {
+        qb.push_values(chunk, |mut b, (_, h)| {
             b.push_bind(slots[h.slot].rtype)
                 .push_bind(slots[h.slot].id)
                 .push_bind(h.version)
@@ -464,27 +608,28 @@ async fn plan_and_write(
             }
         }
     }
-    write_index(conn, &index).await?;
+    write_index(conn, ids, &index).await?;
     Ok(results)
 }
 
 /// Inserts the search-index rows of `(rid, rtype, rows)` with multi-row statements (one per table and
-/// chunk of at most [`MAX_BINDS`] bind values).
+/// chunk of at most [`MAX_BINDS`] bind values); (rtype, param) and token systems as their `ids`.
 async fn write_index(
     conn: &mut <Db as sqlx::Database>::Connection,
+    ids: &shared::Ids,
     index: &[(i64, &str, &IndexRows)],
 ) -> Result<(), StoreError> {
     async fn insert<'r, T: 'r>(
         conn: &mut <Db as sqlx::Database>::Connection,
         head: &str,
         cols: usize,
-        rows: &[(i64, &'r str, &'r T)],
+        rows: &[(i64, i64, &'r T)],
         bind: impl Fn(&mut sqlx::query_builder::Separated<'_, Db, &'static str>, &'r T),
     ) -> Result<(), StoreError> {
         for chunk in rows.chunks(MAX_BINDS / cols) {
             let mut qb = QueryBuilder::<Db>::new(head);
-            qb.push_values(chunk, |mut b, (rid, t, r)| {
-                b.push_bind(*rid).push_bind(*t);
+            qb.push_values(chunk, |mut b, (rid, pid, r)| {
+                b.push_bind(*rid).push_bind(*pid);
                 bind(&mut b, r);
             });
             qb.build().execute(&mut *conn).await?;
@@ -499,38 +644,37 @@ async fn write_index(
     let mut number = Vec::new();
     let mut uri = Vec::new();
     for &(rid, rtype, rows) in index {
-        token.extend(rows.token.iter().map(|r| (rid, rtype, r)));
-        string.extend(rows.string.iter().map(|r| (rid, rtype, r)));
-        date.extend(rows.date.iter().map(|r| (rid, rtype, r)));
-        reference.extend(rows.reference.iter().map(|r| (rid, rtype, r)));
-        quantity.extend(rows.quantity.iter().map(|r| (rid, rtype, r)));
-        number.extend(rows.number.iter().map(|r| (rid, rtype, r)));
-        uri.extend(rows.uri.iter().map(|r| (rid, rtype, r)));
+        token.extend(rows.token.iter().map(|r| (rid, ids.pid(rtype, &r.0), r)));
+        string.extend(rows.string.iter().map(|r| (rid, ids.pid(rtype, &r.0), r)));
+        date.extend(rows.date.iter().map(|r| (rid, ids.pid(rtype, &r.0), r)));
+        reference.extend(rows.reference.iter().map(|r| (rid, ids.pid(rtype, &r.0), r)));
+        quantity.extend(rows.quantity.iter().map(|r| (rid, ids.pid(rtype, &r.0), r)));
+        number.extend(rows.number.iter().map(|r| (rid, ids.pid(rtype, &r.0), r)));
+        uri.extend(rows.uri.iter().map(|r| (rid, ids.pid(rtype, &r.0), r)));
     }
-    insert(conn, "INSERT INTO idx_token (rid, rtype, param, system, code, display) ", 6, &token, |b, r| {
-        b.push_bind(r.0.as_str()).push_bind(r.1.as_deref()).push_bind(r.2.as_str()).push_bind(r.3.as_deref());
+    insert(conn, "INSERT INTO idx_token (rid, pid, sid, code, display) ", 5, &token, |b, r| {
+        b.push_bind(ids.sid(r.1.as_deref())).push_bind(r.2.as_str()).push_bind(r.3.as_deref());
     })
     .await?;
-    insert(conn, "INSERT INTO idx_string (rid, rtype, param, exact, normalized) ", 5, &string, |b, r| {
-        b.push_bind(r.0.as_str()).push_bind(r.1.as_str()).push_bind(r.2.as_str());
+    insert(conn, "INSERT INTO idx_string (rid, pid, exact, normalized) ", 4, &string, |b, r| {
+        b.push_bind(r.1.as_str()).push_bind(r.2.as_str());
     })
     .await?;
-    insert(conn, "INSERT INTO idx_date (rid, rtype, param, lo, hi) ", 5, &date, |b, r| {
-        b.push_bind(r.0.as_str()).push_bind(r.1).push_bind(r.2);
+    insert(conn, "INSERT INTO idx_date (rid, pid, lo, hi) ", 4, &date, |b, r| {
+        b.push_bind(r.1).push_bind(r.2);
     })
     .await?;
-    insert(conn, "INSERT INTO idx_reference (rid, rtype, param, target_type, target_id, url) ", 6, &reference, |b, r| {
-        b.push_bind(r.0.as_str()).push_bind(r.1.as_deref()).push_bind(r.2.as_str()).push_bind(r.3.as_str());
+    insert(conn, "INSERT INTO idx_reference (rid, pid, target_type, target_id, url) ", 5, &reference, |b, r| {
+        b.push_bind(r.1.as_deref()).push_bind(r.2.as_str()).push_bind(r.3.as_str());
     })
     .await?;
     insert(
         conn,
-        "INSERT INTO idx_quantity (rid, rtype, param, value, lo, hi, system, code, unit) ",
-        9,
+        "INSERT INTO idx_quantity (rid, pid, value, lo, hi, system, code, unit) ",
+        8,
         &quantity,
         |b, r| {
-            b.push_bind(r.0.as_str())
-                .push_bind(r.1)
+            b.push_bind(r.1)
                 .push_bind(r.2)
                 .push_bind(r.3)
                 .push_bind(r.4.as_deref())
@@ -539,12 +683,12 @@ async fn write_index(
         },
     )
     .await?;
-    insert(conn, "INSERT INTO idx_number (rid, rtype, param, value, lo, hi) ", 6, &number, |b, r| {
-        b.push_bind(r.0.as_str()).push_bind(r.1).push_bind(r.2).push_bind(r.3);
+    insert(conn, "INSERT INTO idx_number (rid, pid, value, lo, hi) ", 5, &number, |b, r| {
+        b.push_bind(r.1).push_bind(r.2).push_bind(r.3);
     })
     .await?;
-    insert(conn, "INSERT INTO idx_uri (rid, rtype, param, uri) ", 4, &uri, |b, r| {
-        b.push_bind(r.0.as_str()).push_bind(r.1.as_str());
+    insert(conn, "INSERT INTO idx_uri (rid, pid, uri) ", 3, &uri, |b, r| {
+        b.push_bind(r.1.as_str());
     })
     .await?;
     Ok(())
@@ -686,14 +830,14 @@ fn push_value_cond(qb: &mut QueryBuilder<Db>, p: &SearchParam, v: &SearchValue) 
                     if any {
                         qb.push(" AND ");
                     }
-                    qb.push("x.system IS NULL");
+                    qb.push("x.sid IS NULL");
                     any = true;
                 }
                 TokenSystem::Is(s) => {
                     if any {
                         qb.push(" AND ");
                     }
-                    qb.push("x.system = ").push_bind(s.clone());
+                    qb.push("x.sid = (SELECT sid FROM token_system WHERE system = ").push_bind(s.clone()).push(")");
                     any = true;
                 }
             }
@@ -801,6 +945,17 @@ fn push_resource_column_cond(qb: &mut QueryBuilder<Db>, alias: &'static str, p: 
     Ok(())
 }
 
+/// `{col} = <pid of (rtype, param)>` (migration 0006) as an uncorrelated scalar subquery: evaluated once
+/// per statement, NULL (matching no row) for a parameter that was never indexed.
+fn push_pid(qb: &mut QueryBuilder<Db>, col: &str, rtype: &str, param: &str) {
+    qb.push(col)
+        .push(" = (SELECT pid FROM search_param WHERE rtype = ")
+        .push_bind(rtype.to_string())
+        .push(" AND param = ")
+        .push_bind(param.to_string())
+        .push(")");
+}
+
 /// Token parameters with few distinct values: poor drivers for a search.
 const LOW_CARDINALITY_TOKENS: [&str; 14] = [
     "gender", "status", "active", "deceased", "intent", "category", "priority", "clinical-status",
@@ -860,11 +1015,9 @@ fn push_param_cond_as(
             return Err(StoreError::Invalid(format!("chained search `{}` deeper than one level", p.code)));
         }
         qb.push(alias)
-            .push(".rid IN (SELECT ref.rid FROM idx_reference ref JOIN resources t ON t.rtype = ref.target_type AND t.id = ref.target_id WHERE ref.rtype = ")
-            .push_bind(rtype.to_string())
-            .push(" AND ref.param = ")
-            .push_bind(p.code.clone())
-            .push(" AND ref.target_type = ")
+            .push(".rid IN (SELECT ref.rid FROM idx_reference ref JOIN resources t ON t.rtype = ref.target_type AND t.id = ref.target_id WHERE ");
+        push_pid(qb, "ref.pid", rtype, &p.code);
+        qb.push(" AND ref.target_type = ")
             .push_bind(chain.target_type.clone())
             .push(" AND t.deleted = ")
             .push_bind(false)
@@ -885,9 +1038,9 @@ fn push_param_cond_as(
             .push(table)
             .push(" x WHERE x.rid = ")
             .push(alias)
-            .push(".rid AND x.param = ")
-            .push_bind(p.code.clone())
-            .push(")");
+            .push(".rid AND ");
+        push_pid(qb, "x.pid", rtype, &p.code);
+        qb.push(")");
         return Ok(());
     }
     if p.modifier == Some(Modifier::Not) {
@@ -895,9 +1048,9 @@ fn push_param_cond_as(
             .push(table)
             .push(" x WHERE x.rid = ")
             .push(alias)
-            .push(".rid AND x.param = ")
-            .push_bind(p.code.clone())
-            .push(" AND ");
+            .push(".rid AND ");
+        push_pid(qb, "x.pid", rtype, &p.code);
+        qb.push(" AND ");
         push_or_values(qb, p)?;
         qb.push(")");
         return Ok(());
@@ -907,9 +1060,9 @@ fn push_param_cond_as(
             .push(table)
             .push(" x WHERE x.rid = ")
             .push(alias)
-            .push(".rid AND x.param = ")
-            .push_bind(p.code.clone())
-            .push(" AND ");
+            .push(".rid AND ");
+        push_pid(qb, "x.pid", rtype, &p.code);
+        qb.push(" AND ");
         push_or_values(qb, p)?;
         qb.push(")");
         return Ok(());
@@ -917,11 +1070,9 @@ fn push_param_cond_as(
     qb.push(alias)
         .push(".rid IN (SELECT x.rid FROM ")
         .push(table)
-        .push(" x WHERE x.rtype = ")
-        .push_bind(rtype.to_string())
-        .push(" AND x.param = ")
-        .push_bind(p.code.clone())
-        .push(" AND ");
+        .push(" x WHERE ");
+    push_pid(qb, "x.pid", rtype, &p.code);
+    qb.push(" AND ");
     push_or_values(qb, p)?;
     qb.push(")");
     Ok(())
@@ -991,9 +1142,9 @@ fn push_order(qb: &mut QueryBuilder<Db>, q: &SearchQuery) -> Result<(), StoreErr
             .push(col)
             .push(") FROM ")
             .push(table)
-            .push(" x WHERE x.rid = r.rid AND x.param = ")
-            .push_bind(k.code.clone())
-            .push(")")
+            .push(" x WHERE x.rid = r.rid AND ");
+        push_pid(qb, "x.pid", &q.resource_type, &k.code);
+        qb.push(")")
             .push(dir)
             .push(" NULLS LAST, ");
     }
@@ -1009,7 +1160,7 @@ impl Me {
 
     async fn run_ops(&self, ops: Vec<Op>) -> Result<Vec<OpResult>, (Option<usize>, StoreError)> {
         let mut tx = self.begin_write().await.map_err(|e| (None, e))?;
-        let res = apply_ops(&mut tx, ops).await?;
+        let res = apply_ops(&mut tx, &self.interned, ops).await?;
         tx.commit().await.map_err(|e| (None, db_err(e)))?;
         Ok(res)
     }
@@ -1087,7 +1238,8 @@ impl Me {
             }
             qb.push(")");
             if inc.param != "*" {
-                qb.push(" AND x.param = ").push_bind(inc.param.clone());
+                qb.push(" AND ");
+                push_pid(&mut qb, "x.pid", &inc.source_type, &inc.param);
             }
             if let Some(tt) = &inc.target_type {
                 qb.push(" AND x.target_type = ").push_bind(tt.clone());
@@ -1122,11 +1274,14 @@ impl Me {
                     return Ok(());
                 }
                 let mut qb = QueryBuilder::<Db>::new(format!(
-                    "SELECT {RES_COLS} FROM idx_reference x JOIN resources r ON r.rid = x.rid WHERE x.rtype = "
+                    "SELECT {RES_COLS} FROM idx_reference x JOIN resources r ON r.rid = x.rid WHERE "
                 ));
-                qb.push_bind(inc.source_type.clone());
                 if inc.param != "*" {
-                    qb.push(" AND x.param = ").push_bind(inc.param.clone());
+                    push_pid(&mut qb, "x.pid", &inc.source_type, &inc.param);
+                } else {
+                    qb.push("x.pid IN (SELECT pid FROM search_param WHERE rtype = ")
+                        .push_bind(inc.source_type.clone())
+                        .push(")");
                 }
                 qb.push(" AND x.target_type = ").push_bind(ttype.to_string()).push(" AND x.target_id IN (");
                 let mut sep = qb.separated(", ");
@@ -1210,19 +1365,35 @@ impl ResourceStore for Me {
         if id.is_some() && resource_type.is_none() {
             return Err(StoreError::Invalid("instance history needs a resource type".into()));
         }
-        let mut qb = QueryBuilder::<Db>::new(
-            "SELECT rtype, id, version, last_updated, deleted, json FROM resource_history WHERE 1 = 1",
-        );
-        if let Some(t) = resource_type {
-            qb.push(" AND rtype = ").push_bind(t.to_string());
+        // The history table holds the versions that are no longer current, `resources` the current ones
+        // (migration 0006): newest first from each (each through its own index), then merged.
+        let since_ms = since.map(shared::parse_instant).transpose()?;
+        let limit = count.min(i64::MAX as usize) as i64;
+        let mut qb = QueryBuilder::<Db>::new("SELECT rtype, id, version, last_updated, deleted, json FROM (");
+        for (i, (table, key)) in [("resource_history", "hid"), ("resources", "rid")].into_iter().enumerate() {
+            if i > 0 {
+                qb.push(" UNION ALL ");
+            }
+            qb.push("SELECT * FROM (SELECT rtype, id, version, last_updated, deleted, json FROM ")
+                .push(table)
+                .push(" WHERE 1 = 1");
+            if let Some(t) = resource_type {
+                qb.push(" AND rtype = ").push_bind(t.to_string());
+            }
+            if let Some(i) = id {
+                qb.push(" AND id = ").push_bind(i.to_string());
+            }
+            if let Some(s) = since_ms {
+                qb.push(" AND last_updated >= ").push_bind(s);
+            }
+            qb.push(" ORDER BY last_updated DESC, ")
+                .push(key)
+                .push(" DESC LIMIT ")
+                .push_bind(limit)
+                .push(") ")
+                .push(if i == 0 { "h" } else { "c" });
         }
-        if let Some(i) = id {
-            qb.push(" AND id = ").push_bind(i.to_string());
-        }
-        if let Some(s) = since {
-            qb.push(" AND last_updated >= ").push_bind(shared::parse_instant(s)?);
-        }
-        qb.push(" ORDER BY last_updated DESC, hid DESC LIMIT ").push_bind(count.min(i64::MAX as usize) as i64);
+        qb.push(") u ORDER BY last_updated DESC, version DESC LIMIT ").push_bind(limit);
         let rows = qb.build().fetch_all(self.read_pool()).await?;
         let mut out = Vec::with_capacity(rows.len());
         for r in &rows {
@@ -1485,7 +1656,7 @@ impl Me {
     pub(crate) async fn apply_import(&self, prepared: crate::store::PreparedImport) -> Result<ImportSummary, StoreError> {
         let crate::store::PreparedImport { ops, ledger } = prepared;
         let mut tx = self.begin_write().await?;
-        let results = apply_ops_with(&mut tx, &ops, false).await.map_err(|(_, e)| e)?;
+        let results = apply_ops_with(&mut tx, &self.interned, &ops, false).await.map_err(|(_, e)| e)?;
         let now = shared::now_ms();
         for chunk in ledger.chunks(MAX_BINDS / 5) {
             let mut qb =
@@ -1545,23 +1716,22 @@ impl Me {
 }
 
 /// Secondary indexes a bulk load drops and rebuilds at its end: `(name, "table (columns)")`, exactly as
-/// created by `migrations/*/0001_store.sql` (keep in step with the migrations). Kept during a bulk load:
+/// created by `migrations/*/0001_store.sql` and `0006_store_once.sql` (keep in step with the migrations). Kept during a bulk load:
 /// the unique indexes (`resources (rtype, id)`, `resource_history (rtype, id, version)`), which the writes
 /// themselves use and which guard against duplicates, and the `(rid, param)` indexes, which clear the
 /// index rows of updated resources and are appended to in `rid` order anyway.
-const BULK_INDEXES: [(&str, &str); 12] = [
+const BULK_INDEXES: [(&str, &str); 11] = [
     ("resources_type_lu", "resources (rtype, last_updated)"),
-    ("history_lu", "resource_history (last_updated)"),
+    ("resources_lu", "resources (last_updated)"),
     ("history_type_lu", "resource_history (rtype, last_updated)"),
-    ("idx_token_lookup", "idx_token (rtype, param, code, system, rid)"),
-    ("idx_string_lookup", "idx_string (rtype, param, normalized, rid)"),
-    ("idx_date_lo", "idx_date (rtype, param, lo, hi, rid)"),
-    ("idx_date_hi", "idx_date (rtype, param, hi, rid)"),
-    ("idx_reference_lookup", "idx_reference (rtype, param, target_id, target_type, rid)"),
-    ("idx_reference_target", "idx_reference (target_id, target_type)"),
-    ("idx_quantity_lookup", "idx_quantity (rtype, param, value, rid)"),
-    ("idx_number_lookup", "idx_number (rtype, param, value, rid)"),
-    ("idx_uri_lookup", "idx_uri (rtype, param, uri, rid)"),
+    ("idx_token_lookup", "idx_token (pid, code, sid, rid)"),
+    ("idx_string_lookup", "idx_string (pid, normalized, rid)"),
+    ("idx_date_lo", "idx_date (pid, lo, hi, rid)"),
+    ("idx_date_hi", "idx_date (pid, hi, rid)"),
+    ("idx_reference_lookup", "idx_reference (pid, target_id, target_type, rid)"),
+    ("idx_quantity_lookup", "idx_quantity (pid, value, rid)"),
+    ("idx_number_lookup", "idx_number (pid, value, rid)"),
+    ("idx_uri_lookup", "idx_uri (pid, uri, rid)"),
 ];
 
 impl Me {

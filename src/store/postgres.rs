@@ -28,6 +28,8 @@ const SQL_SELECT_FOR_WRITE: &str =
 pub struct PgStore {
     pool: PgPool,
     registry: Arc<Registry>,
+    /// Committed `search_param` / `token_system` ids (migration 0006).
+    interned: Arc<super::shared::Interned>,
 }
 
 impl PgStore {
@@ -44,7 +46,7 @@ impl PgStore {
             .run(&pool)
             .await
             .map_err(|e| StoreError::Database(format!("migration failed: {e}")))?;
-        Ok(PgStore { pool, registry })
+        Ok(PgStore { pool, registry, interned: Arc::default() })
     }
 
     /// Closes the pool.
@@ -83,8 +85,11 @@ impl PgStore {
     /// `(last_updated ms, deleted, json)` of one version from the history.
     async fn version_row(&self, rtype: &str, id: &str, version: i64) -> Result<Option<(i64, bool, String)>, StoreError> {
         use sqlx::Row;
+        // the current version is in `resources`, older ones in the history (migration 0006)
         let row = sqlx::query(
-            "SELECT last_updated, deleted, json FROM resource_history WHERE rtype = $1 AND id = $2 AND version = $3",
+            "SELECT last_updated, deleted, json FROM resources WHERE rtype = $1 AND id = $2 AND version = $3 \
+             UNION ALL \
+             SELECT last_updated, deleted, json FROM resource_history WHERE rtype = $1 AND id = $2 AND version = $3",
         )
         .bind(rtype)
         .bind(id)

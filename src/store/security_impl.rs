@@ -177,7 +177,7 @@ impl Me {
                 return Err(AuditedTxError::Suspended);
             }
         }
-        let results = apply_ops(&mut tx, ops).await.map_err(|(entry, error)| TxError { entry, error })?;
+        let results = apply_ops(&mut tx, &self.interned, ops).await.map_err(|(entry, error)| TxError { entry, error })?;
         let results: Vec<TxResult> = results
             .into_iter()
             .map(|r| match r {
@@ -357,8 +357,9 @@ impl Me {
             }
             let mut qb = QueryBuilder::<Db>::new(
                 "SELECT DISTINCT r.rtype, r.id, r.json FROM idx_reference x JOIN resources r ON r.rid = x.rid \
-                 WHERE x.target_type = 'Patient' AND x.rtype IN ('Consent', 'RelatedPerson', 'CareTeam') \
-                 AND x.param IN ('patient', 'subject') AND r.deleted = ",
+                 WHERE x.target_type = 'Patient' AND x.pid IN (SELECT pid FROM search_param \
+                 WHERE rtype IN ('Consent', 'RelatedPerson', 'CareTeam') AND param IN ('patient', 'subject')) \
+                 AND r.deleted = ",
             );
             qb.push_bind(false).push(" AND x.target_id IN (");
             let mut sep = qb.separated(", ");

@@ -131,6 +131,52 @@ impl IndexRows {
     }
 }
 
+/// Committed ids of the interned search-index keys (migration 0006): `search_param.pid` per
+/// (resource type, parameter code) and `token_system.sid` per code system URI. Ids never change meaning
+/// once committed, so entries are never invalidated; only ids read back as committed are cached (an id
+/// interned by a transaction that later rolls back could be reused for another key).
+#[derive(Debug, Default)]
+pub(crate) struct Interned {
+    params: std::sync::RwLock<ParamIds>,
+    systems: std::sync::RwLock<std::collections::HashMap<String, i64>>,
+}
+
+/// resource type → parameter code → `pid` (nested so lookups borrow `&str`).
+pub(crate) type ParamIds = std::collections::HashMap<String, std::collections::HashMap<String, i64>>;
+
+impl Interned {
+    pub(crate) fn param(&self, rtype: &str, param: &str) -> Option<i64> {
+        let m = self.params.read().unwrap_or_else(|p| p.into_inner());
+        m.get(rtype).and_then(|t| t.get(param)).copied()
+    }
+    pub(crate) fn system(&self, system: &str) -> Option<i64> {
+        self.systems.read().unwrap_or_else(|p| p.into_inner()).get(system).copied()
+    }
+    pub(crate) fn put_param(&self, rtype: String, param: String, pid: i64) {
+        self.params.write().unwrap_or_else(|p| p.into_inner()).entry(rtype).or_default().insert(param, pid);
+    }
+    pub(crate) fn put_system(&self, system: String, sid: i64) {
+        self.systems.write().unwrap_or_else(|p| p.into_inner()).insert(system, sid);
+    }
+}
+
+/// The ids one write batch uses: (resource type, parameter) → `pid`, system → `sid`.
+#[derive(Debug, Default)]
+pub(crate) struct Ids {
+    pub params: ParamIds,
+    pub systems: std::collections::HashMap<String, i64>,
+}
+
+impl Ids {
+    /// The `pid` of `(rtype, param)`; `-1` (matches nothing) if it was not resolved.
+    pub(crate) fn pid(&self, rtype: &str, param: &str) -> i64 {
+        self.params.get(rtype).and_then(|t| t.get(param)).copied().unwrap_or(-1)
+    }
+    pub(crate) fn sid(&self, system: Option<&str>) -> Option<i64> {
+        system.map(|s| self.systems.get(s).copied().unwrap_or(-1))
+    }
+}
+
 /// A write prepared outside the database transaction.
 #[derive(Debug)]
 pub(crate) struct Prepared {

@@ -121,8 +121,11 @@ impl Readers {
     /// Errors: `Database`.
     pub(crate) fn vread(&self, rtype: &str, id: &str, version: i64) -> Result<Option<(i64, bool, String)>, StoreError> {
         self.with(|c| {
+            // the current version is in `resources`, older ones in the history (migration 0006)
             c.prepare_cached(
-                "SELECT last_updated, deleted, json FROM resource_history WHERE rtype = ?1 AND id = ?2 AND version = ?3",
+                "SELECT last_updated, deleted, json FROM resources WHERE rtype = ?1 AND id = ?2 AND version = ?3 \
+                 UNION ALL \
+                 SELECT last_updated, deleted, json FROM resource_history WHERE rtype = ?1 AND id = ?2 AND version = ?3",
             )?
             .query_row((rtype, id, version), |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
             .optional()

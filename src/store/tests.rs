@@ -571,3 +571,103 @@ async fn bulk_load_postgres() {
         bulk_load(&url).await;
     }
 }
+
+/// Migration 0006 on a store written by the earlier schema: every version kept exactly once (current
+/// in `resources`, older ones in the history), index rows re-keyed to interned ids, reads, vreads,
+/// history and searches answer as before, and new writes continue the version chain.
+async fn migrate_0006(url: &str) {
+    let p1v1 = r#"{"resourceType":"Patient","id":"p1","meta":{"versionId":"1","lastUpdated":"2026-01-01T00:00:00.000Z"},"name":[{"family":"Yamada"}]}"#;
+    let p1v2 = r#"{"resourceType":"Patient","id":"p1","meta":{"versionId":"2","lastUpdated":"2026-01-02T00:00:00.000Z"},"name":[{"family":"Yamada"}],"gender":"male"}"#;
+    let o1 = r#"{"resourceType":"Observation","id":"o1","meta":{"versionId":"1","lastUpdated":"2026-01-03T00:00:00.000Z"},"status":"final","code":{"coding":[{"system":"urn:oid:1.2.392.200119.4.504","code":"3B035000002327201"}]},"subject":{"reference":"Patient/p1"},"valueQuantity":{"value":1.50}}"#;
+    let t = |d: i64| 1_767_225_600_000 + d * DAY; // 2026-01-01 + d days
+    let old_schema = [
+        format!("INSERT INTO resources (rtype, id, version, last_updated, deleted, content_hash, json) VALUES ('Patient', 'p1', 2, {}, FALSE, 'h2', '{p1v2}')", t(1)),
+        format!("INSERT INTO resources (rtype, id, version, last_updated, deleted, content_hash, json) VALUES ('Observation', 'o1', 1, {}, FALSE, 'h3', '{o1}')", t(2)),
+        format!("INSERT INTO resource_history (rtype, id, version, last_updated, deleted, json) VALUES ('Patient', 'p1', 1, {}, FALSE, '{p1v1}')", t(0)),
+        format!("INSERT INTO resource_history (rtype, id, version, last_updated, deleted, json) VALUES ('Patient', 'p1', 2, {}, FALSE, '{p1v2}')", t(1)),
+        format!("INSERT INTO resource_history (rtype, id, version, last_updated, deleted, json) VALUES ('Observation', 'o1', 1, {}, FALSE, '{o1}')", t(2)),
+        "INSERT INTO idx_string (rid, rtype, param, exact, normalized) SELECT rid, 'Patient', 'name', 'Yamada', 'yamada' FROM resources WHERE id = 'p1'".into(),
+        "INSERT INTO idx_token (rid, rtype, param, system, code, display) SELECT rid, 'Patient', 'gender', 'http://hl7.org/fhir/administrative-gender', 'male', NULL FROM resources WHERE id = 'p1'".into(),
+        "INSERT INTO idx_token (rid, rtype, param, system, code, display) SELECT rid, 'Observation', 'code', 'urn:oid:1.2.392.200119.4.504', '3B035000002327201', NULL FROM resources WHERE id = 'o1'".into(),
+        "INSERT INTO idx_token (rid, rtype, param, system, code, display) SELECT rid, 'Observation', 'status', NULL, 'final', NULL FROM resources WHERE id = 'o1'".into(),
+        "INSERT INTO idx_reference (rid, rtype, param, target_type, target_id, url) SELECT rid, 'Observation', 'subject', 'Patient', 'p1', 'Patient/p1' FROM resources WHERE id = 'o1'".into(),
+        "INSERT INTO idx_date (rid, rtype, param, lo, hi) SELECT rid, 'Patient', 'birthdate', 0, 86399999 FROM resources WHERE id = 'p1'".into(),
+        "INSERT INTO idx_quantity (rid, rtype, param, value, lo, hi, system, code, unit) SELECT rid, 'Observation', 'value-quantity', 1.5, 1.495, 1.505, NULL, NULL, NULL FROM resources WHERE id = 'o1'".into(),
+    ];
+    if url.starts_with("sqlite:") {
+        let pool = sqlx::SqlitePool::connect(url).await.unwrap();
+        let mut m = sqlx::migrate!("migrations/sqlite");
+        m.migrations = m.migrations.iter().filter(|x| x.version < 6).cloned().collect::<Vec<_>>().into();
+        m.run(&pool).await.unwrap();
+        for sql in &old_schema {
+            sqlx::query(sql).execute(&pool).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+        }
+        pool.close().await;
+    } else {
+        let pool = sqlx::PgPool::connect(url).await.unwrap();
+        let mut m = sqlx::migrate!("migrations/postgres");
+        m.migrations = m.migrations.iter().filter(|x| x.version < 6).cloned().collect::<Vec<_>>().into();
+        m.run(&pool).await.unwrap();
+        for sql in &old_schema {
+            sqlx::query(sql).execute(&pool).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+        }
+        pool.close().await;
+    }
+    let s = Store::connect(url).await.unwrap();
+    let r = s.read("Patient", "p1").await.unwrap();
+    assert_eq!((r.version_id, r.json.as_str()), (2, p1v2));
+    assert_eq!(s.vread("Patient", "p1", 1).await.unwrap().json, p1v1);
+    assert_eq!(s.vread("Patient", "p1", 2).await.unwrap().json, p1v2);
+    let h: Vec<i64> = s.history(Some("Patient"), Some("p1"), None, 10).await.unwrap().iter().map(|r| r.version_id).collect();
+    assert_eq!(h, vec![2, 1], "each version once");
+    let sys: Vec<(String, i64)> =
+        s.history(None, None, None, 10).await.unwrap().iter().map(|r| (r.id.clone(), r.version_id)).collect();
+    assert_eq!(sys, vec![("o1".to_string(), 1), ("p1".to_string(), 2), ("p1".to_string(), 1)]);
+    let by_name = q("Patient", vec![sp("name", ParamType::String, None, vec![s_val("yamada")])]);
+    assert_eq!(ids(&s, &by_name).await, vec!["p1"]);
+    let by_gender = q(
+        "Patient",
+        vec![sp("gender", ParamType::Token, None, vec![tok(TokenSystem::Is("http://hl7.org/fhir/administrative-gender".into()), Some("male"))])],
+    );
+    assert_eq!(ids(&s, &by_gender).await, vec!["p1"]);
+    let by_code = q(
+        "Observation",
+        vec![
+            sp("code", ParamType::Token, None, vec![tok(TokenSystem::Is("urn:oid:1.2.392.200119.4.504".into()), Some("3B035000002327201"))]),
+            sp("status", ParamType::Token, None, vec![tok(TokenSystem::NoSystem, Some("final"))]),
+            sp("subject", ParamType::Reference, None, vec![SearchValue::Reference { target_type: Some("Patient".into()), id: "p1".into(), url: "Patient/p1".into() }]),
+        ],
+    );
+    assert_eq!(ids(&s, &by_code).await, vec!["o1"]);
+    let by_value = q(
+        "Observation",
+        vec![sp("value-quantity", ParamType::Quantity, None, vec![SearchValue::Quantity { prefix: Prefix::Eq, value: 1.5, lo: 1.45, hi: 1.55, system: None, code: None }])],
+    );
+    assert_eq!(ids(&s, &by_value).await, vec!["o1"]);
+    let mut inc = by_code.clone();
+    inc.includes.push(Include { source_type: "Observation".into(), param: "subject".into(), target_type: None, iterate: false });
+    let page = s.search(&inc).await.unwrap();
+    assert_eq!(page.included.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), vec!["p1"]);
+    // a new version continues the chain; the replaced one moves to the history
+    let body = r#"{"resourceType":"Patient","id":"p1","name":[{"family":"Sato"}]}"#;
+    let (w, _) = s.update_raw("Patient", "p1", body, Some(2)).await.unwrap();
+    assert_eq!(w.version_id, 3);
+    let h: Vec<i64> = s.history(Some("Patient"), Some("p1"), None, 10).await.unwrap().iter().map(|r| r.version_id).collect();
+    assert_eq!(h, vec![3, 2, 1]);
+    assert_eq!(s.vread("Patient", "p1", 2).await.unwrap().json, p1v2);
+    assert!(ids(&s, &by_name).await.is_empty(), "index rows of the replaced version are gone");
+    s.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_0006_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    migrate_0006(&format!("sqlite://{}?mode=rwc", dir.path().join("m.db").display())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_0006_postgres() {
+    if let Some(url) = pg::fresh_database_url().await {
+        migrate_0006(&url).await;
+    }
+}
