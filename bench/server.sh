@@ -126,55 +126,134 @@ fi
 REV=$(cd "$REPO" && git rev-parse --short HEAD 2>/dev/null || echo unknown)
 DIRTY=$(cd "$REPO" && git status --porcelain --untracked-files=no -- src Cargo.toml Cargo.lock migrations 2>/dev/null | wc -l)
 
-# ---------------------------------------------------------------- 2. corpus (cached)
-CORPUS="$BENCH_DIR/corpus-p$PATIENTS-s$SEED"
-if [ ! -f "$CORPUS/.complete" ]; then
-  log "synth ssmix2: $PATIENTS patients (seed $SEED) -> $CORPUS"
-  rm -rf "$CORPUS"
+# ---------------------------------------------------------------- 2. corpus
+# Up to CHUNK patients: one corpus, cached under $BENCH_DIR. Above (the issue's 100,000 patients, which do not
+# fit on the disk next to their stores): chunked mode — patients first..first+CHUNK-1 of the same seed are
+# generated (`synth ssmix2 --first`), imported, and deleted, chunk after chunk (see bench/README.md).
+CHUNK=${CHUNK:-20000}
+CHUNKED=0; [ "$PATIENTS" -gt "$CHUNK" ] && CHUNKED=1
+PG_PATIENTS=${PG_PATIENTS:-$CHUNK}   # chunked mode: PostgreSQL imports the first chunk only
+synth_into() { # DIR FIRST N -> writes DIR/storage, DIR/files, DIR/bytes, DIR/synth_secs, DIR/.complete
+  local dir=$1 first=$2 n=$3 t0 t1
+  rm -rf "$dir"
   t0=$(now)
-  "$BIN" synth ssmix2 "$CORPUS/storage" --patients "$PATIENTS" --seed "$SEED"
+  "$BIN" synth ssmix2 "$dir/storage" --patients "$n" --seed "$SEED" --first "$first" 2>/dev/null \
+    || "$BIN" synth ssmix2 "$dir/storage" --patients "$n" --seed "$SEED"   # binaries without --first (first = 0)
   t1=$(now)
-  find "$CORPUS/storage" -type f | wc -l >"$CORPUS/files"
-  du -sb "$CORPUS/storage" | cut -f1 >"$CORPUS/bytes"
-  awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.1f\n", b-a}' >"$CORPUS/synth_secs"
-  touch "$CORPUS/.complete"
+  find "$dir/storage" -type f | wc -l >"$dir/files"
+  du -sb "$dir/storage" | cut -f1 >"$dir/bytes"
+  awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.1f\n", b-a}' >"$dir/synth_secs"
+  touch "$dir/.complete"
+}
+if [ "$CHUNKED" = 0 ]; then
+  CORPUS="$BENCH_DIR/corpus-p$PATIENTS-s$SEED"
+  if [ ! -f "$CORPUS/.complete" ]; then
+    log "synth ssmix2: $PATIENTS patients (seed $SEED) -> $CORPUS"
+    synth_into "$CORPUS" 0 "$PATIENTS"
+  fi
+  FILES=$(cat "$CORPUS/files")
+  CORPUS_MB=$(( $(cat "$CORPUS/bytes") / 1000000 ))
+  log "corpus: $PATIENTS patients, $FILES files, $CORPUS_MB MB (synth $(cat "$CORPUS/synth_secs") s)"
+else
+  CORPUS="$BENCH_DIR/chunk-s$SEED"
+  FILES=0; CORPUS_MB=0
+  log "chunked mode: $PATIENTS patients in chunks of $CHUNK (each generated, imported, deleted; free disk $(df -h --output=avail "$BENCH_DIR" | tail -1 | tr -d ' '))"
 fi
-FILES=$(cat "$CORPUS/files")
-CORPUS_MB=$(( $(cat "$CORPUS/bytes") / 1000000 ))
-log "corpus: $PATIENTS patients, $FILES files, $CORPUS_MB MB (synth $(cat "$CORPUS/synth_secs") s)"
 
 # ---------------------------------------------------------------- 3. import
-# import_into NAME URL -> sets IMP_<NAME>_* (secs, files/s, resources/s, created, rss)
-declare -A IMP
-import_into() {
-  local name=$1 url=$2 out="$RUN_DIR/import-$1.log" t0 t1 summary
+# import_run STORAGE URL LOG [ENV…] -> R_SECS R_FILES R_CREATED R_RSS_MB R_USER R_SYS of one importer run
+import_run() {
+  local storage=$1 url=$2 out=$3 t0 t1 summary; shift 3
   local batch=(); [ -n "${IMPORT_BATCH:-}" ] && batch=(--batch "$IMPORT_BATCH")
-  log "import ssmix2 -> $name (load $(load1))"
-  IMP[$name.load]=$(load1)
-  load_sampler "$RUN_DIR/load-import-$name" &
-  local lpid=$!
   t0=$(now)
-  /usr/bin/time -f 'maxrss_kb=%M user=%U sys=%S' \
-    "$BIN" import ssmix2 "$CORPUS/storage" --database "$url" --quiet "${batch[@]}" \
-    --quarantine "$RUN_DIR/quarantine-$name" >"$out" 2>&1 || { kill "$lpid"; tail "$out" >&2; return 1; }
+  env "$@" /usr/bin/time -f 'maxrss_kb=%M user=%U sys=%S' \
+    "$BIN" import ssmix2 "$storage" --database "$url" --quiet "${batch[@]}" \
+    --quarantine "$RUN_DIR/quarantine" >"$out" 2>&1 || { tail "$out" >&2; return 1; }
   t1=$(now)
-  kill "$lpid" 2>/dev/null; wait "$lpid" 2>/dev/null || true
-  IMP[$name.loadrun]=$(awk '{s += $1; if ($1 > m) m = $1; n++} END {if (n) printf "mean %.1f, max %.1f", s / n, m; else print "-"}' "$RUN_DIR/load-import-$name")
   summary=$(grep '^summary:' "$out")
-  IMP[$name.secs]=$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.1f", b-a}')
-  IMP[$name.files]=$(sed -E 's/.* files=([0-9]+).*/\1/' <<<"$summary")
-  IMP[$name.created]=$(sed -E 's/.* created=([0-9]+).*/\1/' <<<"$summary")
-  IMP[$name.failed]=$(sed -E 's/.* failed=([0-9]+).*/\1/' <<<"$summary")
+  R_SECS=$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.1f", b-a}')
+  R_FILES=$(sed -E 's/.* files=([0-9]+).*/\1/' <<<"$summary")
+  R_CREATED=$(sed -E 's/.* created=([0-9]+).*/\1/' <<<"$summary")
+  R_RSS_MB=$(( $(sed -nE 's/.*maxrss_kb=([0-9]+).*/\1/p' "$out") / 1024 ))
+  R_USER=$(sed -nE 's/.*user=([0-9.]+) sys=.*/\1/p' "$out")
+  R_SYS=$(sed -nE 's/.*sys=([0-9.]+).*/\1/p' "$out")
+}
+declare -A IMP
+imp_begin() { # NAME
+  IMP[$1.load]=$(load1); IMP[$1.secs]=0; IMP[$1.files]=0; IMP[$1.created]=0; IMP[$1.rss]=0; IMP[$1.user]=0; IMP[$1.sys]=0
+  load_sampler "$RUN_DIR/load-import-$1" &
+  LOAD_PID=$!
+}
+imp_add() { # NAME: adds the R_* of the last import_run
+  local n=$1
+  IMP[$n.secs]=$(awk -v a="${IMP[$n.secs]}" -v b="$R_SECS" 'BEGIN{printf "%.1f", a+b}')
+  IMP[$n.files]=$(( IMP[$n.files] + R_FILES )); IMP[$n.created]=$(( IMP[$n.created] + R_CREATED ))
+  [ "$R_RSS_MB" -gt "${IMP[$n.rss]}" ] && IMP[$n.rss]=$R_RSS_MB
+  IMP[$n.user]=$(awk -v a="${IMP[$n.user]}" -v b="$R_USER" 'BEGIN{printf "%.1f", a+b}')
+  IMP[$n.sys]=$(awk -v a="${IMP[$n.sys]}" -v b="$R_SYS" 'BEGIN{printf "%.1f", a+b}')
+}
+imp_end() { # NAME
+  local name=$1
+  kill "$LOAD_PID" 2>/dev/null; wait "$LOAD_PID" 2>/dev/null || true
+  IMP[$name.loadrun]=$(awk '{s += $1; if ($1 > m) m = $1; n++} END {if (n) printf "mean %.1f, max %.1f", s / n, m; else print "-"}' "$RUN_DIR/load-import-$name")
   IMP[$name.fps]=$(awk -v f="${IMP[$name.files]}" -v s="${IMP[$name.secs]}" 'BEGIN{printf "%.0f", f/s}')
   IMP[$name.rps]=$(awk -v f="${IMP[$name.created]}" -v s="${IMP[$name.secs]}" 'BEGIN{printf "%.0f", f/s}')
-  IMP[$name.rss]=$(( $(sed -nE 's/.*maxrss_kb=([0-9]+).*/\1/p' "$out") / 1024 ))
-  IMP[$name.cpu]=$(sed -nE 's/.*user=([0-9.]+) sys=([0-9.]+).*/user \1 s, sys \2 s/p' "$out")
-  log "$name: ${IMP[$name.files]} files in ${IMP[$name.secs]} s = ${IMP[$name.fps]} files/s, ${IMP[$name.rps]} resources/s (${IMP[$name.created]} resources, ${IMP[$name.cpu]}, peak RSS ${IMP[$name.rss]} MB)"
+  IMP[$name.cpu]="user ${IMP[$name.user]} s, sys ${IMP[$name.sys]} s"
+  IMP[$name.cpums]=$(awk -v u="${IMP[$name.user]}" -v s="${IMP[$name.sys]}" -v f="${IMP[$name.files]}" 'BEGIN{printf "%.2f", 1000*(u+s)/f}')
+  log "$name: ${IMP[$name.files]} files in ${IMP[$name.secs]} s = ${IMP[$name.fps]} files/s, ${IMP[$name.rps]} resources/s (${IMP[$name.created]} resources, ${IMP[$name.cpu]} = ${IMP[$name.cpums]} ms CPU/file, peak RSS ${IMP[$name.rss]} MB)"
+}
+import_into() { # NAME URL (one corpus)
+  log "import ssmix2 -> $1 (load $(load1))"
+  imp_begin "$1"
+  import_run "$CORPUS/storage" "$2" "$RUN_DIR/import-$1.log" || { kill "$LOAD_PID"; return 1; }
+  imp_add "$1"
+  imp_end "$1"
 }
 
 SQLITE_DB="$BENCH_DIR/sqlite-p$PATIENTS-s$SEED.db"
 SQLITE_URL="sqlite://$SQLITE_DB?mode=rwc"
-if [ "$REUSE_DB" = 1 ] && [ -f "$SQLITE_DB.complete" ]; then
+pg_up() {
+  port=55432; while (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do port=$((port + 1)); done
+  PG_PORT=$port
+  log "PostgreSQL $(basename "$(dirname "$(pg_bin_dir)")") on 127.0.0.1:$PG_PORT (throwaway cluster, fsync=off) in $PG_DIR"
+  pg_start "$PG_DIR" "$PG_PORT"
+  PG_STARTED=1
+}
+if [ "$CHUNKED" = 1 ]; then
+  [ "$REUSE_DB" = 1 ] && { echo "REUSE_DB is not supported in chunked mode" >&2; exit 64; }
+  nchunks=$(( (PATIENTS + CHUNK - 1) / CHUNK ))
+  if [ "$PG_MODE" = 1 ]; then
+    # PostgreSQL: import of the first PG_PATIENTS patients only (both 100k stores do not fit on the disk at
+    # once); its HTTP scenarios are not run at this size.
+    synth_into "$CORPUS-pg" 0 "$PG_PATIENTS"
+    pg_up
+    log "import ssmix2 -> postgres: first $PG_PATIENTS patients (load $(load1))"
+    imp_begin postgres
+    import_run "$CORPUS-pg/storage" "$(pg_url "$PG_PORT")" "$RUN_DIR/import-postgres.log" || { kill "$LOAD_PID"; exit 1; }
+    imp_add postgres; imp_end postgres
+    pg_psql "$PG_PORT" "VACUUM ANALYZE" >/dev/null 2>&1 || true
+    IMP[postgres.size]=$(( $(pg_psql "$PG_PORT" "SELECT pg_database_size('tobiume')") / 1000000 ))
+    IMP[postgres.patients]=$PG_PATIENTS
+    pg_stop "$PG_DIR"; [ "$KEEP_PG" = 1 ] || rm -rf "$PG_DIR"; PG_STARTED=0
+    rm -rf "$CORPUS-pg"
+    PG_MODE=0
+  fi
+  rm -f "$SQLITE_DB" "$SQLITE_DB-wal" "$SQLITE_DB-shm" "$SQLITE_DB.complete"
+  log "import ssmix2 -> sqlite: $nchunks chunks (load $(load1))"
+  imp_begin sqlite
+  for ((c = 0; c < nchunks; c++)); do
+    first=$(( c * CHUNK )); n=$(( PATIENTS - first < CHUNK ? PATIENTS - first : CHUNK ))
+    synth_into "$CORPUS" "$first" "$n"
+    FILES=$(( FILES + $(cat "$CORPUS/files") )); CORPUS_MB=$(( CORPUS_MB + $(cat "$CORPUS/bytes") / 1000000 ))
+    keep=(TOBIUME_IMPORT_CONTINUE_BULK_LOAD=1); [ $((c + 1)) = "$nchunks" ] && keep=(TOBIUME_IMPORT_CONTINUE_BULK_LOAD=0)
+    import_run "$CORPUS/storage" "$SQLITE_URL" "$RUN_DIR/import-sqlite-$c.log" "${keep[@]}" || { kill "$LOAD_PID"; exit 1; }
+    imp_add sqlite
+    log "  chunk $((c + 1))/$nchunks: patients $first..$((first + n - 1)), $R_FILES files in $R_SECS s; store $(( $(stat -c %s "$SQLITE_DB") / 1000000 )) MB; free disk $(df -h --output=avail "$BENCH_DIR" | tail -1 | tr -d ' ')"
+    rm -rf "$CORPUS"
+  done
+  imp_end sqlite
+  touch "$SQLITE_DB.complete"
+elif [ "$REUSE_DB" = 1 ] && [ -f "$SQLITE_DB.complete" ]; then
   log "reusing $SQLITE_DB (REUSE_DB=1: import not measured)"
 else
   rm -f "$SQLITE_DB" "$SQLITE_DB-wal" "$SQLITE_DB-shm" "$SQLITE_DB.complete"
@@ -187,16 +266,14 @@ sqlite3 "$SQLITE_DB" 'PRAGMA wal_checkpoint(TRUNCATE);' >/dev/null
 # the store is served as the importer left it.
 SQLITE_STATS=$(sqlite3 "$SQLITE_DB" "SELECT count(*) FROM sqlite_master WHERE name='sqlite_stat1'")
 IMP[sqlite.size]=$(( $(stat -c %s "$SQLITE_DB") / 1000000 ))
+IMP[sqlite.patients]=$PATIENTS
 
 if [ "$PG_MODE" = 1 ]; then
-  port=55432; while (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do port=$((port + 1)); done
-  PG_PORT=$port
-  log "PostgreSQL $(basename "$(dirname "$(pg_bin_dir)")") on 127.0.0.1:$PG_PORT (throwaway cluster, fsync=off) in $PG_DIR"
-  pg_start "$PG_DIR" "$PG_PORT"
-  PG_STARTED=1
+  pg_up
   import_into postgres "$(pg_url "$PG_PORT")"
   pg_psql "$PG_PORT" "VACUUM ANALYZE" >/dev/null 2>&1 || true
   IMP[postgres.size]=$(( $(pg_psql "$PG_PORT" "SELECT pg_database_size('tobiume')") / 1000000 ))
+  IMP[postgres.patients]=$PATIENTS
 fi
 
 # ---------------------------------------------------------------- test data from the store
@@ -333,13 +410,14 @@ table() {
     printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", $1, $2, $3, r, $4, $5, $6, $7, $8, $9, $11, $10 }' "$RESULTS"
 }
 imp_table() {
-  echo "| store | files | seconds | files/s | resources | resources/s | importer peak RSS MB | importer CPU | DB size MB | load at start | load1 during (5 s samples) |"
-  echo "|---|---:|---:|---:|---:|---:|---:|---|---:|---|---|"
+  echo "| store | patients | files | seconds | files/s | resources | resources/s | importer peak RSS MB | importer CPU | CPU ms / file | DB size MB | MB / patient | load at start | load1 during (5 s samples) |"
+  echo "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---|---|"
   local n
   for n in sqlite postgres; do
     [ -n "${IMP[$n.size]:-}" ] || continue
-    printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$n" "${IMP[$n.files]:--}" "${IMP[$n.secs]:--}" \
-      "${IMP[$n.fps]:--}" "${IMP[$n.created]:--}" "${IMP[$n.rps]:--}" "${IMP[$n.rss]:--}" "${IMP[$n.cpu]:--}" "${IMP[$n.size]}" "${IMP[$n.load]:--}" "${IMP[$n.loadrun]:--}"
+    printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$n" "${IMP[$n.patients]:--}" "${IMP[$n.files]:--}" "${IMP[$n.secs]:--}" \
+      "${IMP[$n.fps]:--}" "${IMP[$n.created]:--}" "${IMP[$n.rps]:--}" "${IMP[$n.rss]:--}" "${IMP[$n.cpu]:--}" "${IMP[$n.cpums]:--}" "${IMP[$n.size]}" \
+      "$(awk -v s="${IMP[$n.size]}" -v p="${IMP[$n.patients]:-0}" 'BEGIN{if (p > 0) printf "%.3f", s/p; else print "-"}')" "${IMP[$n.load]:--}" "${IMP[$n.loadrun]:--}"
   done
 }
 verdict() { if awk "BEGIN{exit !($1)}"; then echo "met"; else echo "**missed**"; fi; }

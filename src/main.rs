@@ -241,6 +241,10 @@ enum SynthSource {
         /// PRNG seed (same seed → same data).
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Index of the first patient: `--first 20000 --patients 20000` writes patients 20000..39999 of the
+        /// same seed (a large corpus generated and imported in chunks, bench/server.sh).
+        #[arg(long, default_value_t = 0)]
+        first: usize,
     },
 }
 
@@ -272,8 +276,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Convert { source: ConvertSource::Ssmix2 { args, out } } => convert(&args, out),
-        Command::Synth { source: SynthSource::Ssmix2 { out, patients, seed } } => {
-            match ssmix2::synth::generate(&out, patients, seed) {
+        Command::Synth { source: SynthSource::Ssmix2 { out, patients, seed, first } } => {
+            match ssmix2::synth::generate_range(&out, first, patients, seed) {
                 Ok(s) => {
                     eprintln!("wrote {} patients, {} files to {}", s.patients, s.files, out.display());
                     ExitCode::SUCCESS

@@ -489,10 +489,17 @@ fn render(t: &Template, pb: &PatientBytes<'_>, serial: u64, r: &mut SplitMix64) 
 ///
 /// Errors: the first I/O error creating directories or writing files (the tree is then partial).
 pub fn generate(out_root: &Path, patients: usize, seed: u64) -> io::Result<SynthStats> {
+    generate_range(out_root, 0, patients, seed)
+}
+
+/// Like [`generate`] for patients `first .. first + patients` of `seed` (distinct chunks of one corpus:
+/// the same patients as one [`generate`] of `first + patients`, split over several storage roots).
+/// Errors: I/O.
+pub fn generate_range(out_root: &Path, first: usize, patients: usize, seed: u64) -> io::Result<SynthStats> {
     let synth = Synthesizer::new(seed);
     let mut stats = SynthStats::default();
     std::fs::create_dir_all(out_root)?;
-    for i in 0..patients {
+    for i in first..first.saturating_add(patients) {
         let (_, files) = synth.patient_files(i);
         let mut last_dir = std::path::PathBuf::new();
         for f in files {

@@ -60,6 +60,11 @@ impl PgStore {
         Ok(())
     }
 
+    /// SQLite-only setting (see `SqliteStore`); PostgreSQL sorts index builds within `maintenance_work_mem`.
+    async fn set_temp_store(&self, _mode: &'static str) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     fn read_pool(&self) -> &PgPool {
         &self.pool
     }

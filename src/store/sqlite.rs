@@ -112,6 +112,13 @@ impl SqliteStore {
         Ok(())
     }
 
+    /// `PRAGMA temp_store` of the writer connection (`file` / `memory`; not allowed inside a transaction).
+    async fn set_temp_store(&self, mode: &'static str) -> Result<(), StoreError> {
+        let sql = if mode == "file" { "PRAGMA temp_store = file" } else { "PRAGMA temp_store = memory" };
+        sqlx::query(sql).execute(&self.writer).await?;
+        Ok(())
+    }
+
     fn read_pool(&self) -> &SqlitePool {
         &self.reader
     }

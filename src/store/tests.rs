@@ -600,7 +600,7 @@ async fn migrate_0006(url: &str) {
         m.migrations = m.migrations.iter().filter(|x| x.version < 6).cloned().collect::<Vec<_>>().into();
         m.run(&pool).await.unwrap();
         for sql in &old_schema {
-            sqlx::query(sql).execute(&pool).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+            sqlx::query(sqlx::AssertSqlSafe(sql.clone())).execute(&pool).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
         }
         pool.close().await;
     } else {
@@ -609,7 +609,7 @@ async fn migrate_0006(url: &str) {
         m.migrations = m.migrations.iter().filter(|x| x.version < 6).cloned().collect::<Vec<_>>().into();
         m.run(&pool).await.unwrap();
         for sql in &old_schema {
-            sqlx::query(sql).execute(&pool).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+            sqlx::query(sqlx::AssertSqlSafe(sql.clone())).execute(&pool).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
         }
         pool.close().await;
     }
