@@ -53,8 +53,8 @@ fn bench(c: &mut Criterion) {
     let compiled = fresh.warm_up();
     let warm = t.elapsed();
     eprintln!(
-        "start-up: load {} definitions {:.0} ms (+{:.0} MB RSS), warm-up {compiled} StructureDefinitions {:.0} ms (+{:.0} MB RSS)",
-        fresh.packages().len(), load.as_secs_f64() * 1e3, rss1 - rss0, warm.as_secs_f64() * 1e3, rss_mb() - rss1
+        "start-up: load {} definitions {:.0} ms (+{:.0} MB RSS), warm-up {compiled} StructureDefinitions {:.0} ms (+{:.0} MB RSS); process RSS {:.0} MB (before loading {:.0} MB)",
+        fresh.packages().len(), load.as_secs_f64() * 1e3, rss1 - rss0, warm.as_secs_f64() * 1e3, rss_mb() - rss1, rss_mb(), rss0
     );
     drop(fresh);
     let v = validation::global().expect("profiles");

@@ -76,6 +76,76 @@ struct RawEntry {
 
 const KEPT: [&str; 3] = ["StructureDefinition", "ValueSet", "CodeSystem"];
 
+/// Resource-level elements validation never reads (FHIR R4 §2.4 metadata and narrative).
+const DROP_RESOURCE: [&str; 12] = [
+    "text", "description", "purpose", "copyright", "contact", "jurisdiction", "mapping", "publisher", "keyword",
+    "useContext", "identifier", "meta",
+];
+/// ElementDefinition documentation (FHIR R4 §2.27.0.1) the compiled profile does not use.
+const DROP_ELEMENT: [&str; 11] = [
+    "short", "definition", "comment", "requirements", "alias", "mapping", "meaningWhenMissing", "isModifierReason",
+    "example", "orderMeaning", "base",
+];
+
+/// The definition without what validation never reads, as compact JSON text: narrative and metadata
+/// ([`DROP_RESOURCE`]); in a StructureDefinition with a snapshot, the differential; in every element,
+/// the documentation ([`DROP_ELEMENT`]), `constraint.xpath` / `.requirements` and `binding.description`;
+/// in a CodeSystem, concept `definition` and `designation`. Values (`fixed[x]`, `pattern[x]`, codes,
+/// displays, properties) are kept verbatim. Input that does not parse is kept as it is.
+pub fn compact(resource_type: &str, raw: Box<RawValue>) -> Box<RawValue> {
+    let Ok(Value::Object(mut o)) = serde_json::from_str::<Value>(raw.get()) else { return raw };
+    for k in DROP_RESOURCE {
+        o.remove(k);
+    }
+    match resource_type {
+        "StructureDefinition" => {
+            let has_snapshot = o
+                .get("snapshot")
+                .and_then(|s| s.get("element"))
+                .and_then(Value::as_array)
+                .is_some_and(|a| !a.is_empty());
+            if has_snapshot {
+                o.remove("differential");
+            }
+            for part in ["snapshot", "differential"] {
+                let Some(Value::Array(elements)) = o.get_mut(part).and_then(|s| s.get_mut("element")) else { continue };
+                for e in elements.iter_mut().filter_map(Value::as_object_mut) {
+                    for k in DROP_ELEMENT {
+                        e.remove(k);
+                    }
+                    if let Some(Value::Array(cs)) = e.get_mut("constraint") {
+                        for c in cs.iter_mut().filter_map(Value::as_object_mut) {
+                            c.remove("xpath");
+                            c.remove("requirements");
+                        }
+                    }
+                    if let Some(Value::Object(b)) = e.get_mut("binding") {
+                        b.remove("description");
+                    }
+                }
+            }
+        }
+        "CodeSystem" => {
+            fn concepts(v: &mut Value) {
+                let Some(Value::Array(cs)) = v.get_mut("concept") else { return };
+                for c in cs.iter_mut() {
+                    if let Some(o) = c.as_object_mut() {
+                        o.remove("definition");
+                        o.remove("designation");
+                    }
+                    concepts(c);
+                }
+            }
+            let mut v = Value::Object(o);
+            concepts(&mut v);
+            let Value::Object(back) = v else { return raw };
+            o = back;
+        }
+        _ => {}
+    }
+    serde_json::to_string(&Value::Object(o)).ok().and_then(|t| RawValue::from_string(t).ok()).unwrap_or(raw)
+}
+
 impl Packages {
     /// Load every package under `dir` (recursively; see the module docs for formats and precedence).
     ///
@@ -175,6 +245,7 @@ impl Packages {
         if !KEPT.contains(&rt.as_str()) || self.by_url.contains_key(&url) {
             return;
         }
+        let raw = compact(&rt, raw);
         let idx = self.defs.len();
         self.by_url.insert(url.clone(), idx);
         if let Some(v) = head.version {
