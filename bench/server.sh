@@ -315,6 +315,21 @@ rss_sampler() { # PID OUTFILE: "max VmRSS kB, max RssAnon kB" every 100 ms until
   done
 }
 
+# PID: wait (at most 120 s) until the process has finished its start-up work — the profile validator's
+# load and warm-up run on a background thread after the listener is up — so that no scenario, the ceiling
+# included, shares the cores with it. Idle = under 5 clock ticks of CPU in one second.
+wait_idle() {
+  local pid=$1 prev now i
+  prev=$(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null || echo 0)
+  for i in $(seq 1 120); do
+    sleep 1
+    now=$(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null || echo 0)
+    [ $((now - prev)) -lt 5 ] && return 0
+    prev=$now
+  done
+  log "server still busy after 120 s of start-up; measuring anyway"
+}
+
 start_server() { # BACKEND URL
   local backend=$1 url=$2 port=18080 i
   while (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do port=$((port + 1)); done
@@ -334,6 +349,7 @@ start_server() { # BACKEND URL
     kill -0 "$SERVER_PID" 2>/dev/null || { cat "$RUN_DIR/serve-$backend.log" >&2; return 1; }
     sleep 0.2
   done
+  wait_idle "$SERVER_PID"
   log "serve ($backend) pid $SERVER_PID at $SERVER_URL, RSS at start $(awk '/^VmRSS:/{print $2/1024 " MB"}' /proc/$SERVER_PID/status)"
 }
 
