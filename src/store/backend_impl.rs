@@ -10,6 +10,7 @@ use crate::search::{
     TotalMode,
 };
 use crate::store::shared::{self, IndexRows, Op, OpResult, PutMode};
+use crate::store::sql::Sql;
 use crate::store::{
     rawjson, ImportFile, ImportSummary, ImportWrite, LedgerEntry, LedgerStatus, ResourceBody, ResourceStore,
     SearchPage, StoreError, StoredResource, TxEntry, TxError, TxResult, WriteOutcome,
@@ -225,22 +226,6 @@ async fn resolve_ids(tx: &mut Tx, interned: &shared::Interned, ops: &[Op]) -> Re
     Ok(ids)
 }
 
-/// Row → StoredResource for `RES_COLS` order (rid first, skipped).
-fn stored_from_row(r: &<Db as sqlx::Database>::Row) -> Result<(i64, StoredResource), StoreError> {
-    let rid: i64 = r.try_get(0)?;
-    let lu: i64 = r.try_get(4)?;
-    Ok((
-        rid,
-        StoredResource {
-            resource_type: r.try_get(1)?,
-            id: r.try_get(2)?,
-            version_id: r.try_get(3)?,
-            last_updated: shared::format_ms(lu),
-            deleted: r.try_get(5)?,
-            json: r.try_get(6)?,
-        },
-    ))
-}
 
 /// Per-batch state of one logical resource while [`apply_ops`] plans a batch in memory.
 struct Slot<'a> {
@@ -719,8 +704,8 @@ fn mismatch(code: &str) -> StoreError {
 }
 
 /// Date range semantics (search.html#prefix); target `[lo, hi]` inclusive columns, search `[qlo, qhi]`.
-fn push_date_cond(qb: &mut QueryBuilder<Db>, lo: &str, hi: &str, prefix: Prefix, qlo: i64, qhi: i64) {
-    let contained = |qb: &mut QueryBuilder<Db>| {
+fn push_date_cond(qb: &mut Sql, lo: &str, hi: &str, prefix: Prefix, qlo: i64, qhi: i64) {
+    let contained = |qb: &mut Sql| {
         qb.push("(").push(lo).push(" >= ").push_bind(qlo).push(" AND ").push(hi).push(" <= ").push_bind(qhi).push(")");
     };
     match prefix {
@@ -763,8 +748,8 @@ fn push_date_cond(qb: &mut QueryBuilder<Db>, lo: &str, hi: &str, prefix: Prefix,
 }
 
 /// Number/quantity semantics (search.html#number): the search range `[lo, hi)` implied by precision.
-fn push_number_cond(qb: &mut QueryBuilder<Db>, col: &str, prefix: Prefix, value: f64, lo: f64, hi: f64) {
-    let in_range = |qb: &mut QueryBuilder<Db>| {
+fn push_number_cond(qb: &mut Sql, col: &str, prefix: Prefix, value: f64, lo: f64, hi: f64) {
+    let in_range = |qb: &mut Sql| {
         qb.push("(").push(col).push(" >= ").push_bind(lo).push(" AND ").push(col).push(" < ").push_bind(hi).push(")");
     };
     match prefix {
@@ -789,7 +774,7 @@ fn push_number_cond(qb: &mut QueryBuilder<Db>, col: &str, prefix: Prefix, value:
 }
 
 /// One OR-list value as a condition on index row alias `x`.
-fn push_value_cond(qb: &mut QueryBuilder<Db>, p: &SearchParam, v: &SearchValue) -> Result<(), StoreError> {
+fn push_value_cond(qb: &mut Sql, p: &SearchParam, v: &SearchValue) -> Result<(), StoreError> {
     match (p.param_type, v) {
         (ParamType::String, SearchValue::String { exact, normalized }) => match p.modifier {
             Some(Modifier::Exact) => {
@@ -896,7 +881,7 @@ fn push_value_cond(qb: &mut QueryBuilder<Db>, p: &SearchParam, v: &SearchValue) 
     Ok(())
 }
 
-fn push_or_values(qb: &mut QueryBuilder<Db>, p: &SearchParam) -> Result<(), StoreError> {
+fn push_or_values(qb: &mut Sql, p: &SearchParam) -> Result<(), StoreError> {
     qb.push("(");
     for (i, v) in p.values.iter().enumerate() {
         if i > 0 {
@@ -909,7 +894,7 @@ fn push_or_values(qb: &mut QueryBuilder<Db>, p: &SearchParam) -> Result<(), Stor
 }
 
 /// Condition for `_id` / `_lastUpdated` (answered from the `resources` row).
-fn push_resource_column_cond(qb: &mut QueryBuilder<Db>, alias: &'static str, p: &SearchParam) -> Result<(), StoreError> {
+fn push_resource_column_cond(qb: &mut Sql, alias: &'static str, p: &SearchParam) -> Result<(), StoreError> {
     if let Some(SearchValue::Missing(m)) = p.values.first() {
         // every resource has an id and lastUpdated
         qb.push(if *m { "1 = 0" } else { "1 = 1" });
@@ -947,7 +932,7 @@ fn push_resource_column_cond(qb: &mut QueryBuilder<Db>, alias: &'static str, p: 
 
 /// `{col} = <pid of (rtype, param)>` (migration 0006) as an uncorrelated scalar subquery: evaluated once
 /// per statement, NULL (matching no row) for a parameter that was never indexed.
-fn push_pid(qb: &mut QueryBuilder<Db>, col: &str, rtype: &str, param: &str) {
+fn push_pid(qb: &mut Sql, col: &str, rtype: &str, param: &str) {
     qb.push(col)
         .push(" = (SELECT pid FROM search_param WHERE rtype = ")
         .push_bind(rtype.to_string())
@@ -1016,7 +1001,7 @@ fn driver_rank(p: &SearchParam) -> Option<u8> {
 /// Pushes the condition of one AND-ed parameter on resource alias `alias` of type `rtype`
 /// (`driver`: as an uncorrelated `rid IN (…)` set; otherwise as a correlated `EXISTS` probe).
 fn push_param_cond(
-    qb: &mut QueryBuilder<Db>,
+    qb: &mut Sql,
     alias: &'static str,
     rtype: &str,
     p: &SearchParam,
@@ -1025,7 +1010,7 @@ fn push_param_cond(
 }
 
 fn push_param_cond_as(
-    qb: &mut QueryBuilder<Db>,
+    qb: &mut Sql,
     alias: &'static str,
     rtype: &str,
     p: &SearchParam,
@@ -1104,7 +1089,7 @@ fn push_param_cond_as(
 }
 
 /// ` WHERE …` for the searched type.
-fn push_where(qb: &mut QueryBuilder<Db>, q: &SearchQuery) -> Result<(), StoreError> {
+fn push_where(qb: &mut Sql, q: &SearchQuery) -> Result<(), StoreError> {
     qb.push(" WHERE r.rtype = ").push_bind(q.resource_type.clone()).push(" AND r.deleted = ").push_bind(false);
     // The most selective indexable condition drives (first, as `rid IN`); the rest probe per row.
     let driver = q
@@ -1129,7 +1114,7 @@ fn push_where(qb: &mut QueryBuilder<Db>, q: &SearchQuery) -> Result<(), StoreErr
     Ok(())
 }
 
-fn push_order(qb: &mut QueryBuilder<Db>, q: &SearchQuery) -> Result<(), StoreError> {
+fn push_order(qb: &mut Sql, q: &SearchQuery) -> Result<(), StoreError> {
     qb.push(" ORDER BY ");
     for k in &q.sort {
         let dir = if k.descending { " DESC" } else { " ASC" };
@@ -1226,18 +1211,17 @@ impl Me {
 
     /// Executes the search and returns (rid, resource) of the page.
     async fn search_page(&self, q: &SearchQuery) -> Result<Vec<(i64, StoredResource)>, StoreError> {
-        let mut qb = QueryBuilder::<Db>::new(format!("SELECT {RES_COLS} FROM resources r"));
+        let mut qb = Sql::new(PLACEHOLDERS, format!("SELECT {RES_COLS} FROM resources r"));
         push_where(&mut qb, q)?;
         push_order(&mut qb, q)?;
         qb.push(" LIMIT ").push_bind(q.count as i64).push(" OFFSET ").push_bind(q.offset as i64);
-        let rows = qb.build().fetch_all(self.read_pool()).await?;
-        rows.iter().map(stored_from_row).collect()
+        self.query_resources(&qb).await
     }
 
     async fn search_count(&self, q: &SearchQuery) -> Result<u64, StoreError> {
-        let mut qb = QueryBuilder::<Db>::new("SELECT COUNT(*) FROM resources r");
+        let mut qb = Sql::new(PLACEHOLDERS, "SELECT COUNT(*) FROM resources r");
         push_where(&mut qb, q)?;
-        let n: i64 = qb.build_query_scalar().fetch_one(self.read_pool()).await?;
+        let n = self.query_count(&qb).await?;
         Ok(n.max(0) as u64)
     }
 
@@ -1254,12 +1238,17 @@ impl Me {
             if out.len() >= MAX_INCLUDED {
                 return Ok(());
             }
-            let mut qb = QueryBuilder::<Db>::new(format!(
-                "SELECT {RES_COLS} FROM idx_reference x JOIN resources r ON r.rtype = x.target_type AND r.id = x.target_id WHERE x.rid IN ("
-            ));
-            let mut sep = qb.separated(", ");
-            for rid in chunk {
-                sep.push_bind(*rid);
+            let mut qb = Sql::new(
+                PLACEHOLDERS,
+                format!(
+                    "SELECT {RES_COLS} FROM idx_reference x JOIN resources r ON r.rtype = x.target_type AND r.id = x.target_id WHERE x.rid IN ("
+                ),
+            );
+            for (i, rid) in chunk.iter().enumerate() {
+                if i > 0 {
+                    qb.push(", ");
+                }
+                qb.push_bind(*rid);
             }
             qb.push(")");
             if inc.param != "*" {
@@ -1270,8 +1259,7 @@ impl Me {
                 qb.push(" AND x.target_type = ").push_bind(tt.clone());
             }
             qb.push(" AND r.deleted = ").push_bind(false).push(" LIMIT ").push_bind(MAX_INCLUDED as i64);
-            for row in qb.build().fetch_all(self.read_pool()).await? {
-                let (rid, s) = stored_from_row(&row)?;
+            for (rid, s) in self.query_resources(&qb).await? {
                 if seen.insert(rid) {
                     out.push((rid, s));
                 }
@@ -1298,9 +1286,10 @@ impl Me {
                 if out.len() >= MAX_INCLUDED {
                     return Ok(());
                 }
-                let mut qb = QueryBuilder::<Db>::new(format!(
-                    "SELECT {RES_COLS} FROM idx_reference x JOIN resources r ON r.rid = x.rid WHERE "
-                ));
+                let mut qb = Sql::new(
+                    PLACEHOLDERS,
+                    format!("SELECT {RES_COLS} FROM idx_reference x JOIN resources r ON r.rid = x.rid WHERE "),
+                );
                 if inc.param != "*" {
                     push_pid(&mut qb, "x.pid", &inc.source_type, &inc.param);
                 } else {
@@ -1309,13 +1298,14 @@ impl Me {
                         .push(")");
                 }
                 qb.push(" AND x.target_type = ").push_bind(ttype.to_string()).push(" AND x.target_id IN (");
-                let mut sep = qb.separated(", ");
-                for id in chunk {
-                    sep.push_bind(id.to_string());
+                for (i, id) in chunk.iter().enumerate() {
+                    if i > 0 {
+                        qb.push(", ");
+                    }
+                    qb.push_bind(id.to_string());
                 }
                 qb.push(") AND r.deleted = ").push_bind(false).push(" LIMIT ").push_bind(MAX_INCLUDED as i64);
-                for row in qb.build().fetch_all(self.read_pool()).await? {
-                    let (rid, s) = stored_from_row(&row)?;
+                for (rid, s) in self.query_resources(&qb).await? {
                     if seen.insert(rid) {
                         out.push((rid, s));
                     }
@@ -1513,11 +1503,10 @@ impl ResourceStore for Me {
 
     async fn search_ids(&self, q: &SearchQuery, limit: usize) -> Result<Vec<String>, StoreError> {
         shared::check_type(&q.resource_type)?;
-        let mut qb = QueryBuilder::<Db>::new("SELECT r.id FROM resources r");
+        let mut qb = Sql::new(PLACEHOLDERS, "SELECT r.id FROM resources r");
         push_where(&mut qb, q)?;
         qb.push(" ORDER BY r.rid LIMIT ").push_bind(limit.min(i64::MAX as usize) as i64);
-        let ids: Vec<String> = qb.build_query_scalar().fetch_all(self.read_pool()).await?;
-        Ok(ids)
+        self.query_ids(&qb).await
     }
 
     async fn transaction(&self, entries: Vec<TxEntry>) -> Result<Vec<TxResult>, TxError> {

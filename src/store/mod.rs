@@ -20,6 +20,7 @@ mod rawjson;
 mod shared;
 pub mod postgres;
 pub mod sqlite;
+mod sql;
 mod sqlite_read;
 #[cfg(test)]
 mod tests;

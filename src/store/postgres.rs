@@ -18,6 +18,42 @@ type Db = sqlx::Postgres;
 const SQL_LOCK_SUFFIX: &str = " FOR UPDATE OF r";
 
 type Me = PgStore;
+/// Placeholder style of the shared search builder (`store::sql`).
+const PLACEHOLDERS: super::sql::Placeholders = super::sql::Placeholders::Numbered;
+
+/// A search statement of the shared builder as an sqlx query (binds of the same Rust types
+/// `sqlx::QueryBuilder::push_bind` was given before, so PostgreSQL infers the same parameter types).
+fn sqlx_query(sql: &Sql) -> sqlx::query::Query<'_, Db, <Db as sqlx::Database>::Arguments> {
+    use super::sql::Arg;
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.text().to_string()));
+    for a in sql.args() {
+        q = match a {
+            Arg::Text(s) => q.bind(s.as_str()),
+            Arg::Int(i) => q.bind(*i),
+            Arg::Real(f) => q.bind(*f),
+            Arg::Bool(b) => q.bind(*b),
+        };
+    }
+    q
+}
+
+/// Row → (rid, StoredResource) for `RES_COLS` order.
+fn stored_from_row(r: &<Db as sqlx::Database>::Row) -> Result<(i64, StoredResource), StoreError> {
+    use sqlx::Row;
+    let rid: i64 = r.try_get(0)?;
+    let lu: i64 = r.try_get(4)?;
+    Ok((
+        rid,
+        StoredResource {
+            resource_type: r.try_get(1)?,
+            id: r.try_get(2)?,
+            version_id: r.try_get(3)?,
+            last_updated: super::shared::format_ms(lu),
+            deleted: r.try_get(5)?,
+            json: r.try_get(6)?,
+        },
+    ))
+}
 
 /// Row lock held until commit: serialises writers of one resource across connections and processes.
 const SQL_SELECT_FOR_WRITE: &str =
@@ -88,6 +124,23 @@ impl PgStore {
     }
 
     /// `(last_updated ms, deleted, json)` of one version from the history.
+    /// Rows `(rid, resource)` of a search statement.
+    async fn query_resources(&self, sql: &Sql) -> Result<Vec<(i64, StoredResource)>, StoreError> {
+        sqlx_query(sql).fetch_all(&self.pool).await?.iter().map(stored_from_row).collect()
+    }
+
+    /// The value of a `COUNT(*)` search statement.
+    async fn query_count(&self, sql: &Sql) -> Result<i64, StoreError> {
+        use sqlx::Row;
+        Ok(sqlx_query(sql).fetch_one(&self.pool).await?.try_get(0)?)
+    }
+
+    /// The ids a `SELECT r.id …` search statement returns.
+    async fn query_ids(&self, sql: &Sql) -> Result<Vec<String>, StoreError> {
+        use sqlx::Row;
+        sqlx_query(sql).fetch_all(&self.pool).await?.iter().map(|r| Ok(r.try_get(0)?)).collect()
+    }
+
     async fn version_row(&self, rtype: &str, id: &str, version: i64) -> Result<Option<(i64, bool, String)>, StoreError> {
         use sqlx::Row;
         // the current version is in `resources`, older ones in the history (migration 0006)
