@@ -1244,13 +1244,7 @@ impl Me {
                     "SELECT {RES_COLS} FROM idx_reference x JOIN resources r ON r.rtype = x.target_type AND r.id = x.target_id WHERE x.rid IN ("
                 ),
             );
-            for (i, rid) in chunk.iter().enumerate() {
-                if i > 0 {
-                    qb.push(", ");
-                }
-                qb.push_bind(*rid);
-            }
-            qb.push(")");
+            qb.push_bind_list(chunk.iter().copied()).push(")");
             if inc.param != "*" {
                 qb.push(" AND ");
                 push_pid(&mut qb, "x.pid", &inc.source_type, &inc.param);
@@ -1298,13 +1292,7 @@ impl Me {
                         .push(")");
                 }
                 qb.push(" AND x.target_type = ").push_bind(ttype.to_string()).push(" AND x.target_id IN (");
-                for (i, id) in chunk.iter().enumerate() {
-                    if i > 0 {
-                        qb.push(", ");
-                    }
-                    qb.push_bind(id.to_string());
-                }
-                qb.push(") AND r.deleted = ").push_bind(false).push(" LIMIT ").push_bind(MAX_INCLUDED as i64);
+                qb.push_bind_list(chunk.iter().map(|id| id.to_string())).push(") AND r.deleted = ").push_bind(false).push(" LIMIT ").push_bind(MAX_INCLUDED as i64);
                 for (rid, s) in self.query_resources(&qb).await? {
                     if seen.insert(rid) {
                         out.push((rid, s));

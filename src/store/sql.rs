@@ -95,6 +95,17 @@ impl Sql {
         self
     }
 
+    /// Appends `v1, v2, …`: one placeholder per value, comma-separated (the inside of an `IN (…)`).
+    pub(crate) fn push_bind_list<V: Into<Arg>>(&mut self, values: impl IntoIterator<Item = V>) -> &mut Sql {
+        for (i, v) in values.into_iter().enumerate() {
+            if i > 0 {
+                self.text.push_str(", ");
+            }
+            self.push_bind(v);
+        }
+        self
+    }
+
     /// The SQL text.
     pub(crate) fn text(&self) -> &str {
         &self.text
@@ -121,6 +132,11 @@ mod tests {
         q.push_bind(1.5f64).push(" AND b = ").push_bind(true);
         assert_eq!(q.text(), "SELECT 1 WHERE a = ? AND b = ?");
         assert_eq!(q.args(), &[Arg::Real(1.5), Arg::Bool(true)]);
+
+        let mut q = Sql::new(Placeholders::Numbered, "SELECT 1 WHERE a = ");
+        q.push_bind(0i64).push(" AND b IN (").push_bind_list([7i64, 8, 9]).push(")");
+        assert_eq!(q.text(), "SELECT 1 WHERE a = $1 AND b IN ($2, $3, $4)");
+        assert_eq!(q.args(), &[Arg::Int(0), Arg::Int(7), Arg::Int(8), Arg::Int(9)]);
     }
 
     #[test]
