@@ -170,7 +170,7 @@ pub struct Sources {
     pub registration: Vec<Value>,
     /// Linked SS-MIX2 sources.
     pub linked: Vec<LinkedSource>,
-    /// The stored JSON text of resources above, by `Type/id`, as read from the store: a resource the
+    /// The stored JSON text of resources above, by `Type/id` ([`raw_key`]), as read from the store: a resource the
     /// summary passes through unchanged is written into the Bundle from this text (no re-serialisation;
     /// decimals and member order as stored). Every text must be the JSON of the same version as its
     /// parsed `Value`; resources without an entry are serialised from their `Value`.
@@ -286,6 +286,11 @@ pub struct Summary {
 
 fn rtype_id(r: &Value) -> Option<(&str, &str)> {
     Some((r.get("resourceType")?.as_str()?, r.get("id")?.as_str()?))
+}
+
+/// The key of resource `r` in [`Sources::raw`]: `Type/id` (`None` without `resourceType` or `id`).
+pub fn raw_key(r: &Value) -> Option<String> {
+    rtype_id(r).map(|(t, id)| format!("{t}/{id}"))
 }
 
 /// Sort key of a FHIR date/dateTime: (start instant, precision) — `None` if it does not parse.
@@ -702,7 +707,7 @@ fn push_entry(out: &mut Vec<u8>, raw: &HashMap<String, String>, url: &str, res: 
     out.extend_from_slice(b",\"resource\":");
     match res {
         EntryRes::Stored(v) => {
-            let text = rtype_id(v).and_then(|(t, id)| raw.get(&format!("{t}/{id}")));
+            let text = raw_key(v).and_then(|k| raw.get(&k));
             match text {
                 Some(t) => out.extend_from_slice(t.trim().as_bytes()),
                 None => {

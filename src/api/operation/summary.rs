@@ -288,15 +288,6 @@ async fn search_all(
         .collect())
 }
 
-/// `Type/id` of a resource.
-fn key_of(v: &Value) -> Option<String> {
-    Some(format!(
-        "{}/{}",
-        v.get("resourceType")?.as_str()?,
-        v.get("id")?.as_str()?
-    ))
-}
-
 async fn search_ids(
     state: &AppState,
     ctx: &RequestContext,
@@ -454,7 +445,7 @@ async fn registration_resources(
     let mut raw: HashMap<String, String> = HashMap::new();
     let mut keep = |(v, text): (Value, String)| {
         section_of(&v)?;
-        raw.insert(key_of(&v)?, text);
+        raw.insert(summary::raw_key(&v)?, text);
         Some(v)
     };
     let mut out = vec![reg.clone()];
@@ -631,7 +622,7 @@ pub async fn gather(
     }
     if reg.as_ref().is_none_or(|(_, r)| r == id) {
         // The subject is the resource read above: pass its stored text through.
-        if let Some(k) = key_of(&requested) {
+        if let Some(k) = summary::raw_key(&requested) {
             src.raw.insert(k, requested_text);
         }
     }
