@@ -25,6 +25,10 @@
 #   REUSE_DB=0           1 = keep an already imported SQLite store of the same size (import not re-measured;
 #                        it still holds the Patients the create scenario of earlier runs added)
 #   SCENARIOS="health metadata read search_name search_obs create"
+#   LAT_CONNS=1          latency pass: after the throughput runs, read and the two searches again with wrk
+#                        -t1 -c$LAT_CONNS (one client at a time: the latency one EHR user sees, without the
+#                        queueing of $CONNS connections on 2 shared cores); empty = no latency pass
+#   LAT_SCENARIOS="read search_name search_obs"
 #   SERVER_LOG=warn      TOBIUME_LOG of the server under test (info = one access-log line per request)
 #   PERF=0               1 = perf record (DWARF call graphs, 99 Hz) the server during each measured run into the
 #                        run directory (perf report -i …)
@@ -57,6 +61,8 @@ DURATION=${DURATION:-20s}
 WARMUP=${WARMUP:-5s}
 REUSE_DB=${REUSE_DB:-0}
 SCENARIOS=${SCENARIOS:-"health metadata read search_name search_obs create"}
+LAT_CONNS=${LAT_CONNS-1}
+LAT_SCENARIOS=${LAT_SCENARIOS:-"read search_name search_obs"}
 SERVER_LOG=${SERVER_LOG:-warn}
 AUTH=${AUTH:-dev}
 TOKEN_ARGS=${TOKEN_ARGS:-"--scope system/*.cruds"}
@@ -371,35 +377,42 @@ check_once() { # SCENARIO: one request through curl, must be 2xx (guards against
   [ "${code:0:1}" = 2 ] || { echo "check $s: HTTP $code for $path" >&2; return 1; }
 }
 
-run_scenario() { # BACKEND SCENARIO
-  local backend=$1 s=$2 out="$RUN_DIR/wrk-$1-$2.txt" rssf="$RUN_DIR/rss-$1-$2" j perf_pid="" l
+run_scenario() { # BACKEND SCENARIO [CONNECTIONS]
+  local backend=$1 s=$2 c=${3:-$CONNS} t j perf_pid="" l
+  local out="$RUN_DIR/wrk-$1-$2-c$c.txt" rssf="$RUN_DIR/rss-$1-$2-c$c"
+  t=$(( THREADS < c ? THREADS : c ))
   check_once "$s"
-  SCENARIO=$s DATA_DIR=$DATA_DIR wrk -t"$THREADS" -c"$CONNS" -d"$WARMUP" -s "$REPO/bench/lib/scenarios.lua" "$SERVER_URL" >/dev/null
+  SCENARIO=$s DATA_DIR=$DATA_DIR wrk -t"$t" -c"$c" -d"$WARMUP" -s "$REPO/bench/lib/scenarios.lua" "$SERVER_URL" >/dev/null
   l=$(load1)
   rss_sampler "$SERVER_PID" "$rssf" &
   SAMPLER_PID=$!
   if [ "$PERF" = 1 ] && command -v perf >/dev/null; then
-    perf record -F 99 --call-graph dwarf,16384 -p "$SERVER_PID" -o "$RUN_DIR/perf-$backend-$s.data" -- sleep "$(secs_of "$DURATION")" >/dev/null 2>&1 &
+    perf record -F 99 --call-graph dwarf,16384 -p "$SERVER_PID" -o "$RUN_DIR/perf-$backend-$s-c$c.data" -- sleep "$(secs_of "$DURATION")" >/dev/null 2>&1 &
     perf_pid=$!
   fi
-  SCENARIO=$s DATA_DIR=$DATA_DIR wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency -s "$REPO/bench/lib/scenarios.lua" "$SERVER_URL" >"$out"
+  SCENARIO=$s DATA_DIR=$DATA_DIR wrk -t"$t" -c"$c" -d"$DURATION" --latency -s "$REPO/bench/lib/scenarios.lua" "$SERVER_URL" >"$out"
   [ -n "$perf_pid" ] && wait "$perf_pid" 2>/dev/null
   kill "$SAMPLER_PID" 2>/dev/null; wait "$SAMPLER_PID" 2>/dev/null || true; SAMPLER_PID=""
   j=$(sed -n 's/^BENCHJSON //p' "$out")
   [ -n "$j" ] || { cat "$out" >&2; return 1; }
   # JSON -> TSV with awk (no jq needed)
-  awk -v b="$backend" -v rss="$(cut -d' ' -f1 "$rssf")" -v anon="$(cut -d' ' -f2 "$rssf")" -v load="$l" '
+  awk -v b="$backend" -v c="$c" -v rss="$(cut -d' ' -f1 "$rssf")" -v anon="$(cut -d' ' -f2 "$rssf")" -v load="$l" '
     function num(k,   m) { if (match($0, "\"" k "\":[0-9.]+")) { m = substr($0, RSTART, RLENGTH); sub(/.*:/, "", m); return m + 0 } return 0 }
     { errs = num("err_connect") + num("err_read") + num("err_write") + num("err_timeout")
-      printf "%s\t%s\t%.0f\t%.2f\t%.2f\t%.2f\t%d\t%d\t%.0f\t%s\t%.0f\n", b, "'"$s"'", num("rps"), num("p50_us")/1000, num("p90_us")/1000,
-             num("p99_us")/1000, num("err_status"), errs, rss/1024, load, anon/1024 }' <<<"$j" >>"$RESULTS"
-  tail -1 "$RESULTS" | awk -F'\t' '{printf "   %-8s %-12s %9s req/s  p50 %7s ms  p99 %7s ms  non-2xx %s  socket errors %s  RSS max %s MB (anon %s)  (load %s)\n", $1, $2, $3, $4, $6, $7, $8, $9, $11, $10}' >&2
+      printf "%s\t%s\t%.0f\t%.2f\t%.2f\t%.2f\t%d\t%d\t%.0f\t%s\t%.0f\t%d\n", b, "'"$s"'", num("rps"), num("p50_us")/1000, num("p90_us")/1000,
+             num("p99_us")/1000, num("err_status"), errs, rss/1024, load, anon/1024, c }' <<<"$j" >>"$RESULTS"
+  tail -1 "$RESULTS" | awk -F'\t' '{printf "   %-8s %-12s c=%-3s %9s req/s  p50 %7s ms  p99 %7s ms  non-2xx %s  socket errors %s  RSS max %s MB (anon %s)  (load %s)\n", $1, $2, $12, $3, $4, $6, $7, $8, $9, $11, $10}' >&2
 }
 
 bench_backend() { # BACKEND URL
   local backend=$1 url=$2 s
   start_server "$backend" "$url"
   for s in $SCENARIOS; do run_scenario "$backend" "$s"; done
+  if [ -n "$LAT_CONNS" ]; then
+    for s in $LAT_SCENARIOS; do
+      case " $SCENARIOS " in *" $s "*) run_scenario "$backend" "$s" "$LAT_CONNS" ;; esac
+    done
+  fi
   HWM[$backend]=$(awk '/^VmHWM:/{printf "%.0f", $2/1024}' "/proc/$SERVER_PID/status")
   stop_server
 }
@@ -417,13 +430,15 @@ MD="$RESULTS_DIR/server-$DATE.md"
 CPU=$(awk -F': ' '/^model name/{print $2; exit}' /proc/cpuinfo)
 MEM_GB=$(awk '/^MemTotal:/{printf "%.0f", $2/1048576}' /proc/meminfo)
 
-ceiling() { awk -F'\t' -v b="$1" '$1==b && $2=="health"{print $3}' "$RESULTS"; }
+ceiling() { awk -F'\t' -v b="$1" -v c="$CONNS" '$1==b && $2=="health" && $12==c{print $3}' "$RESULTS"; }
+# p99 of BACKEND SCENARIO CONNECTIONS
+p99_of() { awk -F'\t' -v b="$1" -v s="$2" -v c="$3" '$1==b && $2==s && $12==c{print $6}' "$RESULTS"; }
 table() {
-  echo "| store | scenario | req/s | × ceiling | p50 ms | p90 ms | p99 ms | non-2xx | socket err | server RSS max MB | of it anon MB | load1,5,15 at start |"
-  echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
-  awk -F'\t' -v cs="$(ceiling sqlite)" -v cp="$(ceiling postgres)" '{
-    c = ($1 == "sqlite") ? cs : cp; r = (c > 0) ? sprintf("%.2f", $3 / c) : "-"
-    printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", $1, $2, $3, r, $4, $5, $6, $7, $8, $9, $11, $10 }' "$RESULTS"
+  echo "| store | scenario | connections | req/s | × ceiling | p50 ms | p90 ms | p99 ms | non-2xx | socket err | server RSS max MB | of it anon MB | load1,5,15 at start |"
+  echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+  awk -F'\t' -v cs="$(ceiling sqlite)" -v cp="$(ceiling postgres)" -v conns="$CONNS" '{
+    c = ($1 == "sqlite") ? cs : cp; r = (c > 0 && $12 == conns) ? sprintf("%.2f", $3 / c) : "-"
+    printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", $1, $2, $12, $3, r, $4, $5, $6, $7, $8, $9, $11, $10 }' "$RESULTS"
 }
 imp_table() {
   echo "| store | patients | files | seconds | files/s | resources | resources/s | importer peak RSS MB | importer CPU | CPU ms / file | DB size MB | MB / patient | load at start | load1 during (5 s samples) |"
@@ -440,24 +455,28 @@ verdict() { if awk "BEGIN{exit !($1)}"; then echo "met"; else echo "**missed**";
 targets() {
   local cs rd sn so fps rssmax anonmax
   cs=$(ceiling sqlite)
-  rd=$(awk -F'\t' '$1=="sqlite" && $2=="read"{print $3}' "$RESULTS")
-  sn=$(awk -F'\t' '$1=="sqlite" && $2=="search_name"{print $6}' "$RESULTS")
-  so=$(awk -F'\t' '$1=="sqlite" && $2=="search_obs"{print $6}' "$RESULTS")
+  rd=$(awk -F'\t' -v c="$CONNS" '$1=="sqlite" && $2=="read" && $12==c{print $3}' "$RESULTS")
+  sn=$(p99_of sqlite search_name "$CONNS"); so=$(p99_of sqlite search_obs "$CONNS")
   fps=${IMP[sqlite.fps]:-}
   rssmax=$(awk -F'\t' 'BEGIN{m=0} $9>m{m=$9} END{print m}' "$RESULTS")
   echo "| target (SQLite, this machine) | measured | verdict |"
   echo "|---|---|---|"
   [ -n "$rd" ] && [ -n "$cs" ] && echo "| read ≥ 50 % of the ceiling (GET /health) | $(awk -v a="$rd" -v b="$cs" 'BEGIN{printf "%.0f %%", 100*a/b}') | $(verdict "$rd >= 0.5 * $cs") |"
   [ -n "$rd" ] && echo "| read ≥ 10,000 req/s | $rd req/s | $(verdict "$rd >= 10000") |"
-  [ -n "$sn" ] && echo "| search p99 ≤ 10 ms: Patient?name=&birthdate= | $sn ms | $(verdict "$sn <= 10") |"
-  [ -n "$so" ] && echo "| search p99 ≤ 10 ms: Observation?patient=&code=&_sort=-date | $so ms | $(verdict "$so <= 10") |"
+  local q c v
+  for q in "search_name:Patient?name=&birthdate=" "search_obs:Observation?patient=&code=&_sort=-date"; do
+    for c in "$CONNS" $LAT_CONNS; do
+      v=$(p99_of sqlite "${q%%:*}" "$c")
+      [ -n "$v" ] && echo "| search p99 ≤ 10 ms: ${q#*:} at $c connection$([ "$c" = 1 ] || echo s) | $v ms | $(verdict "$v <= 10") |"
+    done
+  done
   [ -n "$fps" ] && echo "| import ≥ 5,000 files/s into SQLite | $fps files/s | $(verdict "$fps >= 5000") |"
   anonmax=$(awk -F'\t' 'BEGIN{m=0} $11>m{m=$11} END{print m}' "$RESULTS")
   echo "| server RSS ≤ 200 MB under load (max VmRSS sampled every 100 ms, all scenarios and stores; includes SQLite's mmap of the DB file) | $rssmax MB, of it anonymous $anonmax MB (VmHWM sqlite ${HWM[sqlite]:--} MB, postgres ${HWM[postgres]:--} MB) | $(verdict "$rssmax <= 200") |"
 }
 json() {
-  printf '{"date":"%s","rev":"%s","dirty_src_files":%s,"patients":%s,"files":%s,"store_resources":%s,"wrk":{"threads":%s,"connections":%s,"duration":"%s","warmup":"%s"},"ceiling":"GET /health",\n "import":[' \
-    "$(date -Iseconds)" "$REV" "$DIRTY" "$PATIENTS" "$FILES" "$STORE_RESOURCES" "$THREADS" "$CONNS" "$DURATION" "$WARMUP"
+  printf '{"date":"%s","rev":"%s","dirty_src_files":%s,"patients":%s,"files":%s,"store_resources":%s,"wrk":{"threads":%s,"connections":%s,"latency_connections":"%s","duration":"%s","warmup":"%s"},"ceiling":"GET /health",\n "import":[' \
+    "$(date -Iseconds)" "$REV" "$DIRTY" "$PATIENTS" "$FILES" "$STORE_RESOURCES" "$THREADS" "$CONNS" "$LAT_CONNS" "$DURATION" "$WARMUP"
   local n sep=""
   for n in sqlite postgres; do
     [ -n "${IMP[$n.size]:-}" ] || continue
@@ -466,9 +485,9 @@ json() {
     sep=","
   done
   printf '],\n "scenarios":[\n'
-  awk -F'\t' -v cs="$(ceiling sqlite)" -v cp="$(ceiling postgres)" '{
-    c = ($1 == "sqlite") ? cs : cp
-    printf "%s  {\"store\":\"%s\",\"scenario\":\"%s\",\"rps\":%s,\"ratio_to_ceiling\":%.3f,\"p50_ms\":%s,\"p90_ms\":%s,\"p99_ms\":%s,\"non_2xx\":%s,\"socket_errors\":%s,\"rss_max_mb\":%s,\"rss_anon_max_mb\":%s,\"load\":\"%s\"}", (NR>1?",\n":""), $1, $2, $3, (c>0?$3/c:0), $4, $5, $6, $7, $8, $9, $11, $10 }' "$RESULTS"
+  awk -F'\t' -v cs="$(ceiling sqlite)" -v cp="$(ceiling postgres)" -v conns="$CONNS" '{
+    c = ($1 == "sqlite" && $12 == conns) ? cs : ($12 == conns ? cp : 0)
+    printf "%s  {\"store\":\"%s\",\"scenario\":\"%s\",\"connections\":%s,\"rps\":%s,\"ratio_to_ceiling\":%.3f,\"p50_ms\":%s,\"p90_ms\":%s,\"p99_ms\":%s,\"non_2xx\":%s,\"socket_errors\":%s,\"rss_max_mb\":%s,\"rss_anon_max_mb\":%s,\"load\":\"%s\"}", (NR>1?",\n":""), $1, $2, $12, $3, (c>0?$3/c:0), $4, $5, $6, $7, $8, $9, $11, $10 }' "$RESULTS"
   printf '\n ]}\n'
 }
 
@@ -485,6 +504,7 @@ json() {
   echo "Store: $PATIENTS synthetic patients (seed $SEED), $FILES SS-MIX2 files ($CORPUS_MB MB), $STORE_RESOURCES resources ($STORE_PATIENTS Patient)."
   echo "Load generator: \`wrk -t$THREADS -c$CONNS -d$DURATION --latency\` on loopback after a $WARMUP warm-up, same 2 cores as the"
   echo "server; requests pick random rows of $SAMPLE sampled ids / (name, birth date) / (patient, code) per scenario."
+  [ -n "$LAT_CONNS" ] && echo "Latency pass: $LAT_SCENARIOS again at $LAT_CONNS connection(s) (\`wrk -t$(( THREADS < LAT_CONNS ? THREADS : LAT_CONNS )) -c$LAT_CONNS\`, same duration and warm-up): the latency one client sees without $CONNS connections queueing on 2 shared cores; no × ceiling."
   echo "Ceiling = \`GET /health\` of the same server process (full middleware stack, constant 15-byte body)."
   echo "Server log level: TOBIUME_LOG=$SERVER_LOG. SQLite planner statistics (sqlite_stat1, written by the importer's ANALYZE): $( [ "$SQLITE_STATS" = 1 ] && echo present || echo absent)."
   echo "PostgreSQL: VACUUM ANALYZE after the import (what autovacuum does shortly after a bulk load)."
