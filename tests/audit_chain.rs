@@ -98,7 +98,7 @@ async fn every_interaction_is_chained_and_verifies(db: Db) {
         .await
         .unwrap();
     assert_eq!(total, 6);
-    let ev: Vec<serde_json::Value> = rows.iter().map(|r| serde_json::from_str(&r.json).unwrap()).collect();
+    let ev: Vec<serde_json::Value> = rows.iter().map(|r| serde_json::from_str(&r.event_json()).unwrap()).collect();
     // writes: BALP PatientUpdate/Create in the write's transaction
     assert_eq!(ev[0]["action"], "U");
     assert!(ev[0]["meta"]["profile"][0].as_str().unwrap().ends_with("IHE.BasicAudit.PatientUpdate"));
@@ -140,8 +140,29 @@ both_db!(tampering_is_found_and_named);
 async fn tampering_is_found_and_named(db: Db) {
     // changed content
     let app = app_with_trail(db).await;
-    tamper(&app, db, &["UPDATE audit_event SET json = replace(json, '\"outcome\":\"0\"', '\"outcome\":\"4\"') WHERE seq = 3"]).await;
+    // (the compact entry records the HTTP status the outcome is derived from)
+    tamper(&app, db, &["UPDATE audit_event SET json = replace(json, '\"st\":200', '\"st\":403') WHERE seq = 3"]).await;
     assert_eq!(broken_seq(&app).await, Some(3), "changed row");
+    // a changed patient in the compact entry, with the row's own hash recomputed: the next row's link breaks
+    let app = app_with_trail(db).await;
+    let (rows, _) = app
+        .store
+        .audit_search(&tobiume_gateway::store::audit::AuditFilter { seq: Some(3), limit: 1, ..Default::default() })
+        .await
+        .unwrap();
+    let forged = rows[0].json.replace("\"pat\":[\"p1\"]", "\"pat\":[\"p9\"]");
+    assert_ne!(forged, rows[0].json, "{}", rows[0].json);
+    let hash = tobiume_gateway::store::audit::chain_hash(&rows[0].prev_hash, &forged);
+    tamper(
+        &app,
+        db,
+        &[&format!(
+            "UPDATE audit_event SET json = '{}', entry_hash = '{hash}', patients = ' p9 ' WHERE seq = 3",
+            forged.replace('\'', "''")
+        )],
+    )
+    .await;
+    assert_eq!(broken_seq(&app).await, Some(4), "re-hashed row breaks the next link");
     // an indexed column edited (hides the event from AuditEvent?patient=)
     let app = app_with_trail(db).await;
     tamper(&app, db, &["UPDATE audit_event SET patients = ' ' WHERE seq = 4"]).await;
@@ -278,7 +299,7 @@ async fn failed_authentication_and_scope_refusals_are_audited(db: Db) {
         .await
         .unwrap();
     assert_eq!(rows.len(), 9, "6 + 2 failed authentications + 1 scope refusal");
-    let ev: Vec<serde_json::Value> = rows[6..].iter().map(|r| serde_json::from_str(&r.json).unwrap()).collect();
+    let ev: Vec<serde_json::Value> = rows[6..].iter().map(|r| serde_json::from_str(&r.event_json()).unwrap()).collect();
     for e in &ev[..2] {
         assert_eq!(e["type"]["code"], "110114", "{e}");
         assert_eq!(e["subtype"][0]["code"], "110122");
@@ -289,4 +310,73 @@ async fn failed_authentication_and_scope_refusals_are_audited(db: Db) {
     assert!(ev[2]["outcomeDesc"].as_str().unwrap().contains("scope"), "{}", ev[2]);
     assert_eq!(ev[2]["agent"][0]["who"]["identifier"]["value"], "user-at-clinic-a", "the refused caller is named");
     assert!(verify(&app.store).await.unwrap().broken.is_none());
+}
+
+both_db!(format_1_rows_and_compact_entries_verify_in_one_chain);
+/// Stores written before the compact entry (format 1: the full canonical AuditEvent per row) keep
+/// verifying after the upgrade, with format-2 rows appended after them; both render as AuditEvents; a
+/// change to either kind is named.
+async fn format_1_rows_and_compact_entries_verify_in_one_chain(db: Db) {
+    use tobiume_gateway::audit::event::{legacy_record, record, Interaction};
+    let app = support::app(db).await;
+    let read = |p: &str| Interaction {
+        code: "read".into(),
+        action: "R",
+        status: 200,
+        patients: vec![p.into()],
+        resources: vec![format!("Patient/{p}")],
+        request_id: Some(format!("rid-{p}")),
+        ..Default::default()
+    };
+    let old: Vec<_> = ["a", "b", "c"].iter().map(|p| legacy_record(None, &read(p), audit::now_ms())).collect();
+    let out = app.store.audit_append(&old, &[None, None, None]).await.unwrap();
+    assert_eq!(out.seqs, vec![Some(1), Some(2), Some(3)]);
+    let new: Vec<_> = ["d", "e"].iter().map(|p| record(None, &read(p), audit::now_ms())).collect();
+    app.store.audit_append(&new, &[None, None]).await.unwrap();
+    let r = verify(&app.store).await.unwrap();
+    assert!(r.broken.is_none() && r.records == 5, "{r:?}");
+    let (rows, _) = app
+        .store
+        .audit_search(&tobiume_gateway::store::audit::AuditFilter { limit: 10, ascending: true, ..Default::default() })
+        .await
+        .unwrap();
+    assert!(rows[0].json.contains("\"resourceType\":\"AuditEvent\""), "format 1 stored: {}", rows[0].json);
+    assert!(rows[3].json.starts_with("{\"id\":\"4\",\"v\":2,"), "format 2 stored: {}", rows[3].json);
+    assert!(rows[3].json.len() * 3 < rows[0].json.len(), "{} vs {}", rows[3].json.len(), rows[0].json.len());
+    for (i, r) in rows.iter().enumerate() {
+        let v: serde_json::Value = serde_json::from_str(&r.event_json()).unwrap();
+        assert_eq!(v["id"], (i + 1).to_string());
+        assert_eq!(v["resourceType"], "AuditEvent");
+        assert_eq!(v["entity"][0]["what"]["reference"], format!("Patient/{}", ["a", "b", "c", "d", "e"][i]));
+        assert_eq!(v["subtype"][0]["code"], "read");
+    }
+    // the same interaction renders identically from either format (apart from id and time)
+    let strip = |s: String| {
+        let mut v: serde_json::Value = serde_json::from_str(&s).unwrap();
+        v.as_object_mut().unwrap().remove("id");
+        v.as_object_mut().unwrap().remove("recorded");
+        v["entity"][0]["what"]["reference"] = json!("x");
+        v["entity"][1]["what"]["identifier"]["value"] = json!("x");
+        v
+    };
+    assert_eq!(strip(rows[0].event_json()), strip(rows[3].event_json()));
+    // the REST review shows the rendered events (secretariat only)
+    let mut sec = principal("network-office");
+    sec.facility = None;
+    sec.subject = "secretariat-1".into();
+    sec.roles.push("secretariat".into());
+    let r = get_as(&app, &sec, "/fhir/AuditEvent?patient=Patient/d").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let b = r.json();
+    assert_eq!(b["entry"][0]["resource"]["id"], "4", "{b}");
+    assert!(b["entry"][0]["resource"]["meta"]["profile"][0].as_str().unwrap().ends_with("IHE.BasicAudit.PatientRead"));
+    let r = get_as(&app, &sec, "/fhir/AuditEvent/2").await;
+    assert_eq!(r.json()["entity"][0]["what"]["reference"], "Patient/b");
+    // tampering with a format-1 row and with a compact row is named
+    tamper(&app, db, &["UPDATE audit_event SET json = replace(json, 'Patient/b', 'Patient/x') WHERE seq = 2"]).await;
+    assert_eq!(broken_seq(&app).await, Some(2));
+    tamper(&app, db, &["UPDATE audit_event SET json = replace(json, 'Patient/x', 'Patient/b') WHERE seq = 2"]).await;
+    assert!(broken_seq(&app).await.is_none(), "restored");
+    tamper(&app, db, &["UPDATE audit_event SET json = replace(json, 'rid-e', 'rid-z') WHERE seq = 5"]).await;
+    assert_eq!(broken_seq(&app).await, Some(5));
 }

@@ -520,7 +520,7 @@ async fn audit_trail_read(state: &AppState, principal: Option<&Principal>, req: 
         version_id: 1,
         last_updated: crate::store::audit::format_instant_ms(r.recorded_ms),
         deleted: false,
-        json: r.json,
+        json: r.event_json(),
     };
     let store = &state.store;
     match req {

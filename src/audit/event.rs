@@ -86,9 +86,10 @@ fn role_text(r: Role) -> &'static str {
     }
 }
 
-/// Builds the [`AuditRecord`] of one interaction by `principal` (`None`: authentication disabled) at
-/// `recorded_ms` (epoch ms).
-pub fn record(principal: Option<&Principal>, i: &Interaction, recorded_ms: i64) -> AuditRecord {
+/// The full IHE BALP AuditEvent (without `id`) of one interaction by `principal` (`None`:
+/// authentication disabled) at `recorded_ms` (epoch ms), and its index columns. This is the renderer of
+/// the compact chain entries ([`render`]) and the builder of format-1 records ([`legacy_record`]).
+fn balp_event(principal: Option<&Principal>, i: &Interaction, recorded_ms: i64) -> Value {
     let mut ev = Map::new();
     ev.insert("resourceType".into(), json!("AuditEvent"));
     let patient_centric = !i.patients.is_empty();
@@ -105,16 +106,13 @@ pub fn record(principal: Option<&Principal>, i: &Interaction, recorded_ms: i64) 
         (_, false) => "Query",
     };
     ev.insert("meta".into(), json!({"profile": [format!("{BALP}{profile}")]}));
-    let (type_code, subtype) = if i.emergency_override {
+    if i.emergency_override {
         ev.insert("type".into(), coding(DCM, TYPE_SECURITY_ALERT));
-        (TYPE_SECURITY_ALERT, SUBTYPE_EMERGENCY_OVERRIDE.to_string())
     } else if i.authentication_failure {
         ev.insert("type".into(), coding(DCM, TYPE_USER_AUTHENTICATION));
-        (TYPE_USER_AUTHENTICATION, SUBTYPE_LOGIN.to_string())
     } else {
         ev.insert("type".into(), coding(AUDIT_EVENT_TYPE, TYPE_REST));
-        (TYPE_REST, i.code.clone())
-    };
+    }
     let mut subtypes = Vec::new();
     if i.emergency_override {
         subtypes.push(coding(DCM, SUBTYPE_EMERGENCY_OVERRIDE));
@@ -142,7 +140,6 @@ pub fn record(principal: Option<&Principal>, i: &Interaction, recorded_ms: i64) 
 
     // agents
     let mut agents = Vec::new();
-    let mut keys: Vec<String> = Vec::new();
     match principal {
         Some(p) => {
             let mut user = Map::new();
@@ -169,14 +166,12 @@ pub fn record(principal: Option<&Principal>, i: &Interaction, recorded_ms: i64) 
                 user.insert("purposeOfUse".into(), json!([pou]));
             }
             agents.push(Value::Object(user));
-            keys.push(p.subject.clone());
             if let Some(c) = &p.client_id {
                 agents.push(json!({
                     "type": {"coding": [coding(DCM, "110153")]},
                     "who": {"identifier": {"value": c}},
                     "requestor": false
                 }));
-                keys.push(c.clone());
             }
             if let Some(f) = &p.facility {
                 agents.push(json!({
@@ -184,7 +179,6 @@ pub fn record(principal: Option<&Principal>, i: &Interaction, recorded_ms: i64) 
                     "who": {"reference": format!("Organization/{f}")},
                     "requestor": false
                 }));
-                keys.push(format!("Organization/{f}"));
             }
         }
         None => agents.push(json!({
@@ -248,15 +242,357 @@ pub fn record(principal: Option<&Principal>, i: &Interaction, recorded_ms: i64) 
     if !entities.is_empty() {
         ev.insert("entity".into(), Value::Array(entities));
     }
+    Value::Object(ev)
+}
+
+/// The format-1 record of an interaction: the full BALP AuditEvent in [`canonical_json`] form is what
+/// the chain hashes (the format of every row written before migration-free format 2, and of retention
+/// checkpoints). Kept so that tests can write old-format rows and compare the renderer against it;
+/// the server appends [`record`]s.
+pub fn legacy_record(principal: Option<&Principal>, i: &Interaction, recorded_ms: i64) -> AuditRecord {
+    let ev = balp_event(principal, i, recorded_ms);
+    let (type_code, subtype, agents) = index_of(principal, i);
     AuditRecord {
-        json: canonical_json(&Value::Object(ev)),
+        json: canonical_json(&ev),
         recorded_ms,
         type_code: type_code.to_string(),
-        subtype: Some(subtype).filter(|s| !s.is_empty()),
+        subtype,
         action: i.action.to_string(),
         outcome: outcome_of(i.status).to_string(),
         patients: i.patients.clone(),
-        agents: keys,
+        agents,
+    }
+}
+
+/// The indexed `(type, first subtype, agent keys)` of an interaction — the same values
+/// [`derive_index`] reads back from the rendered BALP event.
+fn index_of(principal: Option<&Principal>, i: &Interaction) -> (&'static str, Option<String>, Vec<String>) {
+    let (type_code, subtype) = if i.emergency_override {
+        (TYPE_SECURITY_ALERT, Some(SUBTYPE_EMERGENCY_OVERRIDE.to_string()))
+    } else if i.authentication_failure {
+        (TYPE_USER_AUTHENTICATION, Some(SUBTYPE_LOGIN.to_string()))
+    } else {
+        (TYPE_REST, Some(i.code.clone()).filter(|c| !c.is_empty()))
+    };
+    let mut keys = Vec::new();
+    if let Some(p) = principal {
+        keys.push(p.subject.clone());
+        if let Some(c) = &p.client_id {
+            keys.push(c.clone());
+        }
+        if let Some(f) = &p.facility {
+            keys.push(format!("Organization/{f}"));
+        }
+    }
+    (type_code, subtype, keys)
+}
+
+// ------------------------------------------------------------------------------------------------
+// Format 2: the compact chain entry
+
+/// Version of the compact chain entry (member `"v"`). Rows without it are format 1 (full BALP JSON).
+pub const ENTRY_VERSION: u32 = 2;
+
+/// Appends `s` as a JSON string literal (RFC 8259: `"` `\` and control characters escaped; everything
+/// else, including non-ASCII, verbatim — the same text `serde_json` writes).
+fn push_str_lit(out: &mut String, s: &str) {
+    out.push('"');
+    let mut start = 0;
+    for (i, b) in s.bytes().enumerate() {
+        let esc: Option<&str> = match b {
+            b'"' => Some("\\\""),
+            b'\\' => Some("\\\\"),
+            b'\n' => Some("\\n"),
+            b'\r' => Some("\\r"),
+            b'\t' => Some("\\t"),
+            0x08 => Some("\\b"),
+            0x0c => Some("\\f"),
+            0..=0x1f => None,
+            _ => continue,
+        };
+        out.push_str(&s[start..i]);
+        match esc {
+            Some(e) => out.push_str(e),
+            None => {
+                use std::fmt::Write;
+                let _ = write!(out, "\\u{:04x}", b);
+            }
+        }
+        start = i + 1;
+    }
+    out.push_str(&s[start..]);
+    out.push('"');
+}
+
+fn push_key(out: &mut String, key: &str) {
+    out.push_str(",\"");
+    out.push_str(key);
+    out.push_str("\":");
+}
+
+fn push_opt(out: &mut String, key: &str, v: Option<&str>) {
+    if let Some(v) = v {
+        push_key(out, key);
+        push_str_lit(out, v);
+    }
+}
+
+fn push_list(out: &mut String, key: &str, v: &[String]) {
+    if v.is_empty() {
+        return;
+    }
+    push_key(out, key);
+    out.push('[');
+    for (n, x) in v.iter().enumerate() {
+        if n > 0 {
+            out.push(',');
+        }
+        push_str_lit(out, x);
+    }
+    out.push(']');
+}
+
+/// The compact chain entry (format 2) of one interaction: a JSON object written directly in its one
+/// canonical form — members in this fixed order, absent when empty/false, strings escaped as
+/// [`push_str_lit`], no whitespace:
+///
+/// `{"v":2,"t":<recorded epoch ms>,"code":<interaction>,"act":<C|R|U|D|E>,"st":<HTTP status>,`
+/// `"desc":<denial reason>,"pat":[<patient ids>],"res":[<Type/id>],"q":<query string>,"rid":<X-Request-Id>,`
+/// `"btg":true,"authfail":true,"op":<$operation>,`
+/// `"who":{"iss":…,"sub":…,"client":…,"jti":…,"fac":<Organization id>,"roles":[…],"pou":<ActReason>,"reason":…}}`
+///
+/// (`who` absent: no authenticated caller). About 150–400 bytes; the chain hashes it with `"id"` put in
+/// front ([`AuditRecord::finish`]); [`render`] turns it into the full BALP AuditEvent.
+fn entry_text(principal: Option<&Principal>, i: &Interaction, recorded_ms: i64) -> String {
+    use std::fmt::Write;
+    let mut s = String::with_capacity(192);
+    let _ = write!(s, "{{\"v\":{ENTRY_VERSION},\"t\":{recorded_ms}");
+    push_key(&mut s, "code");
+    push_str_lit(&mut s, &i.code);
+    push_key(&mut s, "act");
+    push_str_lit(&mut s, i.action);
+    let _ = write!(s, ",\"st\":{}", i.status);
+    push_opt(&mut s, "desc", i.outcome_desc.as_deref());
+    push_list(&mut s, "pat", &i.patients);
+    push_list(&mut s, "res", &i.resources);
+    push_opt(&mut s, "q", i.query.as_deref());
+    push_opt(&mut s, "rid", i.request_id.as_deref());
+    if i.emergency_override {
+        s.push_str(",\"btg\":true");
+    }
+    if i.authentication_failure {
+        s.push_str(",\"authfail\":true");
+    }
+    push_opt(&mut s, "op", i.operation.as_deref());
+    if let Some(p) = principal {
+        s.push_str(",\"who\":{\"iss\":");
+        push_str_lit(&mut s, &p.issuer);
+        push_key(&mut s, "sub");
+        push_str_lit(&mut s, &p.subject);
+        push_opt(&mut s, "client", p.client_id.as_deref());
+        push_opt(&mut s, "jti", p.token_id.as_deref());
+        push_opt(&mut s, "fac", p.facility.as_deref());
+        if !p.roles.is_empty() {
+            let roles: Vec<String> = p.roles.iter().map(|r| role_text(*r).to_string()).collect();
+            push_list(&mut s, "roles", &roles);
+        }
+        push_opt(&mut s, "pou", p.purpose_of_use.as_deref());
+        push_opt(&mut s, "reason", p.reason.as_deref());
+        s.push('}');
+    }
+    s.push('}');
+    s
+}
+
+/// Builds the [`AuditRecord`] of one interaction by `principal` (`None`: authentication disabled) at
+/// `recorded_ms` (epoch ms): the compact format-2 entry ([`entry_text`]) and its index columns. No
+/// JSON tree and no canonicalisation pass: the ~1.7 kB BALP event is rendered only when the trail is
+/// read ([`render`]).
+pub fn record(principal: Option<&Principal>, i: &Interaction, recorded_ms: i64) -> AuditRecord {
+    let (type_code, subtype, agents) = index_of(principal, i);
+    AuditRecord {
+        json: entry_text(principal, i, recorded_ms),
+        recorded_ms,
+        type_code: type_code.to_string(),
+        subtype,
+        action: i.action.to_string(),
+        outcome: outcome_of(i.status).to_string(),
+        patients: i.patients.clone(),
+        agents,
+    }
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Entry {
+    id: String,
+    v: u32,
+    t: i64,
+    code: String,
+    act: String,
+    st: u16,
+    #[serde(default)]
+    desc: Option<String>,
+    #[serde(default)]
+    pat: Vec<String>,
+    #[serde(default)]
+    res: Vec<String>,
+    #[serde(default)]
+    q: Option<String>,
+    #[serde(default)]
+    rid: Option<String>,
+    #[serde(default)]
+    btg: bool,
+    #[serde(default)]
+    authfail: bool,
+    #[serde(default)]
+    op: Option<String>,
+    #[serde(default)]
+    who: Option<Who>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Who {
+    iss: String,
+    sub: String,
+    #[serde(default)]
+    client: Option<String>,
+    #[serde(default)]
+    jti: Option<String>,
+    #[serde(default)]
+    fac: Option<String>,
+    #[serde(default)]
+    roles: Vec<String>,
+    #[serde(default)]
+    pou: Option<String>,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+/// A stored format-2 entry decoded back into what it was built from.
+#[derive(Debug, Clone)]
+pub struct DecodedEntry {
+    /// The `id` member (the chain position as text).
+    pub id: String,
+    /// `recorded`, epoch ms.
+    pub recorded_ms: i64,
+    /// The caller (`None`: unauthenticated).
+    pub principal: Option<Principal>,
+    /// What happened.
+    pub interaction: Interaction,
+}
+
+/// Whether a stored chain text is a format-2 compact entry (`{"id":"<seq>","v":…`); format-1 texts are
+/// canonical AuditEvents, whose member after `id` is never `v`.
+pub fn is_compact(stored: &str) -> bool {
+    stored
+        .strip_prefix("{\"id\":\"")
+        .and_then(|rest| rest.find('"').map(|e| rest[e..].starts_with("\",\"v\":")))
+        .unwrap_or(false)
+}
+
+/// Decodes a stored format-2 entry. Errors: a description of what is malformed (unknown version,
+/// member, action or role; not JSON).
+pub fn decode(stored: &str) -> Result<DecodedEntry, String> {
+    let e: Entry = serde_json::from_str(stored).map_err(|e| format!("compact entry unreadable: {e}"))?;
+    if e.v != ENTRY_VERSION {
+        return Err(format!("unknown entry format version {}", e.v));
+    }
+    let action = match e.act.as_str() {
+        "C" => "C",
+        "R" => "R",
+        "U" => "U",
+        "D" => "D",
+        "E" => "E",
+        other => return Err(format!("unknown action {other:?}")),
+    };
+    let principal = match e.who {
+        None => None,
+        Some(w) => {
+            let mut roles = std::collections::BTreeSet::new();
+            for r in &w.roles {
+                roles.insert(match r.as_str() {
+                    "emergency" => Role::Emergency,
+                    "secretariat" => Role::Secretariat,
+                    other => return Err(format!("unknown role {other:?}")),
+                });
+            }
+            Some(Principal {
+                issuer: w.iss,
+                subject: w.sub,
+                client_id: w.client,
+                token_id: w.jti,
+                facility: w.fac,
+                scopes: Vec::new(),
+                patient: None,
+                roles,
+                purpose_of_use: w.pou,
+                reason: w.reason,
+            })
+        }
+    };
+    Ok(DecodedEntry {
+        id: e.id,
+        recorded_ms: e.t,
+        principal,
+        interaction: Interaction {
+            code: e.code,
+            action,
+            status: e.st,
+            outcome_desc: e.desc,
+            patients: e.pat,
+            resources: e.res,
+            query: e.q,
+            request_id: e.rid,
+            emergency_override: e.btg,
+            authentication_failure: e.authfail,
+            operation: e.op,
+        },
+    })
+}
+
+impl DecodedEntry {
+    /// The index columns `(recorded_ms, type, subtype, action, outcome, patients, agents)` this entry
+    /// was stored with (what `audit verify` compares with the row).
+    pub fn index(&self) -> IndexColumns {
+        let (t, st, agents) = index_of(self.principal.as_ref(), &self.interaction);
+        (
+            self.recorded_ms,
+            t.to_string(),
+            st,
+            self.interaction.action.to_string(),
+            outcome_of(self.interaction.status).to_string(),
+            self.interaction.patients.clone(),
+            agents,
+        )
+    }
+
+    /// The full IHE BALP AuditEvent, `id` first then the canonical members — byte for byte what format 1
+    /// stored for the same interaction.
+    pub fn render(&self) -> String {
+        let ev = balp_event(self.principal.as_ref(), &self.interaction, self.recorded_ms);
+        let body = canonical_json(&ev);
+        let rest = body.strip_prefix('{').unwrap_or(&body);
+        let sep = if rest.starts_with('}') { "" } else { "," };
+        let mut out = String::with_capacity(body.len() + self.id.len() + 10);
+        out.push_str("{\"id\":");
+        push_str_lit(&mut out, &self.id);
+        out.push_str(sep);
+        out.push_str(rest);
+        out
+    }
+}
+
+/// The AuditEvent JSON of a stored chain text: format 1 as stored, format 2 rendered ([`DecodedEntry::render`]).
+/// A malformed compact entry (only by tampering, which `audit verify` names) is returned as stored.
+pub fn render(stored: &str) -> String {
+    if !is_compact(stored) {
+        return stored.to_string();
+    }
+    match decode(stored) {
+        Ok(d) => d.render(),
+        Err(_) => stored.to_string(),
     }
 }
 
@@ -355,6 +691,130 @@ mod tests {
         }
     }
 
+    /// Request shapes that exercise every branch of the BALP builder.
+    fn shapes() -> Vec<(Option<Principal>, Interaction)> {
+        let full = principal();
+        let mut bare = principal();
+        bare.client_id = None;
+        bare.token_id = None;
+        bare.facility = None;
+        bare.roles = BTreeSet::new();
+        bare.purpose_of_use = None;
+        bare.reason = None;
+        let mut secretariat = principal();
+        secretariat.roles = BTreeSet::from([Role::Secretariat, Role::Emergency]);
+        secretariat.reason = Some("  ".into());
+        secretariat.subject = "user with space \"quoted\" \\ 日本\u{1}\n".into();
+        let read = Interaction {
+            code: "read".into(),
+            action: "R",
+            status: 200,
+            patients: vec!["p1".into()],
+            resources: vec!["Patient/p1".into(), "Observation/o1".into()],
+            request_id: Some("0b5f1c1e-rid".into()),
+            ..Default::default()
+        };
+        let search = Interaction {
+            code: "search-type".into(),
+            action: "E",
+            status: 200,
+            patients: vec!["p1".into(), "p2".into()],
+            query: Some("name=カンジャ&birthdate=1948-04-05".into()),
+            request_id: Some("r2".into()),
+            ..Default::default()
+        };
+        let denied = Interaction {
+            code: "read".into(),
+            action: "R",
+            status: 403,
+            outcome_desc: Some("no consent for Organization/x \"quoted\"".into()),
+            patients: vec!["p2".into()],
+            resources: vec!["Patient/p2".into()],
+            ..Default::default()
+        };
+        let auth_failed = Interaction {
+            code: "read".into(),
+            action: "R",
+            status: 401,
+            outcome_desc: Some("token expired".into()),
+            authentication_failure: true,
+            ..Default::default()
+        };
+        let btg = Interaction {
+            code: "operation".into(),
+            action: "E",
+            status: 200,
+            patients: vec!["p1".into()],
+            query: Some("mode=emergency".into()),
+            request_id: Some("req-9".into()),
+            emergency_override: true,
+            operation: Some("$summary".into()),
+            ..Default::default()
+        };
+        let create = Interaction { code: "create".into(), action: "C", status: 201, resources: vec!["Organization/o".into()], ..Default::default() };
+        let update = Interaction { code: "update".into(), action: "U", status: 200, patients: vec!["p1".into()], resources: vec!["Patient/p1".into()], ..Default::default() };
+        let delete = Interaction { code: "delete".into(), action: "D", status: 500, ..Default::default() };
+        let unmatched = Interaction { code: String::new(), action: "E", status: 404, ..Default::default() };
+        let both = Interaction { authentication_failure: true, ..btg.clone() };
+        let mut out = Vec::new();
+        for p in [None, Some(full), Some(bare), Some(secretariat)] {
+            for i in [&read, &search, &denied, &auth_failed, &btg, &create, &update, &delete, &unmatched, &both] {
+                out.push((p.clone(), i.clone()));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn compact_entry_renders_exactly_the_format_1_event() {
+        for (n, (p, i)) in shapes().into_iter().enumerate() {
+            let seq = 1000 + n as i64;
+            let ms = 1_700_000_000_123 + n as i64;
+            let new = record(p.as_ref(), &i, ms);
+            let old = legacy_record(p.as_ref(), &i, ms);
+            let stored = new.finish(seq);
+            assert!(is_compact(&stored), "{stored}");
+            assert!(!is_compact(&old.finish(seq)));
+            // the compact text is valid JSON and much smaller than the event
+            let _: Value = serde_json::from_str(&stored).unwrap();
+            assert!(stored.len() * 2 < old.json.len(), "{} vs {}", stored.len(), old.json.len());
+            // rendering gives the format-1 text byte for byte: every BALP element, same order
+            assert_eq!(render(&stored), old.finish(seq), "shape {n}");
+            // format-1 text renders as itself
+            assert_eq!(render(&old.finish(seq)), old.finish(seq));
+            // the index columns of both formats agree with each other and with the record
+            let d = decode(&stored).unwrap();
+            let ix = d.index();
+            let v: Value = serde_json::from_str(&old.finish(seq)).unwrap();
+            assert_eq!(Some(ix.clone()), derive_index(&v), "shape {n}");
+            assert_eq!(
+                ix,
+                (ms, new.type_code.clone(), new.subtype.clone(), new.action.clone(), new.outcome.clone(), new.patients.clone(), new.agents.clone())
+            );
+            assert_eq!(
+                (old.type_code, old.subtype, old.action, old.outcome, old.patients, old.agents),
+                (new.type_code, new.subtype, new.action, new.outcome, new.patients, new.agents)
+            );
+        }
+    }
+
+    #[test]
+    fn malformed_compact_entries_are_refused_by_decode() {
+        let r = record(Some(&principal()), &shapes()[10].1, 5).finish(3);
+        assert!(decode(&r).is_ok());
+        for bad in [
+            r.replace("\"v\":2", "\"v\":9"),
+            r.replace("\"act\":\"R\"", "\"act\":\"X\""),
+            r.replace("\"roles\":[\"emergency\"]", "\"roles\":[\"root\"]"),
+            r.replace("\"st\":200", "\"st\":200,\"extra\":1"),
+            r.replace("\"t\":5", "\"t\":\"5\""),
+            r[..r.len() - 1].to_string(),
+        ] {
+            assert_ne!(bad, r);
+            assert!(decode(&bad).is_err(), "{bad}");
+        }
+    }
+
     #[test]
     fn balp_mapping_of_the_token_and_derivation_roundtrip() {
         let i = Interaction {
@@ -369,7 +829,8 @@ mod tests {
             ..Default::default()
         };
         let r = record(Some(&principal()), &i, 1_700_000_000_000);
-        let v: &Value = &serde_json::from_str(&r.json).unwrap();
+        let v: &Value = &serde_json::from_str(&render(&r.finish(7))).unwrap();
+        assert_eq!(v["id"], "7");
         assert_eq!(v["type"]["code"], "110113");
         assert_eq!(v["subtype"][0]["code"], "110127");
         assert_eq!(v["agent"][0]["who"]["identifier"]["value"], "dr-a");

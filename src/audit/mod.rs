@@ -10,10 +10,14 @@
 //!   request is outdated (the security generation moved), the request is run again.
 //! * **Writes**: `api::access::write` appends the event inside the write's own database transaction
 //!   (`Store::transaction_audited`).
-//! * **Group commit**: the [`Auditor`] task collects the records of all concurrent requests and writes
-//!   each batch in ONE transaction that extends the chain (PostgreSQL: the head row locked `FOR UPDATE`;
-//!   SQLite: the `BEGIN IMMEDIATE` write transaction), then wakes the waiting requests — one commit per
-//!   batch, not per read.
+//! * **Group commit**: the records of all concurrent requests are written in ONE transaction per batch
+//!   that extends the chain, then the waiting requests are woken — one commit per batch, not per read.
+//!   PostgreSQL: the [`Auditor`] task collects the batch and appends it through sqlx (head row locked
+//!   `FOR UPDATE`). SQLite: the store's rusqlite appender thread collects and writes it (`BEGIN
+//!   IMMEDIATE`, `store::sqlite_append`).
+//! * **Record format**: a compact entry (~200–400 bytes, written directly in canonical form, see
+//!   [`event::record`]) is hashed and stored; the full BALP AuditEvent is rendered from it on review
+//!   ([`event::render`]). Rows written before (full AuditEvents) keep verifying.
 //!
 //! Review: `AuditEvent?patient=&date=&agent=&subtype=` (secretariat role only), [`verify`] (`tobiume-gateway
 //! audit verify`), [`report_break_the_glass`], retention [`purge`] (default 5 years) that keeps the chain
@@ -136,6 +140,18 @@ impl Auditor {
     pub async fn append(&self, record: AuditRecord, expected: Option<i64>) -> Result<Ack, AuditError> {
         if !self.config.enabled {
             return Ok(Ack::Disabled);
+        }
+        if self.store.groups_audit_appends() {
+            // SQLite: the store's appender thread batches all queued records into one transaction.
+            let out = self
+                .store
+                .audit_append_owned(vec![record], vec![expected])
+                .await
+                .map_err(|e| AuditError::Write(e.to_string()))?;
+            return Ok(match out.seqs.first().copied().flatten() {
+                Some(seq) => Ack::Written { seq, generation: out.generation },
+                None => Ack::Stale { generation: out.generation },
+            });
         }
         let (reply, rx) = oneshot::channel();
         self.sender()
@@ -464,7 +480,7 @@ pub async fn report_break_the_glass(store: &Store, since_ms: i64) -> Result<Vec<
         let (rows, _) = store.audit_search(&filter).await?;
         let n = rows.len();
         for r in rows {
-            let v: serde_json::Value = serde_json::from_str(&r.json).unwrap_or_default();
+            let v: serde_json::Value = serde_json::from_str(&r.event_json()).unwrap_or_default();
             let d = event::derive_index(&v);
             out.push(BreakTheGlassEntry {
                 id: r.seq.to_string(),

@@ -3,7 +3,9 @@
 //!
 //! Checked, in chain order: consecutive `seq`; `prev_hash` = the previous record's `entry_hash` (64 zeros
 //! for seq 1); `entry_hash = sha256(prev_hash ‖ json)`; the JSON's `id` = the seq; the indexed columns
-//! (`recorded`, type, subtype, action, outcome, patients, agents) = what the JSON says; the head row =
+//! (`recorded`, type, subtype, action, outcome, patients, agents) = what the record says — a format-2
+//! compact entry (`"v":2`, see `event::record`) or a format-1 full AuditEvent (rows written before the
+//! compact entry, and retention checkpoints); both formats verify in one chain; the head row =
 //! the last record. A chain whose first records were removed by the retention purge starts after a gap
 //! that a later checkpoint record (DICOM 110101, details `purgedThroughSeq` / `purgedThroughHash`)
 //! vouches for. So changing, deleting or reordering any row is found; rewriting the whole chain is not
@@ -11,7 +13,7 @@
 
 use serde_json::Value;
 
-use super::event::{derive_index, DETAIL_PURGED_HASH, DETAIL_PURGED_THROUGH, TYPE_AUDIT_LOG_USED};
+use super::event::{decode, derive_index, is_compact, DETAIL_PURGED_HASH, DETAIL_PURGED_THROUGH, TYPE_AUDIT_LOG_USED};
 use crate::store::audit::{chain_hash, key_column, AuditRow, GENESIS_HASH};
 use crate::store::{Store, StoreError};
 
@@ -46,13 +48,23 @@ fn check_row(r: &AuditRow, prev: &str) -> Option<Broken> {
     if chain_hash(&r.prev_hash, &r.json) != r.entry_hash {
         return broken(r.seq, "content changed: entry_hash does not match prev_hash ‖ json");
     }
-    let Ok(v) = serde_json::from_str::<Value>(&r.json) else {
-        return broken(r.seq, "record JSON unreadable");
+    let (id, index) = if is_compact(&r.json) {
+        // Format 2: the compact entry; its index columns are re-derived from what it was built from.
+        match decode(&r.json) {
+            Ok(d) => (Some(d.id.clone()), Some(d.index())),
+            Err(e) => return broken(r.seq, e),
+        }
+    } else {
+        // Format 1: the full canonical AuditEvent (rows written before format 2, retention checkpoints).
+        let Ok(v) = serde_json::from_str::<Value>(&r.json) else {
+            return broken(r.seq, "record JSON unreadable");
+        };
+        (v.get("id").and_then(Value::as_str).map(str::to_string), derive_index(&v))
     };
-    if v.get("id").and_then(Value::as_str) != Some(r.seq.to_string().as_str()) {
+    if id.as_deref() != Some(r.seq.to_string().as_str()) {
         return broken(r.seq, "record id differs from its chain position (reordered)");
     }
-    let Some((recorded, t, st, action, outcome, patients, agents)) = derive_index(&v) else {
+    let Some((recorded, t, st, action, outcome, patients, agents)) = index else {
         return broken(r.seq, "record lacks recorded/type/action/outcome");
     };
     if recorded != r.recorded_ms

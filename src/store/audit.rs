@@ -8,7 +8,11 @@
 //!
 //! Each `audit_event` row has `seq` (1, 2, 3, … without gaps), `prev_hash` (the previous row's
 //! `entry_hash`; 64 zeros before the first row) and `entry_hash = sha256_hex(prev_hash ‖ json)`, where
-//! `json` is the AuditEvent in [`canonical_json`] form with `"id"` = the decimal `seq`. Appends lock the
+//! `json` is the record's text with `"id"` = the decimal `seq` put first: since format 2 a compact entry
+//! (`{"id":"<seq>","v":2,…}`, ~200–400 bytes, written directly in its canonical form by
+//! `audit::event::record`, from which the BALP AuditEvent is rendered on read); rows written before (and
+//! retention checkpoints) hold format 1, the full AuditEvent in [`canonical_json`] form. No migration:
+//! the format is recognised per row, and both verify in one chain. Appends lock the
 //! one-row `audit_head` (PostgreSQL `SELECT … FOR UPDATE`; SQLite: the `BEGIN IMMEDIATE` write
 //! transaction), so the chain stays linear across processes sharing one database.
 
@@ -23,8 +27,10 @@ pub const GENESIS_HASH: &str = "000000000000000000000000000000000000000000000000
 /// One AuditEvent to append, before the chain position is known.
 #[derive(Debug, Clone)]
 pub struct AuditRecord {
-    /// The AuditEvent in [`canonical_json`] form, without `id` (the chain position is put in front when
-    /// appended, see [`AuditRecord::finish`]). Built by the caller, outside the appender's transaction.
+    /// The hashed text without `id` (the chain position is put in front when appended, see
+    /// [`AuditRecord::finish`]): the format-2 compact entry (`audit::event::record`) or a format-1
+    /// AuditEvent in [`canonical_json`] form (retention checkpoints). Built by the caller, outside the
+    /// appender's transaction.
     pub json: String,
     /// `AuditEvent.recorded`, epoch ms.
     pub recorded_ms: i64,
@@ -65,8 +71,18 @@ pub struct AuditRow {
     pub prev_hash: String,
     /// sha256_hex(prev_hash ‖ json).
     pub entry_hash: String,
-    /// Canonical AuditEvent JSON text.
+    /// The hashed text: a format-2 compact entry (`{"id":"<seq>","v":2,…}`, see `audit::event::record`)
+    /// or, for rows written before it and for retention checkpoints, the format-1 canonical AuditEvent
+    /// JSON. [`AuditRow::event_json`] gives the AuditEvent for both.
     pub json: String,
+}
+
+impl AuditRow {
+    /// The IHE BALP AuditEvent JSON of this row (`id` = seq): a format-1 row as stored, a format-2
+    /// compact entry rendered (`audit::event::render`).
+    pub fn event_json(&self) -> String {
+        crate::audit::event::render(&self.json)
+    }
 }
 
 /// The chain head: the last `seq` and its `entry_hash` (`0` and [`GENESIS_HASH`] when empty).
@@ -233,7 +249,30 @@ impl Store {
         records: &[AuditRecord],
         expected: &[Option<i64>],
     ) -> Result<AppendOutcome, StoreError> {
-        sec_delegate!(self, s => s.audit_append(records, expected).await)
+        match self {
+            Store::Sqlite(s) => s.audit_append_owned(records.to_vec(), expected.to_vec()).await,
+            Store::Postgres(s) => s.audit_append(records, expected).await,
+        }
+    }
+
+    /// [`Store::audit_append`] taking the records by value. On SQLite the records go straight to the
+    /// appender thread, which group-commits everything queued (see `store::sqlite_append`); returns
+    /// `true` in [`Store::groups_audit_appends`]. Errors: `Database`.
+    pub async fn audit_append_owned(
+        &self,
+        records: Vec<AuditRecord>,
+        expected: Vec<Option<i64>>,
+    ) -> Result<AppendOutcome, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.audit_append_owned(records, expected).await,
+            Store::Postgres(s) => s.audit_append(&records, &expected).await,
+        }
+    }
+
+    /// Whether concurrent [`Store::audit_append_owned`] calls are group-committed by the store itself
+    /// (SQLite's appender thread); otherwise the caller batches (`audit::Auditor`'s task, PostgreSQL).
+    pub fn groups_audit_appends(&self) -> bool {
+        matches!(self, Store::Sqlite(_))
     }
 
     /// A FHIR transaction ([`super::ResourceStore::transaction`]; single creates, updates and deletes are

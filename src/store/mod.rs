@@ -22,6 +22,7 @@ pub mod postgres;
 pub mod sqlite;
 mod sql;
 mod sqlite_read;
+mod sqlite_append;
 #[cfg(test)]
 mod tests;
 

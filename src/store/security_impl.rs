@@ -126,6 +126,8 @@ impl Me {
         Ok(sqlx::query_scalar("SELECT generation FROM security_state WHERE id = 1").fetch_one(self.read_pool()).await?)
     }
 
+    // Used by PostgreSQL; SQLite appends on its rusqlite appender thread (`sqlite_append.rs`).
+    #[allow(dead_code)]
     pub(crate) async fn audit_append(
         &self,
         records: &[AuditRecord],

@@ -36,6 +36,8 @@ pub struct SqliteStore {
     reader: SqlitePool,
     /// rusqlite read connections for the hot read paths (see `sqlite_read`).
     readers: super::sqlite_read::Readers,
+    /// The audit chain's group-commit appender (rusqlite connection on its own thread, see `sqlite_append`).
+    audit_writer: super::sqlite_append::AuditWriter,
     registry: Arc<Registry>,
     /// Committed `search_param` / `token_system` ids (migration 0006).
     interned: Arc<super::shared::Interned>,
@@ -93,13 +95,14 @@ impl SqliteStore {
             }
         }
         let readers = super::sqlite_read::Readers::open(base.get_filename())?;
+        let audit_writer = super::sqlite_append::AuditWriter::open(base.get_filename())?;
         let reader = SqlitePoolOptions::new()
             .test_before_acquire(false)
             .max_connections(READERS)
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(base.read_only(true))
             .await?;
-        Ok(SqliteStore { writer, reader, readers, registry, interned: Arc::default() })
+        Ok(SqliteStore { writer, reader, readers, audit_writer, registry, interned: Arc::default() })
     }
 
     /// Closes both pools (checkpoints the WAL on the last connection).
@@ -124,6 +127,15 @@ impl SqliteStore {
         let sql = if mode == "file" { "PRAGMA temp_store = file" } else { "PRAGMA temp_store = memory" };
         sqlx::query(sql).execute(&self.writer).await?;
         Ok(())
+    }
+
+    /// Appends audit records through the rusqlite appender thread (group commit; see `sqlite_append`).
+    pub(crate) async fn audit_append_owned(
+        &self,
+        records: Vec<crate::store::audit::AuditRecord>,
+        expected: Vec<Option<i64>>,
+    ) -> Result<crate::store::audit::AppendOutcome, StoreError> {
+        self.audit_writer.append(records, expected).await
     }
 
     fn read_pool(&self) -> &SqlitePool {
