@@ -2,7 +2,7 @@
 
 use super::model::{model, ElemType, Kind, Model};
 use super::value::{self, Dt, Qty};
-use super::{BinOp, Expr, FhirPathError, Literal};
+use super::{json_get, obj_get, obj_get_underscore, BinOp, Expr, FhirPathError, Literal};
 use rust_decimal::prelude::*;
 use rust_decimal::Decimal;
 use serde_json::{Map, Value};
@@ -228,7 +228,7 @@ impl<'a> V<'a> {
 }
 
 fn resource_type_of(v: &Value) -> Option<&'static str> {
-    v.get("resourceType")
+    json_get(v, "resourceType")
         .and_then(Value::as_str)
         .and_then(|rt| model().type_name(rt))
 }
@@ -306,7 +306,7 @@ fn to_item<'a>(v: V<'a>) -> Option<Item<'a>> {
 /// Converts a public item to an internal value.
 fn from_item<'a>(i: &Item<'a>, resource: &'a Value) -> V<'a> {
     let ty = match &*i.value {
-        Value::Object(o) if o.contains_key("resourceType") => resource_type_of(&i.value),
+        Value::Object(o) if obj_get(o, "resourceType").is_some() => resource_type_of(&i.value),
         _ => i.type_name.and_then(|t| {
             let m = model();
             m.type_name(t).or_else(|| {
@@ -653,12 +653,12 @@ fn navigate_node<'a>(
                         }
                     }
                     Some(e) => {
-                        if let Some(c) = obj.get(name) {
+                        if let Some(c) = obj_get(obj, name) {
                             push(c, child_ty(m, &e.ty, 0), &mut tmp);
                         }
                     }
                     None => {
-                        if let Some(c) = obj.get(name) {
+                        if let Some(c) = obj_get(obj, name) {
                             let ty = if n.ty.is_none() {
                                 untyped_prim(c)
                             } else {
@@ -693,7 +693,7 @@ fn navigate_node<'a>(
                     "id" => m.type_name("string"),
                     _ => None,
                 };
-                push_elems(x.get(name), None, ty, None, n.res, out);
+                push_elems(obj_get(x, name), None, ty, None, n.res, out);
             }
             return Ok(());
         }
@@ -708,7 +708,7 @@ fn navigate_node<'a>(
                             continue;
                         };
                         if let Some(t) = Model::choice_type(ts, suf) {
-                            let ext = o.get(&format!("_{k}"));
+                            let ext = obj_get_underscore(o, k);
                             push_elems(Some(c), ext, Some(t), Some(suf), n.res, out);
                         }
                     }
@@ -719,7 +719,7 @@ fn navigate_node<'a>(
                             continue;
                         };
                         if let Some(t) = Model::choice_type(ts, suf) {
-                            if !o.contains_key(&k[1..]) {
+                            if obj_get(o, &k[1..]).is_none() {
                                 push_elems(None, Some(x), Some(t), Some(suf), n.res, out);
                             }
                         }
@@ -727,13 +727,13 @@ fn navigate_node<'a>(
                 }
                 return Ok(());
             }
-            let c = o.get(name);
+            let c = obj_get(o, name);
             let x = if c.is_none_or(|c| {
                 !c.is_object() && !c.is_array()
                     || c.as_array()
                         .is_some_and(|a| a.iter().any(|i| !i.is_object()))
             }) {
-                o.get(&format!("_{name}"))
+                obj_get_underscore(o, name)
             } else {
                 None
             };
@@ -758,8 +758,8 @@ fn navigate_node<'a>(
         }
     }
     // untyped (or unknown element): plain JSON lookup, choice elements by suffix
-    if let Some(c) = o.get(name) {
-        push_elems(Some(c), o.get(&format!("_{name}")), None, None, n.res, out);
+    if let Some(c) = obj_get(o, name) {
+        push_elems(Some(c), obj_get_underscore(o, name), None, None, n.res, out);
         return Ok(());
     }
     for (k, c) in o {
@@ -778,7 +778,7 @@ fn navigate_node<'a>(
             }
         }
     }
-    if let Some(x) = o.get(&format!("_{name}")) {
+    if let Some(x) = obj_get_underscore(o, name) {
         push_elems(None, Some(x), None, None, n.res, out);
     }
     Ok(())
@@ -857,7 +857,7 @@ fn children_of<'a>(item: &V<'a>, out: &mut Vec<V<'a>>) {
             continue;
         }
         if let Some(base) = k.strip_prefix('_') {
-            if !o.contains_key(base) {
+            if obj_get(o, base).is_none() {
                 // primitive with only extensions
                 let ty =
                     n.ty.and_then(|t| m.element(t, base))
@@ -890,7 +890,7 @@ fn children_of<'a>(item: &V<'a>, out: &mut Vec<V<'a>>) {
             }
         }
         let ext = if has_underscore {
-            o.get(&format!("_{k}"))
+            obj_get_underscore(o, k)
         } else {
             None
         };
@@ -1752,13 +1752,17 @@ fn unescape(s: &str, how: &str) -> Option<String> {
 const REGEX_CACHE_MAX: usize = 512;
 
 thread_local! {
-    static REGEX_CACHE: std::cell::RefCell<HashMap<(String, bool), Result<regex::Regex, String>>> =
-        std::cell::RefCell::new(HashMap::new());
+    /// (pattern → compiled) for `matches` / `replaceMatches` (index 0) and `matchesFull` (index
+    /// 1). The compiled regex is shared by `Rc`, not cloned: a cloned `regex::Regex` starts with an
+    /// empty search cache (its lazy DFA is rebuilt on the next search), which cost more than the
+    /// match itself.
+    static REGEX_CACHE: std::cell::RefCell<[HashMap<String, Result<Rc<regex::Regex>, String>>; 2]> =
+        std::cell::RefCell::new([HashMap::new(), HashMap::new()]);
 }
 
-fn regex(p: &str, full: bool) -> Res<regex::Regex> {
-    let key = (p.to_string(), full);
-    if let Some(r) = REGEX_CACHE.with(|c| c.borrow().get(&key).cloned()) {
+fn regex(p: &str, full: bool) -> Res<Rc<regex::Regex>> {
+    let slot = usize::from(full);
+    if let Some(r) = REGEX_CACHE.with(|c| c.borrow()[slot].get(p).cloned()) {
         return r.or_else(err);
     }
     let pat = if full {
@@ -1766,13 +1770,13 @@ fn regex(p: &str, full: bool) -> Res<regex::Regex> {
     } else {
         format!("(?s){p}")
     };
-    let r = regex::Regex::new(&pat).map_err(|e| format!("bad regular expression: {e}"));
+    let r = regex::Regex::new(&pat).map(Rc::new).map_err(|e| format!("bad regular expression: {e}"));
     REGEX_CACHE.with(|c| {
         let mut c = c.borrow_mut();
-        if c.len() >= REGEX_CACHE_MAX {
-            c.clear();
+        if c[slot].len() >= REGEX_CACHE_MAX {
+            c[slot].clear();
         }
-        c.insert(key, r.clone());
+        c[slot].insert(p.to_string(), r.clone());
     });
     r.or_else(err)
 }
@@ -2770,7 +2774,7 @@ fn call<'a>(
             exts.retain(|e| match e {
                 V::Node(n) => {
                     node_json(n)
-                        .and_then(|v| v.get("url"))
+                        .and_then(|v| json_get(v, "url"))
                         .and_then(Value::as_str)
                         == Some(url.as_str())
                 }

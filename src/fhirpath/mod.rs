@@ -274,6 +274,50 @@ impl Expr {
     }
 }
 
+/// Objects up to this many properties are searched by comparing keys, larger ones through the map.
+const SCAN_MAX: usize = 12;
+
+/// `o.get(k)`, faster for the small objects FHIR JSON is made of: serde_json's order-preserving
+/// map hashes the key with SipHash on every lookup, which costs more than comparing a dozen short
+/// keys (same result: keys are unique).
+#[inline]
+pub(crate) fn obj_get<'v>(o: &'v serde_json::Map<String, Value>, k: &str) -> Option<&'v Value> {
+    if o.len() <= SCAN_MAX {
+        o.iter().find(|(x, _)| x.as_str() == k).map(|(_, v)| v)
+    } else {
+        o.get(k)
+    }
+}
+
+/// [`obj_get`] returning the stored key too (`Map::get_key_value`).
+#[inline]
+pub(crate) fn obj_get_key_value<'v>(o: &'v serde_json::Map<String, Value>, k: &str) -> Option<(&'v String, &'v Value)> {
+    if o.len() <= SCAN_MAX {
+        o.iter().find(|(x, _)| x.as_str() == k)
+    } else {
+        o.get_key_value(k)
+    }
+}
+
+/// `o.get("_" + k)` (the primitive-extension sibling of `k`) without building the key.
+#[inline]
+pub(crate) fn obj_get_underscore<'v>(o: &'v serde_json::Map<String, Value>, k: &str) -> Option<&'v Value> {
+    if o.len() <= SCAN_MAX {
+        o.iter().find(|(x, _)| x.len() == k.len() + 1 && x.starts_with('_') && &x[1..] == k).map(|(_, v)| v)
+    } else {
+        o.get(&format!("_{k}"))
+    }
+}
+
+/// `v.get(k)` for an object `v` ([`obj_get`]); `None` for every other JSON value.
+#[inline]
+pub(crate) fn json_get<'v>(v: &'v Value, k: &str) -> Option<&'v Value> {
+    match v {
+        Value::Object(o) => obj_get(o, k),
+        _ => None,
+    }
+}
+
 /// Convenience: evaluate and keep only the JSON values (drops the type hints).
 /// Input: a parsed expression and a resource; output: values in document order (errors → empty).
 pub fn evaluate_values<'a>(expr: &Expr, resource: &'a Value) -> Vec<Cow<'a, Value>> {

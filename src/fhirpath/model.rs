@@ -131,6 +131,34 @@ pub(crate) fn model() -> &'static Model {
                 e.ty = ElemType::Backbone(p, parent);
             }
         }
+        // flatten: every context's map also holds the elements of its ancestors (the nearest
+        // definition wins), so `element` is one lookup per navigation step instead of a walk up
+        // the base-type chain (`Observation.id` → DomainResource → Resource)
+        let ctxs: Vec<&'static str> = m.elems.keys().copied().collect();
+        for ctx in ctxs {
+            let mut inherited: Vec<(&'static str, Elem)> = Vec::new();
+            let mut c = m.parent(ctx);
+            let mut guard = 0;
+            while let Some(cur) = c {
+                if let Some(es) = m.elems.get(cur) {
+                    for (n, e) in es {
+                        if !inherited.iter().any(|(x, _)| x == n) {
+                            inherited.push((n, e.clone()));
+                        }
+                    }
+                }
+                c = m.parent(cur);
+                guard += 1;
+                if guard > 16 {
+                    break;
+                }
+            }
+            if let Some(es) = m.elems.get_mut(ctx) {
+                for (n, e) in inherited {
+                    es.entry(n).or_insert(e);
+                }
+            }
+        }
         m
     })
 }
@@ -144,13 +172,14 @@ impl Model {
         self.backbone_parent.get(ctx).copied()
     }
 
-    /// Finds element `name` in context `ctx` or its ancestors.
+    /// Finds element `name` in context `ctx` or its ancestors (the maps are flattened at load:
+    /// the first context on the chain that has a map decides).
     pub fn element(&self, ctx: &str, name: &str) -> Option<&Elem> {
         let mut c = Some(ctx);
         let mut guard = 0;
         while let Some(cur) = c {
-            if let Some(e) = self.elems.get(cur).and_then(|m| m.get(name)) {
-                return Some(e);
+            if let Some(m) = self.elems.get(cur) {
+                return m.get(name);
             }
             c = self.parent(cur);
             guard += 1;

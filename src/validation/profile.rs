@@ -173,6 +173,8 @@ pub struct Constraint {
     /// The expression's outcome on an object without any of [`Constraint::roots`]: `true` if it is
     /// `false` there (the invariant fails), precomputed once.
     pub fails_when_absent: bool,
+    /// The issue text when the invariant fails: `"<key>: <human>"` (built once, cloned per issue).
+    pub message: String,
 }
 
 impl Constraint {
@@ -190,7 +192,8 @@ impl Constraint {
             }
             _ => false,
         };
-        Constraint { key, error, human, expr, from_core, native, roots, fails_when_absent }
+        let message = format!("{key}: {human}");
+        Constraint { key, error, human, expr, from_core, native, roots, fails_when_absent, message }
     }
 
     /// `Some(failed)` when the outcome on `value` is known without evaluating: `value` is an object

@@ -27,7 +27,7 @@
 //! per Bundle.
 
 use std::borrow::Cow;
-use std::collections::HashSet;
+use std::hash::BuildHasher as _;
 use std::fmt::Write as _;
 use std::path::Path;
 use std::sync::{Arc, RwLock};
@@ -38,7 +38,7 @@ use serde_json::Value;
 use super::package::Packages;
 use super::profile::{self, eq_upper_first, Profile, CORE};
 use super::terminology::{self, Expansion, Membership};
-use crate::fhirpath::{self, Env, Item};
+use crate::fhirpath::{self, json_get, obj_get, obj_get_key_value, obj_get_underscore, Env, Item};
 
 /// `OperationOutcome.issue.severity` (FHIR R4 ValueSet `issue-severity`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -274,7 +274,7 @@ impl Validator {
     /// missing or unknown `resourceType` is one `error`.
     pub fn validate(&self, resource: &Value, extra_profiles: &[String]) -> Vec<ValidationIssue> {
         let mut run = Run::new(self, resource, 0, false);
-        let rt = resource.get("resourceType").and_then(Value::as_str).unwrap_or("Resource");
+        let rt = json_get(resource, "resourceType").and_then(Value::as_str).unwrap_or("Resource");
         run.walk_resource(resource, &Loc::root(rt), extra_profiles);
         run.issues
     }
@@ -282,7 +282,7 @@ impl Validator {
     /// Does `resource` conform to `profile` (no error-level issue)? Used for `profile` discriminators.
     fn conforms(&self, resource: &Value, profile_url: &str, depth: u32) -> bool {
         let mut run = Run::new(self, resource, depth, true);
-        let ty = resource.get("resourceType").and_then(Value::as_str).unwrap_or("Resource");
+        let ty = json_get(resource, "resourceType").and_then(Value::as_str).unwrap_or("Resource");
         run.apply_profile(profile_url, resource, ty, &Loc::root(ty));
         !run.issues.iter().any(ValidationIssue::is_error)
     }
@@ -365,7 +365,8 @@ type BundleEntry<'a> = (Option<&'a str>, Option<&'a str>, Option<&'a str>, &'a V
 struct Run<'v, 'a> {
     v: &'v Validator,
     issues: Vec<ValidationIssue>,
-    seen: foldhash::HashSet<(Severity, String, String)>,
+    /// hashes of (severity, expression, diagnostics) of `issues`
+    seen: foldhash::HashSet<u64>,
     depth: u32,
     bundle: Option<&'a Value>,
     /// the entries of `bundle` (keyed by its address), built on the first reference resolved in it
@@ -379,6 +380,48 @@ struct Run<'v, 'a> {
     /// entry's resource gets its `meta.profile` and the entry slice's type profile, usually the same
     /// one; applying it again to the same value (same location) could only repeat its issues
     applied: foldhash::HashSet<(usize, usize)>,
+    /// spare buffers for the child positions `walk_children` visits (one per nesting level in use)
+    usize_bufs: Vec<Vec<usize>>,
+}
+
+/// A list that is almost always empty or of one item (the JSON properties of one element): the
+/// first item inline, further ones on the heap.
+struct Few<T> {
+    first: Option<T>,
+    more: Vec<T>,
+}
+
+impl<T> Default for Few<T> {
+    fn default() -> Self {
+        Few { first: None, more: Vec::new() }
+    }
+}
+
+impl<T> Few<T> {
+    fn push(&mut self, x: T) {
+        if self.first.is_none() {
+            self.first = Some(x);
+        } else {
+            self.more.push(x);
+        }
+    }
+
+    fn len(&self) -> usize {
+        usize::from(self.first.is_some()) + self.more.len()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &T> {
+        self.first.iter().chain(self.more.iter())
+    }
+}
+
+impl<T> IntoIterator for Few<T> {
+    type Item = T;
+    type IntoIter = std::iter::Chain<std::option::IntoIter<T>, std::vec::IntoIter<T>>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.first.into_iter().chain(self.more)
+    }
 }
 
 impl<'v, 'a> Run<'v, 'a> {
@@ -386,7 +429,7 @@ impl<'v, 'a> Run<'v, 'a> {
         Run {
             v,
             issues: Vec::new(),
-            seen: HashSet::default(),
+            seen: foldhash::HashSet::default(),
             depth,
             bundle: None,
             bundle_index: None,
@@ -394,15 +437,16 @@ impl<'v, 'a> Run<'v, 'a> {
             container: None,
             quiet,
             applied: foldhash::HashSet::default(),
+            usize_bufs: Vec::new(),
         }
     }
 
     fn contained_has(&self, local: &str, container: Option<&'a Value>) -> Option<&'a str> {
         [Some(self.resource), container].into_iter().flatten().find_map(|r| {
-            r.get("contained")
+            json_get(r, "contained")
                 .and_then(Value::as_array)
-                .and_then(|a| a.iter().find(|c| c.get("id").and_then(Value::as_str) == Some(local)))
-                .map(|c| c.get("resourceType").and_then(Value::as_str).unwrap_or(""))
+                .and_then(|a| a.iter().find(|c| json_get(c, "id").and_then(Value::as_str) == Some(local)))
+                .map(|c| json_get(c, "resourceType").and_then(Value::as_str).unwrap_or(""))
         })
     }
 
@@ -417,11 +461,11 @@ impl<'v, 'a> Run<'v, 'a> {
                 .map(|a| {
                     a.iter()
                         .filter_map(|e| {
-                            let res = e.get("resource")?;
+                            let res = json_get(e, "resource")?;
                             Some((
-                                e.get("fullUrl").and_then(Value::as_str),
-                                res.get("resourceType").and_then(Value::as_str),
-                                res.get("id").and_then(Value::as_str),
+                                json_get(e, "fullUrl").and_then(Value::as_str),
+                                json_get(res, "resourceType").and_then(Value::as_str),
+                                json_get(res, "id").and_then(Value::as_str),
                                 res,
                             ))
                         })
@@ -463,11 +507,11 @@ fn every_contained_referenced(resource: &Value) -> bool {
             _ => {}
         }
     }
-    let Some(Value::Array(contained)) = resource.get("contained") else { return false };
+    let Some(Value::Array(contained)) = json_get(resource, "contained") else { return false };
     let mut refs = Vec::new();
     collect(resource, &mut refs);
     !contained.is_empty()
-        && contained.iter().all(|c| c.get("id").and_then(Value::as_str).is_some_and(|id| refs.contains(&id)))
+        && contained.iter().all(|c| json_get(c, "id").and_then(Value::as_str).is_some_and(|id| refs.contains(&id)))
 }
 
 /// `true` if every property of `pattern` is present with the same value in `v` (arrays: every pattern
@@ -529,7 +573,7 @@ fn navigate<'x>(v: &'x Value, path: &str) -> Vec<&'x Value> {
     for seg in path.split('.') {
         let mut next = Vec::new();
         for c in cur {
-            if let Some(x) = c.get(seg) {
+            if let Some(x) = json_get(c, seg) {
                 match x {
                     Value::Array(a) => next.extend(a.iter()),
                     x => next.push(x),
@@ -551,8 +595,12 @@ impl<'v, 'a> Run<'v, 'a> {
             return;
         }
         let expression = loc.render();
-        let key = (severity, expression.clone(), msg.clone());
-        if !self.seen.insert(key) {
+        // de-duplicate on (severity, expression, message) by hash; a repeated hash (a duplicate, or
+        // rarely a collision) is confirmed against the issues themselves
+        let key = self.seen.hasher().hash_one((severity, expression.as_str(), msg.as_str()));
+        if !self.seen.insert(key)
+            && self.issues.iter().any(|i| i.severity == severity && i.expression == expression && i.diagnostics == msg)
+        {
             return;
         }
         self.issues.push(ValidationIssue {
@@ -573,7 +621,7 @@ impl<'v, 'a> Run<'v, 'a> {
         if self.depth > MAX_DEPTH || self.stop() {
             return;
         }
-        let Some(rt) = res.get("resourceType").and_then(Value::as_str) else {
+        let Some(rt) = json_get(res, "resourceType").and_then(Value::as_str) else {
             self.issue(Severity::Error, "structure", loc, "resource has no resourceType".into(), None);
             return;
         };
@@ -591,8 +639,8 @@ impl<'v, 'a> Run<'v, 'a> {
             self.bundle = Some(res);
         }
         self.check_element(&core, 0, res, loc, Mode::Core, rt, rt);
-        let mut urls: Vec<&str> = res
-            .pointer("/meta/profile")
+        let mut urls: Vec<&str> = json_get(res, "meta")
+            .and_then(|m| json_get(m, "profile"))
             .and_then(Value::as_array)
             .map(|a| a.iter().filter_map(Value::as_str).collect())
             .unwrap_or_default();
@@ -643,7 +691,7 @@ impl<'v, 'a> Run<'v, 'a> {
         }
         self.depth += 1;
         let saved = self.resource;
-        if value.get("resourceType").is_some() {
+        if json_get(value, "resourceType").is_some() {
             self.resource = value;
         }
         for p in &chain {
@@ -702,7 +750,7 @@ impl<'v, 'a> Run<'v, 'a> {
         // type-specific rules
         if is_resource_type(ty) && ei != 0 {
             // an embedded resource (contained, Bundle.entry.resource, Parameters.parameter.resource)
-            let rt = value.get("resourceType").and_then(Value::as_str).unwrap_or(ty);
+            let rt = json_get(value, "resourceType").and_then(Value::as_str).unwrap_or(ty);
             match mode {
                 Mode::Core => {
                     let profiles: Vec<String> = el.types.iter().flat_map(|t| t.profiles.iter().cloned()).collect();
@@ -740,7 +788,7 @@ impl<'v, 'a> Run<'v, 'a> {
         if t.profiles.is_empty() {
             return;
         }
-        let url_of_ext = value.get("url").and_then(Value::as_str);
+        let url_of_ext = json_get(value, "url").and_then(Value::as_str);
         let profiles = &t.profiles;
         if ty == "Extension" {
             // the core walk validates every extension against the definition named by its url
@@ -767,7 +815,7 @@ impl<'v, 'a> Run<'v, 'a> {
                 // none of the elements the invariant reads is present: its outcome is known
                 if failed {
                     let sev = if c.error { Severity::Error } else { Severity::Warning };
-                    self.issue(sev, "invariant", loc, format!("{}: {}", c.key, c.human), Some(p));
+                    self.issue(sev, "invariant", loc, c.message.clone(), Some(p));
                 }
                 continue;
             }
@@ -784,7 +832,7 @@ impl<'v, 'a> Run<'v, 'a> {
             let failed = items.len() == 1 && items[0].value.as_ref() == &Value::Bool(false);
             if failed {
                 let sev = if c.error { Severity::Error } else { Severity::Warning };
-                self.issue(sev, "invariant", loc, format!("{}: {}", c.key, c.human), Some(p));
+                self.issue(sev, "invariant", loc, c.message.clone(), Some(p));
             }
         }
     }
@@ -792,8 +840,8 @@ impl<'v, 'a> Run<'v, 'a> {
     fn check_binding(&mut self, p: &Arc<Profile>, vs: &str, value: &Value, ty: &str, loc: &Loc<'_>) {
         let codes: Vec<(Option<&str>, &str)> = match ty {
             "code" | "string" | "uri" => value.as_str().map(|c| vec![(None, c)]).unwrap_or_default(),
-            "Coding" | "Quantity" => match value.get("code").and_then(Value::as_str) {
-                Some(c) => vec![(value.get("system").and_then(Value::as_str), c)],
+            "Coding" | "Quantity" => match json_get(value, "code").and_then(Value::as_str) {
+                Some(c) => vec![(json_get(value, "system").and_then(Value::as_str), c)],
                 None => return,
             },
             "CodeableConcept" => {
@@ -802,7 +850,7 @@ impl<'v, 'a> Run<'v, 'a> {
                     .and_then(Value::as_array)
                     .map(|a| {
                         a.iter()
-                            .filter_map(|c| Some((c.get("system").and_then(Value::as_str), c.get("code").and_then(Value::as_str)?)))
+                            .filter_map(|c| Some((json_get(c, "system").and_then(Value::as_str), json_get(c, "code").and_then(Value::as_str)?)))
                             .collect()
                     })
                     .unwrap_or_default();
@@ -855,7 +903,7 @@ impl<'v, 'a> Run<'v, 'a> {
     }
 
     fn check_reference(&mut self, p: &Arc<Profile>, ei: usize, value: &'a Value, loc: &Loc<'_>) {
-        let Some(r) = value.get("reference").and_then(Value::as_str) else { return };
+        let Some(r) = json_get(value, "reference").and_then(Value::as_str) else { return };
         let mut target_type: Option<&str> = None;
         if let Some(local) = r.strip_prefix('#') {
             if !local.is_empty() {
@@ -866,12 +914,12 @@ impl<'v, 'a> Run<'v, 'a> {
             }
         } else if let Some(b) = self.bundle {
             match self.resolve(b, r) {
-                Some(res) => target_type = res.get("resourceType").and_then(Value::as_str),
+                Some(res) => target_type = json_get(res, "resourceType").and_then(Value::as_str),
                 None if r.starts_with("urn:") => {
                     self.issue(Severity::Error, "not-found", loc, format!("reference {r} does not resolve to an entry of the Bundle"), None)
                 }
                 None => {
-                    if b.get("type").and_then(Value::as_str) == Some("document") && !r.contains("://") {
+                    if json_get(b, "type").and_then(Value::as_str) == Some("document") && !r.contains("://") {
                         self.issue(Severity::Warning, "not-found", loc, format!("reference {r} does not resolve inside the document Bundle"), None);
                     }
                 }
@@ -930,8 +978,17 @@ impl<'v, 'a> Run<'v, 'a> {
         let pel = &cp.elems[parent];
         // the children to visit: those the object's properties belong to, plus those checked even when
         // absent; in the definition's order (the order issues are reported in)
-        let mut active: Vec<usize> = pel.index.always.clone();
-        let mut matched: Vec<bool> = vec![false; obj.len()];
+        let mut active: Vec<usize> = self.usize_bufs.pop().unwrap_or_default();
+        active.clear();
+        active.extend_from_slice(&pel.index.always);
+        let mut matched_small = [false; 32];
+        let mut matched_large = Vec::new();
+        let matched: &mut [bool] = if obj.len() <= matched_small.len() {
+            &mut matched_small[..obj.len()]
+        } else {
+            matched_large.resize(obj.len(), false);
+            &mut matched_large
+        };
         for (i, key) in obj.keys().enumerate() {
             if pel.index.lookup(key, &mut active) {
                 matched[i] = true;
@@ -940,7 +997,7 @@ impl<'v, 'a> Run<'v, 'a> {
         active.sort_unstable();
         active.dedup();
         let has_underscore = obj.keys().any(|k| k.starts_with('_'));
-        for pos in active {
+        for &pos in &active {
             if self.stop() {
                 return;
             }
@@ -948,7 +1005,7 @@ impl<'v, 'a> Run<'v, 'a> {
             let kel = &cp.elems[k];
             let name = kel.name.as_str();
             // (json key, type code, value) present for this element
-            let mut present: Vec<(&'a str, &str, Option<&'a Value>)> = Vec::new();
+            let mut present: Few<(&'a str, &str, Option<&'a Value>)> = Few::default();
             if let Some(base) = name.strip_suffix("[x]") {
                 for (key, v) in obj {
                     let kk = key.strip_prefix('_').unwrap_or(key);
@@ -975,18 +1032,18 @@ impl<'v, 'a> Run<'v, 'a> {
                 if present.len() > 1 {
                     self.issue(Severity::Error, "structure", &loc.key(name), format!("only one of the choice types of {} may be present", kel.path), None);
                 }
-            } else if let Some((key, v)) = obj.get_key_value(name) {
+            } else if let Some((key, v)) = obj_get_key_value(obj, name) {
                 let code = if kel.types.is_empty() { "BackboneElement" } else { kel.types[0].code.as_str() };
                 present.push((key.as_str(), code, Some(v)));
-            } else if has_underscore && obj.contains_key(&format!("_{name}")) {
-                present.push(("", kel.types.first().map(|t| t.code.as_str()).unwrap_or(""), obj.get("")));
+            } else if has_underscore && obj_get_underscore(obj, name).is_some() {
+                present.push(("", kel.types.first().map(|t| t.code.as_str()).unwrap_or(""), obj_get(obj, "")));
             }
             // cardinality
             let mut count = 0usize;
-            for (key, _, v) in &present {
+            for (key, _, v) in present.iter() {
                 let n = v.map(value_count);
                 let ext_n = if has_underscore {
-                    obj.get(&format!("_{}", if key.is_empty() { name } else { key })).map(value_count)
+                    obj_get_underscore(obj, if key.is_empty() { name } else { key }).map(value_count)
                 } else {
                     None
                 };
@@ -1025,7 +1082,7 @@ impl<'v, 'a> Run<'v, 'a> {
                         continue;
                     }
                     let iloc = loc.item(key, i);
-                    let ity: &str = if is_resource_type(code) { item.get("resourceType").and_then(Value::as_str).unwrap_or(code) } else { code };
+                    let ity: &str = if is_resource_type(code) { json_get(item, "resourceType").and_then(Value::as_str).unwrap_or(code) } else { code };
                     self.check_element(&cp, k, item, &iloc, mode, ity, &kel.path);
                     // a type slice of a choice element (`value[x]:valueQuantity`)
                     if name.ends_with("[x]") {
@@ -1042,9 +1099,9 @@ impl<'v, 'a> Run<'v, 'a> {
                 }
                 // primitive extensions `_key`
                 if mode == Mode::Core && has_underscore {
-                    if let Some(pe) = obj.get(&format!("_{key}")) {
+                    if let Some(pe) = obj_get_underscore(obj, key) {
                         for (i, item) in items(pe) {
-                            if let Some(exts) = item.get("extension").and_then(Value::as_array) {
+                            if let Some(exts) = json_get(item, "extension").and_then(Value::as_array) {
                                 let iloc = loc.item(key, i);
                                 for (j, x) in exts.iter().enumerate() {
                                     self.check_extension(x, &iloc.item("extension", Some(j)), code, &kel.path, false);
@@ -1061,6 +1118,7 @@ impl<'v, 'a> Run<'v, 'a> {
                 self.check_slices(&cp, k, &[], loc, name, mode);
             }
         }
+        self.usize_bufs.push(active);
         if mode == Mode::Core {
             for (i, key) in obj.keys().enumerate() {
                 if matched[i] || (ei == 0 && key.as_str() == "resourceType") || key.as_str() == "fhir_comments" {
@@ -1073,7 +1131,7 @@ impl<'v, 'a> Run<'v, 'a> {
 
     /// Extension by URL (core walk): definition known, allowed in this context, value conforms.
     fn check_extension(&mut self, ext: &'a Value, loc: &Loc<'_>, host_type: &str, host_path: &str, modifier: bool) {
-        let Some(url) = ext.get("url").and_then(Value::as_str) else { return };
+        let Some(url) = json_get(ext, "url").and_then(Value::as_str) else { return };
         if !url.contains(':') {
             return; // a sub-extension of a complex extension (relative url), checked by its parent's definition
         }
@@ -1168,14 +1226,14 @@ impl<'v, 'a> Run<'v, 'a> {
                 "value" | "pattern" => self.disc_value(p, s, &d.path, d.expr.as_ref(), item),
                 "type" => {
                     let actual: Option<&str> = if d.path == "$this" {
-                        item.get("resourceType").and_then(Value::as_str)
+                        json_get(item, "resourceType").and_then(Value::as_str)
                     } else if d.path == "resolve()" {
-                        match (self.bundle, item.get("reference").and_then(Value::as_str)) {
-                            (Some(b), Some(r)) => self.resolve(b, r).and_then(|r| r.get("resourceType").and_then(Value::as_str)),
+                        match (self.bundle, json_get(item, "reference").and_then(Value::as_str)) {
+                            (Some(b), Some(r)) => self.resolve(b, r).and_then(|r| json_get(r, "resourceType").and_then(Value::as_str)),
                             _ => None,
                         }
                     } else {
-                        navigate(item, &d.path).first().and_then(|v| v.get("resourceType")).and_then(Value::as_str)
+                        navigate(item, &d.path).first().and_then(|v| json_get(v, "resourceType")).and_then(Value::as_str)
                     };
                     let target = if d.path == "$this" || d.path == "resolve()" { Some(s) } else { p.find(s, &d.path) };
                     match (actual, target) {
@@ -1187,7 +1245,7 @@ impl<'v, 'a> Run<'v, 'a> {
                     let (targets, path_elem): (Vec<&'a Value>, Option<usize>) = if d.path == "$this" {
                         (vec![item], Some(s))
                     } else if d.path == "resolve()" {
-                        let r = match (self.bundle, item.get("reference").and_then(Value::as_str)) {
+                        let r = match (self.bundle, json_get(item, "reference").and_then(Value::as_str)) {
                             (Some(b), Some(r)) => self.resolve(b, r),
                             _ => None,
                         };
@@ -1228,11 +1286,11 @@ impl<'v, 'a> Run<'v, 'a> {
     /// `profile` discriminator test: the resource declares the profile in `meta.profile`, or conforms.
     fn declares_or_conforms(&self, v: &Value, url: &str) -> bool {
         let bare = url.split('|').next().unwrap_or(url);
-        let declared = v
-            .pointer("/meta/profile")
+        let declared = json_get(v, "meta")
+            .and_then(|m| json_get(m, "profile"))
             .and_then(Value::as_array)
             .is_some_and(|a| a.iter().filter_map(Value::as_str).any(|x| x.split('|').next() == Some(bare)));
-        declared || (v.get("resourceType").is_some() && self.v.conforms(v, url, self.depth + 1))
+        declared || (json_get(v, "resourceType").is_some() && self.v.conforms(v, url, self.depth + 1))
     }
 
     /// `value` / `pattern` discriminator: the item's value at `path` equals the slice's fixed value (or
@@ -1264,14 +1322,14 @@ impl<'v, 'a> Run<'v, 'a> {
                 match target.and_then(|t| p.elems[t].binding.as_ref()) {
                     Some((strength, vs)) if strength == "required" => match self.v.expansion(vs) {
                         Some(exp) => actual.iter().any(|a| {
-                            let codings: Vec<&Value> = match a.get("coding") {
+                            let codings: Vec<&Value> = match json_get(a, "coding") {
                                 Some(Value::Array(cs)) => cs.iter().collect(),
                                 _ => vec![a.as_ref()],
                             };
                             codings.iter().any(|o| {
                                 let (sys, code) = match o {
                                     Value::String(c) => (None, Some(c.as_str())),
-                                    o => (o.get("system").and_then(Value::as_str), o.get("code").and_then(Value::as_str)),
+                                    o => (json_get(o, "system").and_then(Value::as_str), json_get(o, "code").and_then(Value::as_str)),
                                 };
                                 code.is_some_and(|c| exp.check(sys, c) != Membership::NotIn)
                             })
@@ -1318,14 +1376,14 @@ fn context_ok(contexts: &[(String, String)], host_type: &str, host_path: &str) -
 /// or `Type/id` against the entries' resources / the tail of their `fullUrl`.
 pub fn resolve_in_bundle<'b>(bundle: &'b Value, reference: &str) -> Option<&'b Value> {
     let r = reference.find("/_history/").map_or(reference, |p| &reference[..p]);
-    let entries = bundle.get("entry")?.as_array()?;
+    let entries = json_get(bundle, "entry")?.as_array()?;
     for e in entries {
-        let Some(res) = e.get("resource") else { continue };
-        let full = e.get("fullUrl").and_then(Value::as_str);
+        let Some(res) = json_get(e, "resource") else { continue };
+        let full = json_get(e, "fullUrl").and_then(Value::as_str);
         if full == Some(r) {
             return Some(res);
         }
-        if type_id_matches(r, res.get("resourceType").and_then(Value::as_str), res.get("id").and_then(Value::as_str)) {
+        if type_id_matches(r, json_get(res, "resourceType").and_then(Value::as_str), json_get(res, "id").and_then(Value::as_str)) {
             return Some(res);
         }
     }
