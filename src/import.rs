@@ -11,10 +11,12 @@
 //!   (`quarantine/report.ndjson`), and recorded in the ledger as failed; the rest of the import goes on.
 
 use crate::mapping::ssmix2::convert::{convert_patient_with, ConvertOptions, FileStatus, Summary};
-use crate::ssmix2::walk_patients;
+use crate::ssmix2::{walk_patients, PatientFiles, WalkError};
+use crate::search::Registry;
 use crate::store::{
     ImportFile, ImportSummary, ImportWrite, LedgerStatus, PreparedImport, ResourceBody, ResourceStore, Store, StoreError,
 };
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use serde_json::Value;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -28,12 +30,25 @@ pub struct ImportOptions {
     pub quarantine: Option<PathBuf>,
     /// Files per database transaction (throughput vs. work lost on a crash; default 256).
     pub batch_files: usize,
+    /// Conversion worker threads (`--jobs`); 0 = [`default_jobs`]. The store contents do not depend on it.
+    pub jobs: usize,
 }
 
 impl Default for ImportOptions {
     fn default() -> Self {
-        ImportOptions { convert: ConvertOptions::default(), quarantine: None, batch_files: 256 }
+        ImportOptions { convert: ConvertOptions::default(), quarantine: None, batch_files: 256, jobs: 0 }
     }
+}
+
+/// Number of conversion workers when [`ImportOptions::jobs`] is 0: `TOBIUME_IMPORT_JOBS` when set to a
+/// positive integer, else the available cores (`std::thread::available_parallelism`), at least 1.
+pub fn default_jobs() -> usize {
+    if let Some(n) = std::env::var("TOBIUME_IMPORT_JOBS").ok().and_then(|v| v.trim().parse::<usize>().ok()) {
+        if n > 0 {
+            return n;
+        }
+    }
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }
 
 /// What an import did.
@@ -64,11 +79,20 @@ pub enum ImportError {
 /// Imports the storage at `root` into `store`. `progress` is called after every committed batch with
 /// the running conversion summary (for a progress bar). Errors: see [`ImportError`].
 ///
-/// Two stages run concurrently (one core each on a 2-core machine): a worker thread walks the storage
-/// patient by patient, skips files the ledger already holds with the same sha256 (one ledger query per
-/// patient), converts the rest and prepares the store writes (JSON + search-index extraction,
-/// [`PreparedImport::prepare`]); the calling task commits the prepared batches
-/// ([`Store::apply_import`]). A bounded channel (2 batches) keeps memory flat in corpus size.
+/// Pipeline (see `docs/architecture.md`, `import`):
+/// * a walker thread lists the storage patient by patient and deals the patients round-robin to
+///   `jobs` conversion workers ([`ImportOptions::jobs`]);
+/// * each worker, per patient: one ledger query, skips files the ledger holds with the same sha256,
+///   converts the rest (read, decode, map) and prepares their store writes (JSON text, content hash,
+///   search-index rows: [`PreparedImport::prepare`]);
+/// * a sequencer thread takes the workers' results back in the walk order (round-robin again, so the
+///   order never depends on thread scheduling), records failed files (ledger + quarantine) and cuts
+///   batches of `batch_files` files;
+/// * the calling task commits each batch with its ledger rows in one transaction
+///   ([`Store::import_writer`]: on SQLite a rusqlite connection with cached statements).
+///
+/// The store receives exactly the writes, in exactly the batches, of a single-worker run. All channels
+/// are bounded, so memory stays flat in corpus size.
 ///
 /// An import into an empty store is a bulk load ([`Store::begin_bulk_load`]): the secondary search
 /// indexes are built once at the end. If the import fails or is killed, they stay missing until the
@@ -96,6 +120,7 @@ pub async fn import_ssmix2(
     };
     // An initial load (empty store, or a resumed interrupted one) defers the secondary search indexes.
     let bulk = store.begin_bulk_load().await?;
+    let mut writer = store.import_writer(bulk)?;
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<(PreparedImport, Summary), ImportError>>(2);
     let producer = {
         let store = store.clone();
@@ -110,7 +135,7 @@ pub async fn import_ssmix2(
         match msg {
             Ok((prepared, summary)) => {
                 if prepared.files() > 0 {
-                    match store.apply_import(prepared).await {
+                    match writer.apply(prepared).await {
                         Ok(s) => {
                             report.store.created += s.created;
                             report.store.updated += s.updated;
@@ -133,6 +158,7 @@ pub async fn import_ssmix2(
         }
     }
     drop(rx);
+    drop(writer);
     let _ = tokio::task::spawn_blocking(move || producer.join()).await;
     result?;
     // Benchmark knob (bench/server.sh imports a large corpus in chunks, deleting each after its import):
@@ -152,7 +178,28 @@ pub async fn import_ssmix2(
 
 type Sender = tokio::sync::mpsc::Sender<Result<(PreparedImport, Summary), ImportError>>;
 
-/// The worker-thread stage of [`import_ssmix2`]: walk, ledger check, convert, prepare, send.
+/// One file of a patient as a worker hands it to the sequencer (storage order kept).
+struct FileItem {
+    /// This file's contribution to the conversion totals.
+    summary: Summary,
+    action: FileAction,
+}
+
+enum FileAction {
+    /// Nothing to write (unchanged by ledger hash).
+    Skip,
+    /// Prepared writes (possibly none, e.g. a superseded file) + the ledger row.
+    Write(PreparedImport),
+    /// A failed file: ledger row (key, sha256, message) and quarantine copy + report line.
+    Failed { key: String, hash: String, message: String, path: PathBuf, report: Value },
+    /// A walk error (bad name, unreadable directory): quarantine report only.
+    Unreadable { path: PathBuf, report: Value },
+}
+
+type PatientItems = Result<Vec<FileItem>, ImportError>;
+
+/// The producer side of [`import_ssmix2`]: walker + `jobs` workers + the sequencer (this thread), which
+/// sends finished batches to the committing task through `tx`.
 fn produce(
     store: &Store,
     root: &Path,
@@ -161,73 +208,138 @@ fn produce(
     handle: &tokio::runtime::Handle,
     tx: &Sender,
 ) {
+    let jobs = if opts.jobs == 0 { default_jobs() } else { opts.jobs };
     let mut convert = opts.convert.clone();
     convert.hash_content = true;
     let registry = store.registry().clone();
-    let mut summary = Summary::default();
-    let mut batch: Vec<ImportFile> = Vec::with_capacity(opts.batch_files);
-    let send_batch = |batch: &mut Vec<ImportFile>, summary: &Summary| -> bool {
-        let files = std::mem::take(batch);
-        let msg = PreparedImport::prepare(&registry, files).map(|p| (p, summary.clone())).map_err(ImportError::Store);
-        tx.blocking_send(msg).is_ok()
-    };
-    for patient in walk_patients(root) {
-        let patient = match patient {
-            Ok(p) => p,
-            Err(e) => {
-                summary.files += 1;
-                summary.failed += 1;
-                let err = serde_json::json!({"file": e.path(), "error": e.to_string(), "location": "file name"});
-                if let Err(e) = quarantine_file(&mut quarantine, e.path(), &err) {
+    std::thread::scope(|scope| {
+        let mut to_workers: Vec<SyncSender<Result<PatientFiles, WalkError>>> = Vec::with_capacity(jobs);
+        let mut from_workers: Vec<Receiver<PatientItems>> = Vec::with_capacity(jobs);
+        for _ in 0..jobs {
+            let (in_tx, in_rx) = sync_channel::<Result<PatientFiles, WalkError>>(4);
+            let (out_tx, out_rx) = sync_channel::<PatientItems>(4);
+            to_workers.push(in_tx);
+            from_workers.push(out_rx);
+            let (convert, registry) = (&convert, &registry);
+            scope.spawn(move || {
+                for patient in in_rx {
+                    let items = convert_patient_items(store, root, convert, registry, handle, patient);
+                    let failed = items.is_err();
+                    if out_tx.send(items).is_err() || failed {
+                        return;
+                    }
+                }
+            });
+        }
+        // Walker: deals patients round-robin; stops when a worker is gone (the import is ending).
+        scope.spawn(move || {
+            for (i, patient) in walk_patients(root).enumerate() {
+                if to_workers[i % to_workers.len()].send(patient).is_err() {
+                    return;
+                }
+            }
+        });
+        // Sequencer: results back in walk order.
+        let mut summary = Summary::default();
+        let mut batch = PreparedImport::default();
+        let send_batch = |batch: &mut PreparedImport, summary: &Summary| -> bool {
+            tx.blocking_send(Ok((std::mem::take(batch), summary.clone()))).is_ok()
+        };
+        let mut i = 0usize;
+        loop {
+            let items = match from_workers[i % jobs].recv() {
+                Ok(Ok(items)) => items,
+                Ok(Err(e)) => {
                     let _ = tx.blocking_send(Err(e));
                     return;
                 }
+                Err(_) => break, // the walk ended before patient `i`
+            };
+            i += 1;
+            for item in items {
+                summary.merge(&item.summary);
+                match item.action {
+                    FileAction::Skip => {}
+                    FileAction::Write(p) => {
+                        batch.append(p);
+                        if batch.files() >= opts.batch_files && !send_batch(&mut batch, &summary) {
+                            return;
+                        }
+                    }
+                    FileAction::Failed { key, hash, message, path, report } => {
+                        if let Err(e) = handle.block_on(store.ledger_put(&key, &hash, LedgerStatus::Failed, Some(&message))) {
+                            let _ = tx.blocking_send(Err(ImportError::Store(e)));
+                            return;
+                        }
+                        if let Err(e) = quarantine_file(&mut quarantine, &path, &report) {
+                            let _ = tx.blocking_send(Err(e));
+                            return;
+                        }
+                    }
+                    FileAction::Unreadable { path, report } => {
+                        if let Err(e) = quarantine_file(&mut quarantine, &path, &report) {
+                            let _ = tx.blocking_send(Err(e));
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+        let _ = send_batch(&mut batch, &summary);
+        // Dropping `from_workers` here (early return or end) stops the workers and the walker.
+    });
+}
+
+/// Worker stage of [`import_ssmix2`] for one patient: ledger check, convert, prepare each file's writes.
+fn convert_patient_items(
+    store: &Store,
+    root: &Path,
+    convert: &ConvertOptions,
+    registry: &Registry,
+    handle: &tokio::runtime::Handle,
+    patient: Result<PatientFiles, WalkError>,
+) -> PatientItems {
+    let patient = match patient {
+        Ok(p) => p,
+        Err(e) => {
+            let report = serde_json::json!({"file": e.path(), "error": e.to_string(), "location": "file name"});
+            let summary = Summary { files: 1, failed: 1, ..Summary::default() };
+            return Ok(vec![FileItem { summary, action: FileAction::Unreadable { path: e.path().to_path_buf(), report } }]);
+        }
+    };
+    let keys: Vec<String> = patient.files.iter().map(|f| ledger_key(root, &f.path)).collect();
+    let ledger = handle.block_on(store.ledger_get_many(&keys))?;
+    let unchanged = |path: &Path, sha: &str| {
+        ledger
+            .get(&ledger_key(root, path))
+            .is_some_and(|e| e.content_sha256 == sha && e.status == LedgerStatus::Done)
+    };
+    let reports = convert_patient_with(&patient, convert, &unchanged);
+    let mut items = Vec::with_capacity(reports.len());
+    for r in reports {
+        let mut summary = Summary::default();
+        summary.add(&r);
+        let key = ledger_key(root, &r.path);
+        let hash = r.sha256.clone().unwrap_or_default();
+        let writes: Vec<ImportWrite> = match r.status {
+            FileStatus::Unchanged => {
+                items.push(FileItem { summary, action: FileAction::Skip });
+                continue;
+            }
+            FileStatus::Converted => r.resources.into_iter().filter_map(|v| write_of(v, true)).collect(),
+            FileStatus::Deleted => r.resources.into_iter().filter_map(|v| write_of(v, false)).collect(),
+            FileStatus::Superseded => Vec::new(),
+            FileStatus::Failed(err) => {
+                let message = format!("{} ({})", err.error, err.location);
+                let report = serde_json::to_value(&err).unwrap_or(Value::Null);
+                items.push(FileItem { summary, action: FileAction::Failed { key, hash, message, path: r.path, report } });
                 continue;
             }
         };
-        let keys: Vec<String> = patient.files.iter().map(|f| ledger_key(root, &f.path)).collect();
-        let ledger = match handle.block_on(store.ledger_get_many(&keys)) {
-            Ok(l) => l,
-            Err(e) => {
-                let _ = tx.blocking_send(Err(ImportError::Store(e)));
-                return;
-            }
-        };
-        let unchanged = |path: &Path, sha: &str| {
-            ledger
-                .get(&ledger_key(root, path))
-                .is_some_and(|e| e.content_sha256 == sha && e.status == LedgerStatus::Done)
-        };
-        for r in convert_patient_with(&patient, &convert, &unchanged) {
-            summary.add(&r);
-            let key = ledger_key(root, &r.path);
-            let hash = r.sha256.clone().unwrap_or_default();
-            let writes: Vec<ImportWrite> = match &r.status {
-                FileStatus::Unchanged => continue,
-                FileStatus::Converted => r.resources.into_iter().filter_map(|v| write_of(v, true)).collect(),
-                FileStatus::Deleted => r.resources.into_iter().filter_map(|v| write_of(v, false)).collect(),
-                FileStatus::Superseded => Vec::new(),
-                FileStatus::Failed(err) => {
-                    let msg = format!("{} ({})", err.error, err.location);
-                    if let Err(e) = handle.block_on(store.ledger_put(&key, &hash, LedgerStatus::Failed, Some(&msg))) {
-                        let _ = tx.blocking_send(Err(ImportError::Store(e)));
-                        return;
-                    }
-                    let err_json = serde_json::to_value(err).unwrap_or(Value::Null);
-                    if let Err(e) = quarantine_file(&mut quarantine, &r.path, &err_json) {
-                        let _ = tx.blocking_send(Err(e));
-                        return;
-                    }
-                    continue;
-                }
-            };
-            batch.push(ImportFile { path: key, content_sha256: hash, writes });
-            if batch.len() >= opts.batch_files && !send_batch(&mut batch, &summary) {
-                return;
-            }
-        }
+        let prepared = PreparedImport::prepare(registry, vec![ImportFile { path: key, content_sha256: hash, writes }])?;
+        items.push(FileItem { summary, action: FileAction::Write(prepared) });
     }
-    let _ = send_batch(&mut batch, &summary);
+    Ok(items)
 }
 
 fn write_of(v: Value, keep: bool) -> Option<ImportWrite> {

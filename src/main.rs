@@ -223,6 +223,9 @@ enum ImportSource {
         /// Files per database transaction.
         #[arg(long, default_value_t = 256)]
         batch: usize,
+        /// Conversion worker threads [env: TOBIUME_IMPORT_JOBS] (default: the available cores).
+        #[arg(long)]
+        jobs: Option<usize>,
         /// No progress bar.
         #[arg(long)]
         quiet: bool,
@@ -288,8 +291,8 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Import { source: ImportSource::Ssmix2 { args, database, quarantine, batch, quiet } } => {
-            runtime().block_on(import(args, database, quarantine, batch, quiet))
+        Command::Import { source: ImportSource::Ssmix2 { args, database, quarantine, batch, jobs, quiet } } => {
+            runtime().block_on(import(args, database, quarantine, batch, jobs.unwrap_or(0), quiet))
         }
         Command::Serve { listen, database, config } => runtime().block_on(serve(listen, database, config)),
         Command::Health { listen } => health(listen),
@@ -551,7 +554,14 @@ fn convert(args: &SourceArgs, out: Option<PathBuf>) -> ExitCode {
     }
 }
 
-async fn import(args: SourceArgs, database: Option<String>, quarantine: PathBuf, batch: usize, quiet: bool) -> ExitCode {
+async fn import(
+    args: SourceArgs,
+    database: Option<String>,
+    quarantine: PathBuf,
+    batch: usize,
+    jobs: usize,
+    quiet: bool,
+) -> ExitCode {
     let opts = match convert_options(&args) {
         Ok(o) => o,
         Err(e) => {
@@ -576,7 +586,7 @@ async fn import(args: SourceArgs, database: Option<String>, quarantine: PathBuf,
         indicatif::ProgressStyle::with_template("{spinner} {elapsed_precise} {pos} files ({per_sec}) {msg}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
     );
-    let iopts = ImportOptions { convert: opts, quarantine: Some(quarantine.clone()), batch_files: batch.max(1) };
+    let iopts = ImportOptions { convert: opts, quarantine: Some(quarantine.clone()), batch_files: batch.max(1), jobs };
     let started = std::time::Instant::now();
     let result = import_ssmix2(&store, &args.path, &iopts, |s| {
         bar.set_position(s.files);

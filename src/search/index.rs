@@ -35,7 +35,12 @@ use serde_json::{Map, Value};
 pub fn extract(registry: &Registry, resource_type: &str, resource: &Value) -> Vec<IndexEntry> {
     let mut out: Vec<IndexEntry> = Vec::new();
     let mut vals: Vec<IndexValue> = Vec::new();
-    for p in registry.params_for(resource_type) {
+    // In parameter-code order: the registry's maps are hashed (their order differs per process), and the
+    // store interns (type, parameter) keys in order of first use — a fixed order keeps a store's ids
+    // independent of the process that wrote it.
+    let mut params = registry.params_for(resource_type);
+    params.sort_unstable_by(|a, b| a.def.code.cmp(&b.def.code));
+    for p in params {
         let Some(expr) = p.expression else { continue };
         if matches!(p.def.param_type, ParamType::Composite | ParamType::Special) {
             continue;

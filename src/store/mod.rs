@@ -21,6 +21,7 @@ mod shared;
 pub mod postgres;
 pub mod sqlite;
 mod sql;
+mod sqlite_bulk;
 mod sqlite_read;
 mod sqlite_append;
 #[cfg(test)]
@@ -445,7 +446,7 @@ impl Store {
 /// ([`PreparedImport::prepare`], synchronous, run it on a worker thread) and that only needs writing
 /// ([`Store::apply_import`]). This lets an importer use one core for conversion + indexing and the
 /// other for the database.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct PreparedImport {
     pub(crate) ops: Vec<shared::Op>,
     pub(crate) ledger: Vec<(String, String)>,
@@ -487,9 +488,76 @@ impl PreparedImport {
     pub fn files(&self) -> usize {
         self.ledger.len()
     }
+
+    /// Appends `other`'s writes and ledger rows after this batch's (the order of writes is kept: an
+    /// importer that prepares file by file on worker threads joins them into one commit batch).
+    pub fn append(&mut self, mut other: PreparedImport) {
+        self.ops.append(&mut other.ops);
+        self.ledger.append(&mut other.ledger);
+    }
+}
+
+/// The committing side of an import ([`Store::import_writer`]): writes [`PreparedImport`] batches in
+/// order, each in ONE transaction with its ledger rows.
+///
+/// SQLite: a dedicated rusqlite connection with cached prepared statements (`store::sqlite_bulk`), each
+/// batch run on tokio's blocking pool. PostgreSQL (or `TOBIUME_IMPORT_WRITER=sqlx`, a diagnostic knob
+/// for A/B runs): the general sqlx write path ([`Store::apply_import`]). Both write the same rows.
+pub struct ImportWriter {
+    kind: WriterKind,
+}
+
+enum WriterKind {
+    Bulk(Option<sqlite_bulk::BulkWriter>),
+    Store(Store),
+}
+
+impl std::fmt::Debug for ImportWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self.kind {
+            WriterKind::Bulk(_) => "sqlite-bulk",
+            WriterKind::Store(_) => "store",
+        };
+        f.debug_struct("ImportWriter").field("kind", &kind).finish()
+    }
+}
+
+impl ImportWriter {
+    /// Writes one batch (see [`ImportWriter`]) and returns what it did. Errors: `Invalid`, `Database`;
+    /// nothing of a failed batch is committed.
+    pub async fn apply(&mut self, prepared: PreparedImport) -> Result<ImportSummary, StoreError> {
+        match &mut self.kind {
+            WriterKind::Store(s) => s.apply_import(prepared).await,
+            WriterKind::Bulk(slot) => {
+                let mut w = slot.take().ok_or_else(|| StoreError::Database("import writer failed earlier".into()))?;
+                let (w, r) = tokio::task::spawn_blocking(move || {
+                    let r = w.apply(prepared);
+                    (w, r)
+                })
+                .await
+                .map_err(|e| StoreError::Database(format!("import writer thread: {e}")))?;
+                if r.is_ok() {
+                    *slot = Some(w);
+                }
+                r
+            }
+        }
+    }
 }
 
 impl Store {
+    /// The writer an importer commits its batches with (see [`ImportWriter`]); `bulk` = the import is a
+    /// bulk load ([`Store::begin_bulk_load`] returned `true`: larger page cache, rarer WAL checkpoints).
+    /// Errors: `Database` (cannot open the SQLite file read-write).
+    pub fn import_writer(&self, bulk: bool) -> Result<ImportWriter, StoreError> {
+        let sqlx = std::env::var("TOBIUME_IMPORT_WRITER").is_ok_and(|v| v == "sqlx");
+        let kind = match self {
+            Store::Sqlite(s) if !sqlx => WriterKind::Bulk(Some(sqlite_bulk::BulkWriter::open(s.path(), bulk)?)),
+            _ => WriterKind::Store(self.clone()),
+        };
+        Ok(ImportWriter { kind })
+    }
+
     /// Writes a prepared import batch — every resource and the files' ledger rows — in ONE
     /// transaction (see [`ResourceStore::import_files_batch`]). Errors: `Invalid`, `Database`.
     pub async fn apply_import(&self, prepared: PreparedImport) -> Result<ImportSummary, StoreError> {

@@ -41,6 +41,8 @@ pub struct SqliteStore {
     registry: Arc<Registry>,
     /// Committed `search_param` / `token_system` ids (migration 0006).
     interned: Arc<super::shared::Interned>,
+    /// The database file (for the import writer, `store::sqlite_bulk`).
+    path: Arc<std::path::Path>,
 }
 
 impl SqliteStore {
@@ -96,13 +98,14 @@ impl SqliteStore {
         }
         let readers = super::sqlite_read::Readers::open(base.get_filename())?;
         let audit_writer = super::sqlite_append::AuditWriter::open(base.get_filename())?;
+        let path: Arc<std::path::Path> = Arc::from(base.get_filename());
         let reader = SqlitePoolOptions::new()
             .test_before_acquire(false)
             .max_connections(READERS)
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(base.read_only(true))
             .await?;
-        Ok(SqliteStore { writer, reader, readers, audit_writer, registry, interned: Arc::default() })
+        Ok(SqliteStore { writer, reader, readers, audit_writer, registry, interned: Arc::default(), path })
     }
 
     /// Closes both pools (checkpoints the WAL on the last connection).
@@ -136,6 +139,11 @@ impl SqliteStore {
         expected: Vec<Option<i64>>,
     ) -> Result<crate::store::audit::AppendOutcome, StoreError> {
         self.audit_writer.append(records, expected).await
+    }
+
+    /// The database file.
+    pub(crate) fn path(&self) -> &std::path::Path {
+        &self.path
     }
 
     fn read_pool(&self) -> &SqlitePool {

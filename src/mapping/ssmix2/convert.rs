@@ -348,6 +348,19 @@ pub struct Summary {
 }
 
 impl Summary {
+    /// Adds the totals of `other` (e.g. per-file summaries computed on worker threads).
+    pub fn merge(&mut self, other: &Summary) {
+        self.files += other.files;
+        self.converted += other.converted;
+        self.superseded += other.superseded;
+        self.deleted += other.deleted;
+        self.failed += other.failed;
+        self.unchanged += other.unchanged;
+        self.warnings += other.warnings;
+        self.resources += other.resources;
+        self.bytes += other.bytes;
+    }
+
     /// Adds one file's report.
     pub fn add(&mut self, r: &FileReport) {
         self.files += 1;
