@@ -340,8 +340,9 @@ const MAX_ATTEMPTS: usize = 3;
 /// The audit middleware (see the module docs). Layer it OUTSIDE authentication, so that failed
 /// authentications are recorded too: `router.layer(from_fn_with_state(state, http_layer::<S>))`.
 pub async fn http_layer<S: AuditState>(State(state): State<S>, req: Request, next: Next) -> Response {
-    let route = req.extensions().get::<MatchedPath>().map(|m| m.as_str().to_string());
-    let path = req.uri().path().to_string();
+    // (`MatchedPath` is a shared `Arc<str>`: no copy of the route per request)
+    let route = req.extensions().get::<MatchedPath>().cloned();
+    let public = public_path(req.uri().path());
     let (parts, body) = req.into_parts();
     let bytes = match axum::body::to_bytes(body, state.max_body_bytes()).await {
         Ok(b) => b,
@@ -354,9 +355,8 @@ pub async fn http_layer<S: AuditState>(State(state): State<S>, req: Request, nex
             .into_response()
         }
     };
-    let public = public_path(&path);
-    let template = route.unwrap_or_else(|| "<unmatched>".into());
-    let (code, action) = classify(&parts.method, &template);
+    let template = route.as_ref().map_or("<unmatched>", MatchedPath::as_str);
+    let (code, action) = classify(&parts.method, template);
     let mut last_generation = None;
     for _attempt in 0..MAX_ATTEMPTS {
         let scope = Arc::new(RequestScope::default());
@@ -401,9 +401,9 @@ pub async fn http_layer<S: AuditState>(State(state): State<S>, req: Request, nex
             code: code.to_string(),
             action,
             status,
-            outcome_desc: c.denied.clone(),
-            patients: c.patients.iter().cloned().collect(),
-            resources: if code.starts_with("search") { Vec::new() } else { c.resources.clone() },
+            outcome_desc: c.denied.take(),
+            patients: std::mem::take(&mut c.patients).into_iter().collect(),
+            resources: if code.starts_with("search") { Vec::new() } else { std::mem::take(&mut c.resources) },
             query: parts.uri.query().filter(|q| !q.is_empty()).map(str::to_string),
             request_id: parts.headers.get("x-request-id").and_then(|v| v.to_str().ok()).map(str::to_string),
             emergency_override: c.emergency_override,
