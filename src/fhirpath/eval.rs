@@ -1071,12 +1071,13 @@ fn untyped_matches(n: &Node<'_>, wanted: &str) -> bool {
 }
 
 /// A type argument (`ofType(FHIR.Patient)`) as text.
-fn type_arg(e: Option<&Expr>) -> Res<String> {
-    fn walk(e: &Expr) -> Option<String> {
+fn type_arg(e: Option<&Expr>) -> Res<Cow<'_, str>> {
+    // borrowed from the expression for the usual one-segment name (`ofType(Quantity)`)
+    fn walk(e: &Expr) -> Option<Cow<'_, str>> {
         match e {
-            Expr::Member(None, n) => Some(n.clone()),
-            Expr::Member(Some(b), n) => Some(format!("{}.{n}", walk(b)?)),
-            Expr::Literal(Literal::String(s)) => Some(s.clone()),
+            Expr::Member(None, n) => Some(Cow::Borrowed(n.as_str())),
+            Expr::Member(Some(b), n) => Some(Cow::Owned(format!("{}.{n}", walk(b)?))),
+            Expr::Literal(Literal::String(s)) => Some(Cow::Borrowed(s.as_str())),
             _ => None,
         }
     }
@@ -2840,7 +2841,7 @@ fn env_var<'a>(name: &str, ctx: &Ctx<'a, '_>) -> Res<Vec<V<'a>>> {
 fn strict_member_check(base: &Expr, name: &str) -> Res<()> {
     let t = match base {
         Expr::As(_, t) => Some(t.clone()),
-        Expr::Call(Some(_), f, args) if f == "as" || f == "ofType" => type_arg(args.first()).ok(),
+        Expr::Call(Some(_), f, args) if f == "as" || f == "ofType" => type_arg(args.first()).ok().map(Cow::into_owned),
         _ => None,
     };
     let Some(t) = t else { return Ok(()) };

@@ -109,7 +109,7 @@ impl ChildIndex {
             hit = true;
         }
         for (pos, base) in &self.choices {
-            if kk.len() > base.len() && kk.starts_with(&**base) && kk[base.len()..].starts_with(|c: char| c.is_ascii_uppercase()) {
+            if kk.len() > base.len() && (base.is_empty() || kk.as_bytes()[0] == base.as_bytes()[0]) && kk.starts_with(&**base) && kk[base.len()..].starts_with(|c: char| c.is_ascii_uppercase()) {
                 out.push(*pos);
                 hit = true;
             }
@@ -204,7 +204,9 @@ impl Constraint {
         let present = o.keys().any(|k| {
             let k = k.strip_prefix('_').unwrap_or(k);
             roots.iter().any(|r| {
-                k.starts_with(&**r) && (k.len() == r.len() || k[r.len()..].starts_with(|c: char| c.is_ascii_uppercase()))
+                k.as_bytes().first() == r.as_bytes().first()
+                    && k.starts_with(&**r)
+                    && (k.len() == r.len() || k[r.len()..].starts_with(|c: char| c.is_ascii_uppercase()))
             })
         });
         (!present).then_some(self.fails_when_absent)

@@ -748,7 +748,7 @@ impl<'v, 'a> Run<'v, 'a> {
         self.check_constraints(p, ei, value, loc, mode, ty);
 
         // type-specific rules
-        if is_resource_type(ty) && ei != 0 {
+        if ei != 0 && is_resource_type(ty) {
             // an embedded resource (contained, Bundle.entry.resource, Parameters.parameter.resource)
             let rt = json_get(value, "resourceType").and_then(Value::as_str).unwrap_or(ty);
             match mode {
@@ -784,7 +784,10 @@ impl<'v, 'a> Run<'v, 'a> {
     /// `ElementDefinition.type.profile`: the value must conform to (one of) the listed profiles.
     fn apply_type_profiles(&mut self, p: &Arc<Profile>, ei: usize, value: &'a Value, loc: &Loc<'_>, ty: &str) {
         let el = &p.elems[ei];
-        let Some(t) = el.types.iter().find(|t| eq_upper_first(&t.suffix, ty) || t.code == ty || el.types.len() == 1) else { return };
+        if el.types.iter().all(|t| t.profiles.is_empty()) {
+            return; // whichever type the value has, it names no profile
+        }
+        let Some(t) = el.types.iter().find(|t| el.types.len() == 1 || eq_upper_first(&t.suffix, ty) || t.code == ty) else { return };
         if t.profiles.is_empty() {
             return;
         }
@@ -1006,7 +1009,8 @@ impl<'v, 'a> Run<'v, 'a> {
             let name = kel.name.as_str();
             // (json key, type code, value) present for this element
             let mut present: Few<(&'a str, &str, Option<&'a Value>)> = Few::default();
-            if let Some(base) = name.strip_suffix("[x]") {
+            let choice_base = name.strip_suffix("[x]");
+            if let Some(base) = choice_base {
                 for (key, v) in obj {
                     let kk = key.strip_prefix('_').unwrap_or(key);
                     if kk.len() > base.len() && kk.starts_with(base) && kk[base.len()..].starts_with(|c: char| c.is_ascii_uppercase()) {
@@ -1070,7 +1074,7 @@ impl<'v, 'a> Run<'v, 'a> {
             }
             // values
             let is_ext = name == "extension" || name == "modifierExtension";
-            let sliced = kel.slicing.is_some() && !kel.slices.is_empty() && !name.ends_with("[x]");
+            let sliced = kel.slicing.is_some() && !kel.slices.is_empty() && choice_base.is_none();
             for (key, code, v) in present {
                 if key.is_empty() {
                     continue;
@@ -1085,7 +1089,7 @@ impl<'v, 'a> Run<'v, 'a> {
                     let ity: &str = if is_resource_type(code) { json_get(item, "resourceType").and_then(Value::as_str).unwrap_or(code) } else { code };
                     self.check_element(&cp, k, item, &iloc, mode, ity, &kel.path);
                     // a type slice of a choice element (`value[x]:valueQuantity`)
-                    if name.ends_with("[x]") {
+                    if choice_base.is_some() {
                         if let Some(&s) = kel.slices.iter().find(|&&s| cp.elems[s].slice_name.as_deref() == Some(key)) {
                             self.check_element(&cp, s, item, &iloc, mode, ity, &kel.path);
                         }
@@ -1298,6 +1302,21 @@ impl<'v, 'a> Run<'v, 'a> {
     fn disc_value(&mut self, p: &Arc<Profile>, s: usize, path: &str, expr: Option<&fhirpath::Expr>, item: &'a Value) -> bool {
         let sl = &p.elems[s];
         let target = if path == "$this" { Some(s) } else { p.find(s, path) };
+        if path == "url" && target.and_then(|t| p.elems[t].implied.as_ref()).is_none() {
+            // an extension slice (discriminator `url` = the slice's extension profile): the general
+            // path below builds the expected value and navigates; same outcome, without allocating
+            if let Some(u) = sl.types.iter().find(|t| t.code == "Extension").and_then(|t| t.profiles.first()) {
+                let want = u.split('|').next().unwrap_or(u);
+                fn str_in(v: &Value, want: &str) -> bool {
+                    match v {
+                        Value::String(x) => x == want,
+                        Value::Array(a) => a.iter().any(|x| str_in(x, want)),
+                        _ => false,
+                    }
+                }
+                return json_get(item, "url").is_some_and(|x| str_in(x, want));
+            }
+        }
         let expected: Option<Cow<'_, Value>> = match target.and_then(|t| p.elems[t].implied.as_ref()) {
             Some(e) => Some(Cow::Borrowed(e)),
             None if path == "url" => sl.types.iter().find(|t| t.code == "Extension").and_then(|t| t.profiles.first()).map(|u| Cow::Owned(Value::String(u.split('|').next().unwrap_or(u).to_string()))),
