@@ -212,6 +212,7 @@ fn produce(
     let mut convert = opts.convert.clone();
     convert.hash_content = true;
     let registry = store.registry().clone();
+    let base = ledger_base(root);
     std::thread::scope(|scope| {
         let mut to_workers: Vec<SyncSender<Result<PatientFiles, WalkError>>> = Vec::with_capacity(jobs);
         let mut from_workers: Vec<Receiver<PatientItems>> = Vec::with_capacity(jobs);
@@ -223,7 +224,7 @@ fn produce(
             let (convert, registry) = (&convert, &registry);
             scope.spawn(move || {
                 for patient in in_rx {
-                    let items = convert_patient_items(store, root, convert, registry, handle, patient);
+                    let items = convert_patient_items(store, base, convert, registry, handle, patient);
                     let failed = items.is_err();
                     if out_tx.send(items).is_err() || failed {
                         return;
@@ -293,7 +294,7 @@ fn produce(
 /// Worker stage of [`import_ssmix2`] for one patient: ledger check, convert, prepare each file's writes.
 fn convert_patient_items(
     store: &Store,
-    root: &Path,
+    base: &Path,
     convert: &ConvertOptions,
     registry: &Registry,
     handle: &tokio::runtime::Handle,
@@ -307,11 +308,11 @@ fn convert_patient_items(
             return Ok(vec![FileItem { summary, action: FileAction::Unreadable { path: e.path().to_path_buf(), report } }]);
         }
     };
-    let keys: Vec<String> = patient.files.iter().map(|f| ledger_key(root, &f.path)).collect();
+    let keys: Vec<String> = patient.files.iter().map(|f| ledger_key(base, &f.path)).collect();
     let ledger = handle.block_on(store.ledger_get_many(&keys))?;
     let unchanged = |path: &Path, sha: &str| {
         ledger
-            .get(&ledger_key(root, path))
+            .get(&ledger_key(base, path))
             .is_some_and(|e| e.content_sha256 == sha && e.status == LedgerStatus::Done)
     };
     let reports = convert_patient_with(&patient, convert, &unchanged);
@@ -319,7 +320,7 @@ fn convert_patient_items(
     for r in reports {
         let mut summary = Summary::default();
         summary.add(&r);
-        let key = ledger_key(root, &r.path);
+        let key = ledger_key(base, &r.path);
         let hash = r.sha256.clone().unwrap_or_default();
         let writes: Vec<ImportWrite> = match r.status {
             FileStatus::Unchanged => {
@@ -349,9 +350,17 @@ fn write_of(v: Value, keep: bool) -> Option<ImportWrite> {
     Some(ImportWrite { resource_type: rt, id, body })
 }
 
-/// Ledger key: the path relative to the storage root (stable when the root is moved).
-fn ledger_key(root: &Path, path: &Path) -> String {
-    let base = if root.is_file() { root.parent().unwrap_or(root) } else { root };
+/// The directory ledger keys are relative to: the storage root, or a single file's directory.
+fn ledger_base(root: &Path) -> &Path {
+    if root.is_file() {
+        root.parent().unwrap_or(root)
+    } else {
+        root
+    }
+}
+
+/// Ledger key: the path relative to [`ledger_base`] (stable when the root is moved).
+fn ledger_key(base: &Path, path: &Path) -> String {
     path.strip_prefix(base).unwrap_or(path).to_string_lossy().into_owned()
 }
 

@@ -16,7 +16,7 @@
 //! SQLite allows one writer at a time: each batch is one `BEGIN IMMEDIATE` transaction, so the server,
 //! the sqlx writer (failed-file ledger rows) and other processes wait on `busy_timeout` as with sqlx.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt, HashSet};
 use std::path::Path;
 use std::time::Duration;
 
@@ -139,8 +139,8 @@ fn resolve_ids(
     let mut want_p: Vec<(&str, &str)> = Vec::new();
     let mut want_s: Vec<&str> = Vec::new();
     {
-        let mut seen_p: std::collections::HashSet<(&str, &str)> = std::collections::HashSet::new();
-        let mut seen_s: std::collections::HashSet<&str> = std::collections::HashSet::new();
+        let mut seen_p: HashSet<(&str, &str)> = HashSet::default();
+        let mut seen_s: HashSet<&str> = HashSet::default();
         for op in ops {
             let Op::Put { rtype, prep, .. } = op else { continue };
             let r = &prep.index;
