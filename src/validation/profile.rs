@@ -158,8 +158,6 @@ pub struct Constraint {
     pub key: String,
     /// `severity = error` (else warning).
     pub error: bool,
-    /// `human`.
-    pub human: String,
     /// Parsed `expression` (`None`: absent or not supported by the engine — skipped).
     pub expr: Option<Expr>,
     /// The constraint's `source` is a core definition (already checked by the base walk).
@@ -173,7 +171,8 @@ pub struct Constraint {
     /// The expression's outcome on an object without any of [`Constraint::roots`]: `true` if it is
     /// `false` there (the invariant fails), precomputed once.
     pub fails_when_absent: bool,
-    /// The issue text when the invariant fails: `"<key>: <human>"` (built once, cloned per issue).
+    /// The issue text when the invariant fails: `"<key>: <human>"` (built once, cloned per issue; the
+    /// only copy of `human`, see [`Constraint::human`], so a definition's constraints are not held twice).
     pub message: String,
 }
 
@@ -193,7 +192,12 @@ impl Constraint {
             _ => false,
         };
         let message = format!("{key}: {human}");
-        Constraint { key, error, human, expr, from_core, native, roots, fails_when_absent, message }
+        Constraint { key, error, expr, from_core, native, roots, fails_when_absent, message }
+    }
+
+    /// The constraint's `human` text (the part of [`Constraint::message`] after `"<key>: "`).
+    pub fn human(&self) -> &str {
+        &self.message[self.key.len() + 2..]
     }
 
     /// `Some(failed)` when the outcome on `value` is known without evaluating: `value` is an object
