@@ -30,8 +30,8 @@
 #                        queueing of $CONNS connections on 2 shared cores); empty = no latency pass
 #   LAT_SCENARIOS="read search_name search_obs"
 #   SERVER_LOG=warn      TOBIUME_LOG of the server under test (info = one access-log line per request)
-#   PERF=0               1 = perf record (DWARF call graphs, 99 Hz) the server during each measured run into the
-#                        run directory (perf report -i …)
+#   PERF=0               1 = perf record (DWARF call graphs, PERF_FREQ=99 Hz) the server during each measured run
+#                        into the run directory (perf report -i …); raise PERF_FREQ (e.g. 499) for short runs
 #   RESULTS_DIR=bench/results  KEEP_PG=0 (1 = keep the PostgreSQL cluster and its data after the run)
 #   AUTH=dev             TOBIUME_AUTH of the server under test: dev (every request carries a dev-token, minted
 #                        with TOKEN_ARGS) or none (no authentication: the baseline for the cost of security)
@@ -64,6 +64,7 @@ SCENARIOS=${SCENARIOS:-"health metadata read search_name search_obs create"}
 LAT_CONNS=${LAT_CONNS-1}
 LAT_SCENARIOS=${LAT_SCENARIOS:-"read search_name search_obs"}
 SERVER_LOG=${SERVER_LOG:-warn}
+PERF_FREQ=${PERF_FREQ:-99}
 AUTH=${AUTH:-dev}
 TOKEN_ARGS=${TOKEN_ARGS:-"--scope system/*.cruds"}
 PERF=${PERF:-0}
@@ -387,7 +388,7 @@ run_scenario() { # BACKEND SCENARIO [CONNECTIONS]
   rss_sampler "$SERVER_PID" "$rssf" &
   SAMPLER_PID=$!
   if [ "$PERF" = 1 ] && command -v perf >/dev/null; then
-    perf record -F 99 --call-graph dwarf,16384 -p "$SERVER_PID" -o "$RUN_DIR/perf-$backend-$s-c$c.data" -- sleep "$(secs_of "$DURATION")" >/dev/null 2>&1 &
+    perf record -F "$PERF_FREQ" --call-graph dwarf,16384 -p "$SERVER_PID" -o "$RUN_DIR/perf-$backend-$s-c$c.data" -- sleep "$(secs_of "$DURATION")" >/dev/null 2>&1 &
     perf_pid=$!
   fi
   SCENARIO=$s DATA_DIR=$DATA_DIR wrk -t"$t" -c"$c" -d"$DURATION" --latency -s "$REPO/bench/lib/scenarios.lua" "$SERVER_URL" >"$out"
