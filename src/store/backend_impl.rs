@@ -9,7 +9,7 @@ use crate::search::{
     Include, Modifier, ParamType, Prefix, SearchParam, SearchQuery, SearchValue, SummaryMode, TokenSystem,
     TotalMode,
 };
-use crate::store::shared::{self, IndexRows, Op, OpResult, PutMode};
+use crate::store::shared::{self, HistRow, IndexRows, Op, OpResult, PutMode, Slot};
 use crate::store::sql::Sql;
 use crate::store::{
     rawjson, ImportFile, ImportSummary, ImportWrite, LedgerEntry, LedgerStatus, ResourceBody, ResourceStore,
@@ -114,43 +114,23 @@ async fn prefetch_current(
 /// transaction only, cached once a later call reads them as committed). Call once per transaction.
 async fn resolve_ids(tx: &mut Tx, interned: &shared::Interned, ops: &[Op]) -> Result<shared::Ids, StoreError> {
     let mut ids = shared::Ids::default();
+    let (keys_p, keys_s) = shared::index_keys(ops);
     let mut want_p: Vec<(&str, &str)> = Vec::new();
     let mut want_s: Vec<&str> = Vec::new();
-    {
-        let mut seen_p: HashSet<(&str, &str)> = HashSet::new();
-        let mut seen_s: HashSet<&str> = HashSet::new();
-        for op in ops {
-            let Op::Put { rtype, prep, .. } = op else { continue };
-            let r = &prep.index;
-            let params = r.token.iter().map(|x| x.0.as_str())
-                .chain(r.string.iter().map(|x| x.0.as_str()))
-                .chain(r.date.iter().map(|x| x.0.as_str()))
-                .chain(r.reference.iter().map(|x| x.0.as_str()))
-                .chain(r.quantity.iter().map(|x| x.0.as_str()))
-                .chain(r.number.iter().map(|x| x.0.as_str()))
-                .chain(r.uri.iter().map(|x| x.0.as_str()));
-            for p in params {
-                if seen_p.insert((rtype.as_str(), p)) {
-                    match interned.param(rtype, p) {
-                        Some(pid) => {
-                            ids.params.entry(rtype.clone()).or_default().insert(p.to_string(), pid);
-                        }
-                        None => want_p.push((rtype.as_str(), p)),
-                    }
-                }
+    for (rtype, p) in keys_p {
+        match interned.param(rtype, p) {
+            Some(pid) => {
+                ids.params.entry(rtype.to_string()).or_default().insert(p.to_string(), pid);
             }
-            for t in &r.token {
-                if let Some(sys) = t.1.as_deref() {
-                    if seen_s.insert(sys) {
-                        match interned.system(sys) {
-                            Some(sid) => {
-                                ids.systems.insert(sys.to_string(), sid);
-                            }
-                            None => want_s.push(sys),
-                        }
-                    }
-                }
+            None => want_p.push((rtype, p)),
+        }
+    }
+    for sys in keys_s {
+        match interned.system(sys) {
+            Some(sid) => {
+                ids.systems.insert(sys.to_string(), sid);
             }
+            None => want_s.push(sys),
         }
     }
     // (rtype, param) → pid
@@ -226,37 +206,6 @@ async fn resolve_ids(tx: &mut Tx, interned: &shared::Interned, ops: &[Op]) -> Re
     Ok(ids)
 }
 
-
-/// Per-batch state of one logical resource while [`apply_ops`] plans a batch in memory.
-struct Slot<'a> {
-    rtype: &'a str,
-    id: &'a str,
-    /// `resources.rid` when the row exists in the database (before the flush).
-    rid: Option<i64>,
-    /// The row existed and was live before this batch (its index rows must be cleared when it changes).
-    was_indexed: bool,
-    /// A current version exists (in the database or written earlier in this batch).
-    exists: bool,
-    version: i64,
-    deleted: bool,
-    last_updated: i64,
-    content_hash: Option<&'a str>,
-    /// The `resources` row must be written at the flush.
-    dirty: bool,
-    /// Index into the history rows of the current version (valid when `dirty`).
-    hist_at: usize,
-    /// The op whose index rows describe the current version (live and `dirty` only).
-    index_op: Option<usize>,
-}
-
-/// One history row of a batch: (slot, version, last_updated, deleted, json).
-struct HistRow {
-    slot: usize,
-    version: i64,
-    last_updated: i64,
-    deleted: bool,
-    json: String,
-}
 
 /// Why a batch could not be applied.
 enum ApplyError {

@@ -262,6 +262,71 @@ pub(crate) enum Op {
     Delete { rtype: String, id: String },
 }
 
+/// The interning keys the search-index rows of `ops` use, each once, in order of first use:
+/// (resource type, search parameter code) pairs (`search_param`) and token systems (`token_system`,
+/// migration 0006). Writers intern the missing ones in this order, so the sqlx path and the SQLite bulk
+/// writer assign the same ids to the same ops.
+pub(crate) fn index_keys(ops: &[Op]) -> (Vec<(&str, &str)>, Vec<&str>) {
+    let mut params: Vec<(&str, &str)> = Vec::new();
+    let mut systems: Vec<&str> = Vec::new();
+    let mut seen_p: foldhash::HashSet<(&str, &str)> = Default::default();
+    let mut seen_s: foldhash::HashSet<&str> = Default::default();
+    for op in ops {
+        let Op::Put { rtype, prep, .. } = op else { continue };
+        let r = &prep.index;
+        let codes = r.token.iter().map(|x| x.0.as_str())
+            .chain(r.string.iter().map(|x| x.0.as_str()))
+            .chain(r.date.iter().map(|x| x.0.as_str()))
+            .chain(r.reference.iter().map(|x| x.0.as_str()))
+            .chain(r.quantity.iter().map(|x| x.0.as_str()))
+            .chain(r.number.iter().map(|x| x.0.as_str()))
+            .chain(r.uri.iter().map(|x| x.0.as_str()));
+        for code in codes {
+            if seen_p.insert((rtype.as_str(), code)) {
+                params.push((rtype.as_str(), code));
+            }
+        }
+        for sys in r.token.iter().filter_map(|t| t.1.as_deref()) {
+            if seen_s.insert(sys) {
+                systems.push(sys);
+            }
+        }
+    }
+    (params, systems)
+}
+
+/// Per-batch state of one logical resource while a writer plans a batch in memory (`apply_ops` in
+/// `backend_impl.rs`, `sqlite_bulk`).
+pub(crate) struct Slot<'a> {
+    pub(crate) rtype: &'a str,
+    pub(crate) id: &'a str,
+    /// `resources.rid` when the row exists in the database (before the flush).
+    pub(crate) rid: Option<i64>,
+    /// The row existed and was live before this batch (its index rows must be cleared when it changes).
+    pub(crate) was_indexed: bool,
+    /// A current version exists (in the database or written earlier in this batch).
+    pub(crate) exists: bool,
+    pub(crate) version: i64,
+    pub(crate) deleted: bool,
+    pub(crate) last_updated: i64,
+    pub(crate) content_hash: Option<&'a str>,
+    /// The `resources` row must be written at the flush.
+    pub(crate) dirty: bool,
+    /// Index into the history rows of the current version (valid when `dirty`).
+    pub(crate) hist_at: usize,
+    /// The op whose index rows describe the current version (live and `dirty` only).
+    pub(crate) index_op: Option<usize>,
+}
+
+/// One history row of a batch: (slot, version, last_updated, deleted, json).
+pub(crate) struct HistRow {
+    pub(crate) slot: usize,
+    pub(crate) version: i64,
+    pub(crate) last_updated: i64,
+    pub(crate) deleted: bool,
+    pub(crate) json: String,
+}
+
 /// Result of one [`Op`].
 #[derive(Debug)]
 pub(crate) enum OpResult {

@@ -16,13 +16,13 @@
 //! SQLite allows one writer at a time: each batch is one `BEGIN IMMEDIATE` transaction, so the server,
 //! the sqlx writer (failed-file ledger rows) and other processes wait on `busy_timeout` as with sqlx.
 
-use foldhash::{HashMap, HashMapExt, HashSet};
+use foldhash::{HashMap, HashMapExt};
 use std::path::Path;
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 
-use super::shared::{self, Op};
+use super::shared::{self, HistRow, Op, Slot};
 use super::{rawjson, ImportSummary, LedgerStatus, PreparedImport, StoreError};
 
 fn db(e: rusqlite::Error) -> StoreError {
@@ -39,30 +39,6 @@ pub(crate) struct BulkWriter {
     params: HashMap<String, HashMap<String, i64>>,
     /// Committed `token_system.sid` per system.
     systems: HashMap<String, i64>,
-}
-
-/// Per-batch state of one logical resource (see `Slot` in `backend_impl.rs`).
-struct Slot<'a> {
-    rtype: &'a str,
-    id: &'a str,
-    rid: Option<i64>,
-    was_indexed: bool,
-    exists: bool,
-    version: i64,
-    deleted: bool,
-    last_updated: i64,
-    content_hash: Option<&'a str>,
-    dirty: bool,
-    hist_at: usize,
-    index_op: Option<usize>,
-}
-
-struct HistRow {
-    slot: usize,
-    version: i64,
-    last_updated: i64,
-    deleted: bool,
-    json: String,
 }
 
 impl BulkWriter {
@@ -136,39 +112,9 @@ fn resolve_ids(
     systems: &HashMap<String, i64>,
     ops: &[Op],
 ) -> Result<(ParamIds, HashMap<String, i64>), StoreError> {
-    let mut want_p: Vec<(&str, &str)> = Vec::new();
-    let mut want_s: Vec<&str> = Vec::new();
-    {
-        let mut seen_p: HashSet<(&str, &str)> = HashSet::default();
-        let mut seen_s: HashSet<&str> = HashSet::default();
-        for op in ops {
-            let Op::Put { rtype, prep, .. } = op else { continue };
-            let r = &prep.index;
-            let names = r
-                .token
-                .iter()
-                .map(|x| x.0.as_str())
-                .chain(r.string.iter().map(|x| x.0.as_str()))
-                .chain(r.date.iter().map(|x| x.0.as_str()))
-                .chain(r.reference.iter().map(|x| x.0.as_str()))
-                .chain(r.quantity.iter().map(|x| x.0.as_str()))
-                .chain(r.number.iter().map(|x| x.0.as_str()))
-                .chain(r.uri.iter().map(|x| x.0.as_str()));
-            for p in names {
-                let known = params.get(rtype.as_str()).is_some_and(|m| m.contains_key(p));
-                if !known && seen_p.insert((rtype.as_str(), p)) {
-                    want_p.push((rtype.as_str(), p));
-                }
-            }
-            for t in &r.token {
-                if let Some(s) = t.1.as_deref() {
-                    if !systems.contains_key(s) && seen_s.insert(s) {
-                        want_s.push(s);
-                    }
-                }
-            }
-        }
-    }
+    let (mut want_p, mut want_s) = shared::index_keys(ops);
+    want_p.retain(|&(t, p)| !params.get(t).is_some_and(|m| m.contains_key(p)));
+    want_s.retain(|s| !systems.contains_key(*s));
     let mut new_p: ParamIds = HashMap::new();
     let mut new_s: HashMap<String, i64> = HashMap::new();
     if !want_p.is_empty() {
