@@ -150,7 +150,13 @@ async fn crud_versioning_history(s: &Store, _url: &str) {
     // update after delete resurrects the resource (201)
     let (r4, o4) = s.update_raw("Patient", &id, &upd, None).await.unwrap();
     assert_eq!((r4.version_id, o4), (4, WriteOutcome::Created));
-    // update-as-create with a client id
+    // update-as-create with a client id, in a later millisecond than the resurrection above: the
+    // system history below orders by lastUpdated, and same-millisecond entries by version only.
+    let rfc3339 = &time::format_description::well_known::Rfc3339;
+    let resurrected = time::OffsetDateTime::parse(&r4.last_updated, rfc3339).unwrap();
+    while time::OffsetDateTime::now_utc() - resurrected < time::Duration::milliseconds(2) {
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
     let (c, oc) = s.update_raw("Patient", "pat-1", r#"{"resourceType":"Patient"}"#, None).await.unwrap();
     assert_eq!((c.version_id, oc), (1, WriteOutcome::Created));
     assert_eq!(v(&c.json)["id"], "pat-1");

@@ -113,8 +113,10 @@ pub trait ResourceStore: Send + Sync {
     /// FHIR `delete` (§3.1.0.7): writes a tombstone version. Returns the tombstone's version, or `None`
     /// when the resource did not exist or was already deleted (both are HTTP 200/204 in R4).
     async fn delete(&self, resource_type: &str, id: &str) -> Result<Option<i64>, StoreError>;
-    /// Instance / type / system history (§3.1.0.9), newest first. `resource_type`/`id` narrow the scope;
-    /// `since` is an RFC 3339 instant; `count` caps the number of entries.
+    /// Instance / type / system history (§3.1.0.9), newest first by `meta.lastUpdated` (millisecond
+    /// precision; entries written within the same millisecond come higher version first, which is not
+    /// necessarily write order across resources). `resource_type`/`id` narrow the scope; `since` is an
+    /// RFC 3339 instant; `count` caps the number of entries.
     async fn history(
         &self,
         resource_type: Option<&str>,
