@@ -9,10 +9,11 @@ use crate::search::{
     Include, Modifier, ParamType, Prefix, SearchParam, SearchQuery, SearchValue, SummaryMode, TokenSystem,
     TotalMode,
 };
-use crate::store::shared::{self, HistRow, IndexRows, Op, OpResult, PutMode, Slot};
+use crate::store::plan;
+use crate::store::shared::{self, IndexRows, Op, OpResult, PutMode};
 use crate::store::sql::Sql;
 use crate::store::{
-    rawjson, ImportFile, ImportSummary, ImportWrite, LedgerEntry, LedgerStatus, ResourceBody, ResourceStore,
+    ImportFile, ImportSummary, ImportWrite, LedgerEntry, LedgerStatus, ResourceBody, ResourceStore,
     SearchPage, StoreError, StoredResource, TxEntry, TxError, TxResult, WriteOutcome,
 };
 use serde_json::Value;
@@ -36,23 +37,15 @@ const RES_COLS: &str = "r.rid, r.rtype, r.id, r.version, r.last_updated, r.delet
 const INDEX_TABLES: [&str; 7] =
     ["idx_token", "idx_string", "idx_date", "idx_reference", "idx_quantity", "idx_number", "idx_uri"];
 
-struct Current {
-    rid: i64,
-    version: i64,
-    deleted: bool,
-    last_updated: i64,
-    content_hash: Option<String>,
-}
-
 fn db_err(e: sqlx::Error) -> StoreError {
     StoreError::Database(e.to_string())
 }
 
-async fn select_current(tx: &mut Tx, rtype: &str, id: &str) -> Result<Option<Current>, StoreError> {
+async fn select_current(tx: &mut Tx, rtype: &str, id: &str) -> Result<Option<plan::Current>, StoreError> {
     let row = sqlx::query(SQL_SELECT_FOR_WRITE).bind(rtype).bind(id).fetch_optional(&mut **tx).await?;
     match row {
         None => Ok(None),
-        Some(r) => Ok(Some(Current {
+        Some(r) => Ok(Some(plan::Current {
             rid: r.try_get(0)?,
             version: r.try_get(1)?,
             deleted: r.try_get(2)?,
@@ -62,24 +55,11 @@ async fn select_current(tx: &mut Tx, rtype: &str, id: &str) -> Result<Option<Cur
     }
 }
 
-/// Prefetches the current rows of every distinct `(rtype, id)` written by a multi-op batch with one
-/// statement per chunk (PostgreSQL: row-locked like [`select_current`]). Keys absent from the database map
-/// to `None`.
-async fn prefetch_current(
-    tx: &mut Tx,
-    ops: &[Op],
-    cache: &mut HashMap<(String, String), Option<Current>>,
-) -> Result<(), StoreError> {
-    let mut keys: Vec<(&str, &str)> = Vec::with_capacity(ops.len());
-    let mut seen: HashSet<(&str, &str)> = HashSet::with_capacity(ops.len());
-    for op in ops {
-        let k = match op {
-            Op::Put { rtype, id, .. } | Op::Delete { rtype, id } => (rtype.as_str(), id.as_str()),
-        };
-        if seen.insert(k) {
-            keys.push(k);
-        }
-    }
+/// The current rows of `keys` (distinct), aligned with them (`None`: absent), with one statement per
+/// chunk (PostgreSQL: row-locked like [`select_current`]).
+async fn prefetch_current(tx: &mut Tx, keys: &[(&str, &str)]) -> Result<Vec<Option<plan::Current>>, StoreError> {
+    let at: HashMap<(&str, &str), usize> = keys.iter().enumerate().map(|(s, &k)| (k, s)).collect();
+    let mut current: Vec<Option<plan::Current>> = vec![None; keys.len()];
     for chunk in keys.chunks(MAX_BINDS / 2) {
         let mut qb = QueryBuilder::<Db>::new(
             "SELECT r.rid, r.version, r.deleted, r.last_updated, r.content_hash, r.rtype, r.id FROM (",
@@ -88,24 +68,20 @@ async fn prefetch_current(
             b.push_bind(t.to_string()).push_bind(i.to_string());
         });
         qb.push(") k JOIN resources r ON r.rtype = k.column1 AND r.id = k.column2").push(SQL_LOCK_SUFFIX);
-        for (t, i) in chunk {
-            cache.insert((t.to_string(), i.to_string()), None);
-        }
         for r in qb.build().fetch_all(&mut **tx).await? {
-            let key: (String, String) = (r.try_get(5)?, r.try_get(6)?);
-            cache.insert(
-                key,
-                Some(Current {
+            let (t, i): (String, String) = (r.try_get(5)?, r.try_get(6)?);
+            if let Some(&s) = at.get(&(t.as_str(), i.as_str())) {
+                current[s] = Some(plan::Current {
                     rid: r.try_get(0)?,
                     version: r.try_get(1)?,
                     deleted: r.try_get(2)?,
                     last_updated: r.try_get(3)?,
                     content_hash: r.try_get(4)?,
-                }),
-            );
+                });
+            }
         }
     }
-    Ok(())
+    Ok(current)
 }
 
 /// The interned ids (`search_param.pid`, `token_system.sid`, migration 0006) of every key the index rows
@@ -207,33 +183,10 @@ async fn resolve_ids(tx: &mut Tx, interned: &shared::Interned, ops: &[Op]) -> Re
 }
 
 
-/// Why a batch could not be applied.
-enum ApplyError {
-    /// Op `Some(i)` (or the batch, `None`) failed; nothing of the batch may be committed.
-    Fail(Option<usize>, StoreError),
-    /// Another connection created some of the batch's new ids concurrently (PostgreSQL): re-plan.
-    Raced(Vec<usize>),
-}
-
-impl From<StoreError> for ApplyError {
-    fn from(e: StoreError) -> Self {
-        ApplyError::Fail(None, e)
-    }
-}
-impl From<sqlx::Error> for ApplyError {
-    fn from(e: sqlx::Error) -> Self {
-        ApplyError::Fail(None, db_err(e))
-    }
-}
-
 /// Applies `ops` in order inside `tx` (the caller commits). Errors carry the index of the failing op.
 ///
-/// The batch is planned in memory from one prefetch of the current rows (versions, `If-Match`, import
-/// content hashes, tombstones — later ops on the same id see the earlier ones), then written with a
-/// constant number of multi-row statements per table: new `resources` rows, updated rows
-/// (`UPDATE … FROM (VALUES …)`), index rows cleared for changed resources, index rows of the final
-/// versions, and one history row per version. A resource written several times in one batch gets every
-/// version in its history but only its last version in `resources` and the search index.
+/// The batch is planned by the pure [`plan::plan`] from one prefetch of the current rows, then
+/// [`write_plan`] writes it with a constant number of multi-row statements per table.
 async fn apply_ops(
     tx: &mut Tx,
     interned: &shared::Interned,
@@ -251,47 +204,36 @@ async fn apply_ops_with(
     bodies: bool,
 ) -> Result<Vec<OpResult>, (Option<usize>, StoreError)> {
     let ids = resolve_ids(tx, interned, ops).await.map_err(|e| (None, e))?;
-    let mut initial: HashMap<(String, String), Option<Current>> = HashMap::with_capacity(ops.len());
-    if ops.len() == 1 {
-        let (rtype, id) = op_key(&ops[0]);
-        let cur = select_current(tx, rtype, id).await.map_err(|e| (None, e))?;
-        initial.insert((rtype.to_string(), id.to_string()), cur);
+    let keys = plan::keys(ops);
+    let mut current: Vec<Option<plan::Current>> = if let [(rtype, id)] = keys[..] {
+        vec![select_current(tx, rtype, id).await.map_err(|e| (None, e))?]
     } else {
-        prefetch_current(tx, ops, &mut initial).await.map_err(|e| (None, e))?;
-    }
+        prefetch_current(tx, &keys).await.map_err(|e| (None, e))?
+    };
     let now = shared::now_ms();
     for _attempt in 0..4 {
+        let mut planned = plan::plan(ops, &current, now, bodies).map_err(|(i, e)| (Some(i), e))?;
         // PostgreSQL: a savepoint lets a batch that raced with a concurrent create be re-planned.
-        let outcome = if use_savepoint() {
+        let written = if use_savepoint() {
             let mut sp = sqlx::Connection::begin(&mut **tx).await.map_err(|e| (None, db_err(e)))?;
-            let r = plan_and_write(&mut sp, ops, &ids, &initial, now, bodies).await;
-            if r.is_ok() {
+            let r = write_plan(&mut sp, &ids, &mut planned).await;
+            if matches!(r, Ok(true)) {
                 sp.commit().await.map_err(|e| (None, db_err(e)))?;
             }
-            r // on error `sp` is dropped: ROLLBACK TO SAVEPOINT
+            r // otherwise `sp` is dropped: ROLLBACK TO SAVEPOINT
         } else {
-            plan_and_write(&mut **tx, ops, &ids, &initial, now, bodies).await
+            write_plan(tx, &ids, &mut planned).await
         };
-        let raced = match outcome {
-            Ok(results) => return Ok(results),
-            Err(ApplyError::Fail(i, e)) => return Err((i, e)),
-            Err(ApplyError::Raced(slots)) => slots,
-        };
+        if written.map_err(|e| (None, e))? {
+            return Ok(planned.results);
+        }
+        if !use_savepoint() {
+            return Err((None, StoreError::Database("resource created by another writer".into())));
+        }
         // Re-read the concurrently created rows (row-locked) and plan again.
-        let keys: Vec<(String, String)> = {
-            let mut seen = HashSet::new();
-            let mut keys = Vec::new();
-            for op in ops {
-                let (t, i) = op_key(op);
-                if seen.insert((t, i)) {
-                    keys.push((t.to_string(), i.to_string()));
-                }
-            }
-            raced.into_iter().filter_map(|s| keys.get(s).cloned()).collect()
-        };
-        for (t, i) in keys {
-            let cur = select_current(tx, &t, &i).await.map_err(|e| (None, e))?;
-            initial.insert((t, i), cur);
+        for s in planned.raced() {
+            let (rtype, id) = keys[s];
+            current[s] = select_current(tx, rtype, id).await.map_err(|e| (None, e))?;
         }
     }
     Err((None, StoreError::Database("concurrent creates did not settle".into())))
@@ -303,210 +245,76 @@ fn use_savepoint() -> bool {
     <Db as sqlx::Database>::NAME == "PostgreSQL"
 }
 
-fn op_key(op: &Op) -> (&str, &str) {
-    match op {
-        Op::Put { rtype, id, .. } | Op::Delete { rtype, id } => (rtype.as_str(), id.as_str()),
-    }
-}
-
-/// Plans `ops` from `initial` (current rows before the batch) and writes the result. Slots are numbered
-/// in order of first appearance of their key in `ops` (used by [`ApplyError::Raced`]).
-async fn plan_and_write(
+/// Writes `p` (the order of [`plan`]'s module docs) with multi-row statements. `Ok(false)`: some new
+/// rows were created concurrently by another connection ([`plan::Plan::raced`]); the caller rolls back
+/// what was written and plans again.
+async fn write_plan(
     conn: &mut <Db as sqlx::Database>::Connection,
-    ops: &[Op],
     ids: &shared::Ids,
-    initial: &HashMap<(String, String), Option<Current>>,
-    now: i64,
-    bodies: bool,
-) -> Result<Vec<OpResult>, ApplyError> {
-    let mut slots: Vec<Slot> = Vec::new();
-    let mut slot_of: HashMap<(&str, &str), usize> = HashMap::with_capacity(ops.len());
-    let mut hist: Vec<HistRow> = Vec::with_capacity(ops.len());
-    let mut results = Vec::with_capacity(ops.len());
-
-    for (i, op) in ops.iter().enumerate() {
-        let fail = |e: StoreError| ApplyError::Fail(Some(i), e);
-        let key = op_key(op);
-        let s = match slot_of.get(&key) {
-            Some(&s) => s,
-            None => {
-                let cur = initial.get(&(key.0.to_string(), key.1.to_string())).and_then(Option::as_ref);
-                slots.push(match cur {
-                    Some(c) => Slot {
-                        rtype: key.0,
-                        id: key.1,
-                        rid: Some(c.rid),
-                        was_indexed: !c.deleted,
-                        exists: true,
-                        version: c.version,
-                        deleted: c.deleted,
-                        last_updated: c.last_updated,
-                        content_hash: c.content_hash.as_deref(),
-                        dirty: false,
-                        hist_at: 0,
-                        index_op: None,
-                    },
-                    None => Slot {
-                        rtype: key.0,
-                        id: key.1,
-                        rid: None,
-                        was_indexed: false,
-                        exists: false,
-                        version: 0,
-                        deleted: false,
-                        last_updated: 0,
-                        content_hash: None,
-                        dirty: false,
-                        hist_at: 0,
-                        index_op: None,
-                    },
-                });
-                slot_of.insert(key, slots.len() - 1);
-                slots.len() - 1
-            }
-        };
-        let slot = &mut slots[s];
-        match op {
-            Op::Put { rtype, id, prep, if_match, mode } => {
-                if let Some(expected) = *if_match {
-                    let current = if slot.exists { slot.version } else { 0 };
-                    if current != expected {
-                        return Err(fail(StoreError::VersionConflict { expected, current }));
-                    }
-                }
-                let outcome = if slot.exists {
-                    if *mode == PutMode::Create {
-                        return Err(fail(StoreError::Invalid(format!("resource {rtype}/{id} already exists"))));
-                    }
-                    if *mode == PutMode::IfChanged && !slot.deleted && slot.content_hash == Some(prep.hash.as_str()) {
-                        results.push(OpResult::Unchanged);
-                        continue;
-                    }
-                    if slot.deleted {
-                        WriteOutcome::Created
-                    } else {
-                        WriteOutcome::Updated
-                    }
-                } else {
-                    WriteOutcome::Created
-                };
-                let version = slot.version + 1;
-                let lu = if slot.exists { now.max(slot.last_updated) } else { now };
-                let lu_s = shared::format_ms(lu);
-                let json = rawjson::stamp_text(&prep.text, &rawjson::Stamp { id, version_id: version, last_updated: &lu_s })
-                    .map_err(fail)?;
-                let body = if bodies { json.clone() } else { String::new() };
-                slot.exists = true;
-                slot.version = version;
-                slot.deleted = false;
-                slot.last_updated = lu;
-                slot.content_hash = Some(prep.hash.as_str());
-                slot.dirty = true;
-                slot.hist_at = hist.len();
-                slot.index_op = Some(i);
-                hist.push(HistRow { slot: s, version, last_updated: lu, deleted: false, json });
-                results.push(OpResult::Written(
-                    StoredResource {
-                        resource_type: rtype.clone(),
-                        id: id.clone(),
-                        version_id: version,
-                        last_updated: lu_s,
-                        deleted: false,
-                        json: body,
-                    },
-                    outcome,
-                ));
-            }
-            Op::Delete { .. } => {
-                if !slot.exists || slot.deleted {
-                    results.push(OpResult::Deleted(None));
-                    continue;
-                }
-                let version = slot.version + 1;
-                let lu = now.max(slot.last_updated);
-                slot.version = version;
-                slot.deleted = true;
-                slot.last_updated = lu;
-                slot.content_hash = None;
-                slot.dirty = true;
-                slot.hist_at = hist.len();
-                slot.index_op = None;
-                hist.push(HistRow { slot: s, version, last_updated: lu, deleted: true, json: String::new() });
-                results.push(OpResult::Deleted(Some(version)));
-            }
-        }
-    }
-
+    p: &mut plan::Plan<'_>,
+) -> Result<bool, StoreError> {
     // 1. new resources rows (one statement per chunk; `RETURNING` gives their rids)
-    let new: Vec<usize> = (0..slots.len()).filter(|&s| slots[s].dirty && slots[s].rid.is_none()).collect();
-    let changed: Vec<usize> = (0..slots.len()).filter(|&s| slots[s].dirty && slots[s].rid.is_some()).collect();
-    let mut raced = Vec::new();
-    for chunk in new.chunks(MAX_BINDS / 7) {
+    let mut rids = Vec::with_capacity(p.insert.len());
+    for chunk in p.insert.chunks(MAX_BINDS / 7) {
         let mut qb = QueryBuilder::<Db>::new(
             "INSERT INTO resources (rtype, id, version, last_updated, deleted, content_hash, json) ",
         );
-        qb.push_values(chunk, |mut b, &s| {
-            let sl = &slots[s];
-            b.push_bind(sl.rtype)
-                .push_bind(sl.id)
-                .push_bind(sl.version)
-                .push_bind(sl.last_updated)
-                .push_bind(sl.deleted)
-                .push_bind(sl.content_hash)
-                .push_bind(hist[sl.hist_at].json.as_str());
+        qb.push_values(chunk, |mut b, r| {
+            b.push_bind(r.rtype)
+                .push_bind(r.id)
+                .push_bind(r.version)
+                .push_bind(r.last_updated)
+                .push_bind(r.deleted)
+                .push_bind(r.content_hash)
+                .push_bind(r.json.as_str());
         });
         qb.push(" ON CONFLICT (rtype, id) DO NOTHING RETURNING rid, rtype, id");
-        let mut by_key: HashMap<(String, String), usize> =
-            chunk.iter().map(|&s| ((slots[s].rtype.to_string(), slots[s].id.to_string()), s)).collect();
+        let slot_of: HashMap<(&str, &str), usize> = chunk.iter().map(|r| ((r.rtype, r.id), r.slot)).collect();
         for r in qb.build().fetch_all(&mut *conn).await? {
-            let rid: i64 = r.try_get(0)?;
-            let key: (String, String) = (r.try_get(1)?, r.try_get(2)?);
-            if let Some(s) = by_key.remove(&key) {
-                slots[s].rid = Some(rid);
+            let (rid, t, i): (i64, String, String) = (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?);
+            if let Some(&s) = slot_of.get(&(t.as_str(), i.as_str())) {
+                rids.push((s, rid));
             }
         }
-        raced.extend(by_key.into_values());
     }
-    if !raced.is_empty() {
-        if !use_savepoint() {
-            return Err(ApplyError::Fail(None, StoreError::Database("resource created by another writer".into())));
-        }
-        return Err(ApplyError::Raced(raced));
+    for (s, rid) in rids {
+        p.set_rid(s, rid);
+    }
+    if !p.raced().is_empty() {
+        return Ok(false);
     }
     // 2. changed existing rows: their replaced current version moves to the history first (the history
     //    holds exactly the versions that are no longer current, migration 0006)
-    for chunk in changed.chunks(MAX_BINDS) {
+    for chunk in p.update.chunks(MAX_BINDS) {
         let mut qb = QueryBuilder::<Db>::new(
             "INSERT INTO resource_history (rtype, id, version, last_updated, deleted, json) \
              SELECT rtype, id, version, last_updated, deleted, json FROM resources WHERE rid IN (",
         );
         let mut sep = qb.separated(", ");
-        for &s in chunk {
-            sep.push_bind(slots[s].rid.unwrap_or_default());
+        for (rid, _) in chunk {
+            sep.push_bind(*rid);
         }
         qb.push(") ORDER BY rid");
         qb.build().execute(&mut *conn).await?;
     }
-    for chunk in changed.chunks(MAX_BINDS / 6) {
+    for chunk in p.update.chunks(MAX_BINDS / 6) {
         let mut qb = QueryBuilder::<Db>::new(
             "UPDATE resources AS r SET version = v.column2, last_updated = v.column3, deleted = v.column4, \
              content_hash = v.column5, json = v.column6 FROM (",
         );
-        qb.push_values(chunk, |mut b, &s| {
-            let sl = &slots[s];
-            b.push_bind(sl.rid.unwrap_or_default())
-                .push_bind(sl.version)
-                .push_bind(sl.last_updated)
-                .push_bind(sl.deleted)
-                .push_bind(sl.content_hash)
-                .push_bind(hist[sl.hist_at].json.as_str());
+        qb.push_values(chunk, |mut b, (rid, r)| {
+            b.push_bind(*rid)
+                .push_bind(r.version)
+                .push_bind(r.last_updated)
+                .push_bind(r.deleted)
+                .push_bind(r.content_hash)
+                .push_bind(r.json.as_str());
         });
         qb.push(") AS v WHERE r.rid = v.column1");
         qb.build().execute(&mut *conn).await?;
     }
     // 3. index rows of the replaced versions
-    let clear: Vec<i64> = changed.iter().filter(|&&s| slots[s].was_indexed).filter_map(|&s| slots[s].rid).collect();
-    for chunk in clear.chunks(MAX_BINDS) {
+    for chunk in p.clear_index.chunks(MAX_BINDS) {
         for table in INDEX_TABLES {
             let mut qb = QueryBuilder::<Db>::new(format!("DELETE FROM {table} WHERE rid IN ("));
             let mut sep = qb.separated(", ");
@@ -518,14 +326,12 @@ async fn plan_and_write(
         }
     }
     // 4. history rows: the versions of this batch that a later op of the same batch replaced
-    let superseded: Vec<(usize, &HistRow)> =
-        hist.iter().enumerate().filter(|(i, h)| slots[h.slot].hist_at != *i).collect();
-    for chunk in superseded.chunks(MAX_BINDS / 6) {
+    for chunk in p.history.chunks(MAX_BINDS / 6) {
         let mut qb =
             QueryBuilder::<Db>::new("INSERT INTO resource_history (rtype, id, version, last_updated, deleted, json) ");
-        qb.push_values(chunk, |mut b, (_, h)| {
-            b.push_bind(slots[h.slot].rtype)
-                .push_bind(slots[h.slot].id)
+        qb.push_values(chunk, |mut b, h| {
+            b.push_bind(h.rtype)
+                .push_bind(h.id)
                 .push_bind(h.version)
                 .push_bind(h.last_updated)
                 .push_bind(h.deleted)
@@ -534,16 +340,8 @@ async fn plan_and_write(
         qb.build().execute(&mut *conn).await?;
     }
     // 5. index rows of the current versions
-    let mut index: Vec<(i64, &str, &IndexRows)> = Vec::new();
-    for sl in &slots {
-        if let (true, Some(op), Some(rid)) = (sl.dirty, sl.index_op, sl.rid) {
-            if let Op::Put { prep, .. } = &ops[op] {
-                index.push((rid, sl.rtype, &prep.index));
-            }
-        }
-    }
-    write_index(conn, ids, &index).await?;
-    Ok(results)
+    write_index(conn, ids, &p.index_rows()).await?;
+    Ok(true)
 }
 
 /// Inserts the search-index rows of `(rid, rtype, rows)` with multi-row statements (one per table and
@@ -1623,17 +1421,7 @@ impl Me {
             qb.build().execute(&mut *tx).await?;
         }
         tx.commit().await?;
-        let mut s = ImportSummary::default();
-        for r in results {
-            match r {
-                OpResult::Written(_, WriteOutcome::Created) => s.created += 1,
-                OpResult::Written(_, WriteOutcome::Updated) => s.updated += 1,
-                OpResult::Written(_, WriteOutcome::Unchanged) | OpResult::Unchanged => s.unchanged += 1,
-                OpResult::Deleted(Some(_)) => s.deleted += 1,
-                OpResult::Deleted(None) => s.unchanged += 1,
-            }
-        }
-        Ok(s)
+        Ok(plan::summarize(&results))
     }
 
     /// Ledger rows of many paths in one query per 1,000 paths (absent paths are missing from the map).

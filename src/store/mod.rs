@@ -17,6 +17,7 @@ use crate::search::{Registry, SearchQuery};
 
 pub mod audit;
 mod rawjson;
+mod plan;
 mod shared;
 pub mod postgres;
 pub mod sqlite;

@@ -295,38 +295,6 @@ pub(crate) fn index_keys(ops: &[Op]) -> (Vec<(&str, &str)>, Vec<&str>) {
     (params, systems)
 }
 
-/// Per-batch state of one logical resource while a writer plans a batch in memory (`apply_ops` in
-/// `backend_impl.rs`, `sqlite_bulk`).
-pub(crate) struct Slot<'a> {
-    pub(crate) rtype: &'a str,
-    pub(crate) id: &'a str,
-    /// `resources.rid` when the row exists in the database (before the flush).
-    pub(crate) rid: Option<i64>,
-    /// The row existed and was live before this batch (its index rows must be cleared when it changes).
-    pub(crate) was_indexed: bool,
-    /// A current version exists (in the database or written earlier in this batch).
-    pub(crate) exists: bool,
-    pub(crate) version: i64,
-    pub(crate) deleted: bool,
-    pub(crate) last_updated: i64,
-    pub(crate) content_hash: Option<&'a str>,
-    /// The `resources` row must be written at the flush.
-    pub(crate) dirty: bool,
-    /// Index into the history rows of the current version (valid when `dirty`).
-    pub(crate) hist_at: usize,
-    /// The op whose index rows describe the current version (live and `dirty` only).
-    pub(crate) index_op: Option<usize>,
-}
-
-/// One history row of a batch: (slot, version, last_updated, deleted, json).
-pub(crate) struct HistRow {
-    pub(crate) slot: usize,
-    pub(crate) version: i64,
-    pub(crate) last_updated: i64,
-    pub(crate) deleted: bool,
-    pub(crate) json: String,
-}
-
 /// Result of one [`Op`].
 #[derive(Debug)]
 pub(crate) enum OpResult {

@@ -7,11 +7,11 @@
 //! of thousands of index rows per second, a cached `INSERT … VALUES (?, …)` per row is cheaper: the
 //! statement is compiled once per connection and a row costs one bind + one `step`.
 //!
-//! The writer plans a batch exactly as `plan_and_write` does for import ops (`PutMode::IfChanged` puts
-//! and deletes, no `If-Match`): the same versions, the same row order (new `resources` rows in the
-//! order their key first appears, so the same `rid`s), the same history and index rows, and the ledger
-//! rows in the SAME transaction. The store it writes is identical to the sqlx path's
-//! (`tests/import_parallel.rs` compares the two).
+//! The batch is planned by the same pure planner as the sqlx path ([`plan::plan`]): the same versions,
+//! the same row order (new `resources` rows in the order their key first appears, so the same `rid`s),
+//! the same history and index rows; this module only executes the plan, with the ledger rows in the
+//! SAME transaction. The store it writes is identical to the sqlx path's (`tests/import_parallel.rs`
+//! compares the two).
 //!
 //! SQLite allows one writer at a time: each batch is one `BEGIN IMMEDIATE` transaction, so the server,
 //! the sqlx writer (failed-file ledger rows) and other processes wait on `busy_timeout` as with sqlx.
@@ -22,8 +22,9 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 
-use super::shared::{self, HistRow, Op, Slot};
-use super::{rawjson, ImportSummary, LedgerStatus, PreparedImport, StoreError};
+use super::plan;
+use super::shared::{self, Op};
+use super::{ImportSummary, LedgerStatus, PreparedImport, StoreError};
 
 fn db(e: rusqlite::Error) -> StoreError {
     StoreError::Database(e.to_string())
@@ -163,30 +164,16 @@ fn resolve_ids(
     Ok((new_p, new_s))
 }
 
-fn op_key(op: &Op) -> (&str, &str) {
-    match op {
-        Op::Put { rtype, id, .. } | Op::Delete { rtype, id } => (rtype.as_str(), id.as_str()),
-    }
-}
-
-/// Plans and writes the resource ops of one batch inside `tx` (see the module docs).
+/// Plans the resource ops of one batch with [`plan::plan`] from the current rows read inside `tx` and
+/// writes the plan (see the module docs).
 fn write_ops(
     tx: &Connection,
     ops: &[Op],
     pid: &dyn Fn(&str, &str) -> i64,
     sid: &dyn Fn(Option<&str>) -> Option<i64>,
 ) -> Result<ImportSummary, StoreError> {
-    // Current rows of every distinct key, in order of first appearance.
-    let mut slot_of: HashMap<(&str, &str), usize> = HashMap::with_capacity(ops.len());
-    let mut keys: Vec<(&str, &str)> = Vec::with_capacity(ops.len());
-    for op in ops {
-        let key = op_key(op);
-        if !slot_of.contains_key(&key) {
-            slot_of.insert(key, keys.len());
-            keys.push(key);
-        }
-    }
-    let mut initial: Vec<Option<(i64, i64, bool, i64, Option<String>)>> = Vec::with_capacity(keys.len());
+    let keys = plan::keys(ops);
+    let mut current: Vec<Option<plan::Current>> = Vec::with_capacity(keys.len());
     {
         let mut cur = tx
             .prepare_cached(
@@ -195,99 +182,21 @@ fn write_ops(
             .map_err(db)?;
         for &key in &keys {
             let row = cur
-                .query_row(key, |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+                .query_row(key, |r| {
+                    Ok(plan::Current {
+                        rid: r.get(0)?,
+                        version: r.get(1)?,
+                        deleted: r.get(2)?,
+                        last_updated: r.get(3)?,
+                        content_hash: r.get(4)?,
+                    })
+                })
                 .optional()
                 .map_err(db)?;
-            initial.push(row);
+            current.push(row);
         }
     }
-    let mut slots: Vec<Slot> = keys
-        .iter()
-        .zip(&initial)
-        .map(|(&(rtype, id), row)| match row {
-            Some((rid, version, deleted, last_updated, hash)) => Slot {
-                rtype,
-                id,
-                rid: Some(*rid),
-                was_indexed: !*deleted,
-                exists: true,
-                version: *version,
-                deleted: *deleted,
-                last_updated: *last_updated,
-                content_hash: hash.as_deref(),
-                dirty: false,
-                hist_at: 0,
-                index_op: None,
-            },
-            None => Slot {
-                rtype,
-                id,
-                rid: None,
-                was_indexed: false,
-                exists: false,
-                version: 0,
-                deleted: false,
-                last_updated: 0,
-                content_hash: None,
-                dirty: false,
-                hist_at: 0,
-                index_op: None,
-            },
-        })
-        .collect();
-    let mut summary = ImportSummary::default();
-    let mut hist: Vec<HistRow> = Vec::with_capacity(ops.len());
-    let now = shared::now_ms();
-    for (i, op) in ops.iter().enumerate() {
-        let s = slot_of[&op_key(op)];
-        let slot = &mut slots[s];
-        match op {
-            Op::Put { id, prep, .. } => {
-                if slot.exists && !slot.deleted && slot.content_hash == Some(prep.hash.as_str()) {
-                    summary.unchanged += 1;
-                    continue;
-                }
-                if slot.exists && !slot.deleted {
-                    summary.updated += 1;
-                } else {
-                    summary.created += 1;
-                }
-                let version = slot.version + 1;
-                let lu = if slot.exists { now.max(slot.last_updated) } else { now };
-                let lu_s = shared::format_ms(lu);
-                let json =
-                    rawjson::stamp_text(&prep.text, &rawjson::Stamp { id, version_id: version, last_updated: &lu_s })?;
-                slot.exists = true;
-                slot.version = version;
-                slot.deleted = false;
-                slot.last_updated = lu;
-                slot.content_hash = Some(prep.hash.as_str());
-                slot.dirty = true;
-                slot.hist_at = hist.len();
-                slot.index_op = Some(i);
-                hist.push(HistRow { slot: s, version, last_updated: lu, deleted: false, json });
-            }
-            Op::Delete { .. } => {
-                if !slot.exists || slot.deleted {
-                    summary.unchanged += 1;
-                    continue;
-                }
-                summary.deleted += 1;
-                let version = slot.version + 1;
-                let lu = now.max(slot.last_updated);
-                slot.version = version;
-                slot.deleted = true;
-                slot.last_updated = lu;
-                slot.content_hash = None;
-                slot.dirty = true;
-                slot.hist_at = hist.len();
-                slot.index_op = None;
-                hist.push(HistRow { slot: s, version, last_updated: lu, deleted: true, json: String::new() });
-            }
-        }
-    }
-    let mut changed: Vec<usize> = (0..slots.len()).filter(|&s| slots[s].dirty && slots[s].rid.is_some()).collect();
-    changed.sort_by_key(|&s| slots[s].rid);
+    let mut p = plan::plan(ops, &current, shared::now_ms(), false).map_err(|(_, e)| e)?;
     // 1. new resources rows, in slot order (the same rids as the multi-row insert of the sqlx path)
     {
         let mut ins = tx
@@ -296,19 +205,25 @@ fn write_ops(
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (rtype, id) DO NOTHING RETURNING rid",
             )
             .map_err(db)?;
-        for sl in slots.iter_mut().filter(|s| s.dirty && s.rid.is_none()) {
+        let mut rids = Vec::with_capacity(p.insert.len());
+        for r in &p.insert {
             let rid = ins
                 .query_row(
-                    (sl.rtype, sl.id, sl.version, sl.last_updated, sl.deleted, sl.content_hash, hist[sl.hist_at].json.as_str()),
-                    |r| r.get::<_, i64>(0),
+                    (r.rtype, r.id, r.version, r.last_updated, r.deleted, r.content_hash, r.json.as_str()),
+                    |row| row.get::<_, i64>(0),
                 )
                 .optional()
                 .map_err(db)?;
-            match rid {
-                Some(rid) => sl.rid = Some(rid),
-                None => return Err(StoreError::Database("resource created by another writer".into())),
+            if let Some(rid) = rid {
+                rids.push((r.slot, rid));
             }
         }
+        for (s, rid) in rids {
+            p.set_rid(s, rid);
+        }
+    }
+    if !p.raced().is_empty() {
+        return Err(StoreError::Database("resource created by another writer".into()));
     }
     // 2. changed existing rows: the replaced current version moves to the history first
     {
@@ -318,8 +233,8 @@ fn write_ops(
                  SELECT rtype, id, version, last_updated, deleted, json FROM resources WHERE rid = ?1",
             )
             .map_err(db)?;
-        for &s in &changed {
-            to_hist.execute([slots[s].rid]).map_err(db)?;
+        for (rid, _) in &p.update {
+            to_hist.execute([rid]).map_err(db)?;
         }
         let mut upd = tx
             .prepare_cached(
@@ -327,49 +242,34 @@ fn write_ops(
                  WHERE rid = ?1",
             )
             .map_err(db)?;
-        for &s in &changed {
-            let sl = &slots[s];
-            upd.execute((sl.rid, sl.version, sl.last_updated, sl.deleted, sl.content_hash, hist[sl.hist_at].json.as_str()))
-                .map_err(db)?;
+        for (rid, r) in &p.update {
+            upd.execute((rid, r.version, r.last_updated, r.deleted, r.content_hash, r.json.as_str())).map_err(db)?;
         }
     }
     // 3. index rows of the replaced versions
-    if changed.iter().any(|&s| slots[s].was_indexed) {
+    if !p.clear_index.is_empty() {
         for table in INDEX_TABLES {
             let mut del = tx.prepare_cached(&format!("DELETE FROM {table} WHERE rid = ?1")).map_err(db)?;
-            for &s in changed.iter().filter(|&&s| slots[s].was_indexed) {
-                del.execute([slots[s].rid]).map_err(db)?;
+            for rid in &p.clear_index {
+                del.execute([rid]).map_err(db)?;
             }
         }
     }
     // 4. history rows: versions of this batch that a later op of the same batch replaced
-    if hist.len() > slots.iter().filter(|s| s.dirty).count() {
+    if !p.history.is_empty() {
         let mut ins = tx
             .prepare_cached(
                 "INSERT INTO resource_history (rtype, id, version, last_updated, deleted, json) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )
             .map_err(db)?;
-        for (i, h) in hist.iter().enumerate() {
-            let sl = &slots[h.slot];
-            if sl.hist_at != i {
-                ins.execute((sl.rtype, sl.id, h.version, h.last_updated, h.deleted, h.json.as_str())).map_err(db)?;
-            }
+        for h in &p.history {
+            ins.execute((h.rtype, h.id, h.version, h.last_updated, h.deleted, h.json.as_str())).map_err(db)?;
         }
     }
     // 5. index rows of the current versions, table by table in slot order
-    let index: Vec<(i64, &str, &shared::IndexRows)> = slots
-        .iter()
-        .filter_map(|sl| match (sl.dirty, sl.index_op, sl.rid) {
-            (true, Some(op), Some(rid)) => match &ops[op] {
-                Op::Put { prep, .. } => Some((rid, sl.rtype, &prep.index)),
-                Op::Delete { .. } => None,
-            },
-            _ => None,
-        })
-        .collect();
-    write_index(tx, &index, pid, sid)?;
-    Ok(summary)
+    write_index(tx, &p.index_rows(), pid, sid)?;
+    Ok(p.summary())
 }
 
 /// Inserts the search-index rows of `(rid, rtype, rows)`, one cached statement per table.
