@@ -74,6 +74,7 @@ SAMPLE=${SAMPLE:-20000}   # test-data rows per list
 
 log() { printf '\033[1m== %s\033[0m\n' "$*" >&2; }
 load1() { cut -d' ' -f1-3 /proc/loadavg; }
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; } # PID: user + system clock ticks of all its threads
 now() { date +%s.%N; }
 load_sampler() { # OUTFILE: the 1-minute load average every 5 s until killed
   while :; do cut -d' ' -f1 /proc/loadavg >>"$1"; sleep 5; done
@@ -391,18 +392,23 @@ run_scenario() { # BACKEND SCENARIO [CONNECTIONS]
     perf record -F "$PERF_FREQ" --call-graph dwarf,16384 -p "$SERVER_PID" -o "$RUN_DIR/perf-$backend-$s-c$c.data" -- sleep "$(secs_of "$DURATION")" >/dev/null 2>&1 &
     perf_pid=$!
   fi
+  cpu0=$(cpu_ticks "$SERVER_PID")
   SCENARIO=$s DATA_DIR=$DATA_DIR wrk -t"$t" -c"$c" -d"$DURATION" --latency -s "$REPO/bench/lib/scenarios.lua" "$SERVER_URL" >"$out"
+  cpu1=$(cpu_ticks "$SERVER_PID")
   [ -n "$perf_pid" ] && wait "$perf_pid" 2>/dev/null
   kill "$SAMPLER_PID" 2>/dev/null; wait "$SAMPLER_PID" 2>/dev/null || true; SAMPLER_PID=""
   j=$(sed -n 's/^BENCHJSON //p' "$out")
   [ -n "$j" ] || { cat "$out" >&2; return 1; }
   # JSON -> TSV with awk (no jq needed)
-  awk -v b="$backend" -v c="$c" -v rss="$(cut -d' ' -f1 "$rssf")" -v anon="$(cut -d' ' -f2 "$rssf")" -v load="$l" '
+  # server CPU per request (user + system, all threads) over the measured run: unlike req/s it hardly
+  # moves when other jobs share the cores, so it is the figure to compare binaries by on a busy machine
+  awk -v b="$backend" -v c="$c" -v cpu="$((cpu1 - cpu0))" -v hz="$(getconf CLK_TCK)" -v secs="$(secs_of "$DURATION")" -v rss="$(cut -d' ' -f1 "$rssf")" -v anon="$(cut -d' ' -f2 "$rssf")" -v load="$l" '
     function num(k,   m) { if (match($0, "\"" k "\":[0-9.]+")) { m = substr($0, RSTART, RLENGTH); sub(/.*:/, "", m); return m + 0 } return 0 }
     { errs = num("err_connect") + num("err_read") + num("err_write") + num("err_timeout")
-      printf "%s\t%s\t%.0f\t%.2f\t%.2f\t%.2f\t%d\t%d\t%.0f\t%s\t%.0f\t%d\n", b, "'"$s"'", num("rps"), num("p50_us")/1000, num("p90_us")/1000,
-             num("p99_us")/1000, num("err_status"), errs, rss/1024, load, anon/1024, c }' <<<"$j" >>"$RESULTS"
-  tail -1 "$RESULTS" | awk -F'\t' '{printf "   %-8s %-12s c=%-3s %9s req/s  p50 %7s ms  p99 %7s ms  non-2xx %s  socket errors %s  RSS max %s MB (anon %s)  (load %s)\n", $1, $2, $12, $3, $4, $6, $7, $8, $9, $11, $10}' >&2
+      reqs = num("rps") * secs
+      printf "%s\t%s\t%.0f\t%.2f\t%.2f\t%.2f\t%d\t%d\t%.0f\t%s\t%.0f\t%d\t%.1f\n", b, "'"$s"'", num("rps"), num("p50_us")/1000, num("p90_us")/1000,
+             num("p99_us")/1000, num("err_status"), errs, rss/1024, load, anon/1024, c, reqs > 0 ? cpu / hz * 1e6 / reqs : 0 }' <<<"$j" >>"$RESULTS"
+  tail -1 "$RESULTS" | awk -F'\t' '{printf "   %-8s %-12s c=%-3s %9s req/s  p50 %7s ms  p99 %7s ms  non-2xx %s  socket errors %s  RSS max %s MB (anon %s)  server CPU %s us/req  (load %s)\n", $1, $2, $12, $3, $4, $6, $7, $8, $9, $11, $13, $10}' >&2
 }
 
 bench_backend() { # BACKEND URL

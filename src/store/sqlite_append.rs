@@ -9,6 +9,17 @@
 //! one cached prepared statement → move the head → `COMMIT` → wake the waiters. A response is sent only
 //! after that commit, as before.
 //!
+//! **Commit delay under load** (`TOBIUME_AUDIT_COMMIT_DELAY_US`, default [`DEFAULT_DELAY_US`]): when the
+//! previous batch carried more than one record or more than one is queued now — requests are arriving
+//! concurrently — the thread sleeps that long before it closes the batch, so one commit carries the
+//! records of more requests (PostgreSQL's `commit_delay` with `commit_siblings` = 1). A lone request
+//! (previous batch 1 and nothing else queued) commits at once: no latency is added when idle. Each commit
+//! costs more than its inserts: WAL frames of the table and index tail pages and the head row, and — in
+//! WAL mode — every reader connection drops its whole page cache on its next statement after any commit
+//! (`pager_reset` when the WAL header changed), so the commit rate is also the rate at which the point
+//! reads lose their cached b-tree pages. The delay changes when a record is committed, never what is
+//! committed: a response is still sent only after its record's commit.
+//!
 //! Why not sqlx: its SQLite driver runs every statement on a per-connection worker thread and ships each
 //! result back over a channel, and the group-commit task was a second hop — together ~15 % of the CPU of
 //! a read by id. Here one thread owns the connection; the only hand-off is the job channel and the reply.
@@ -19,7 +30,7 @@
 
 use std::path::Path;
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 use tokio::sync::oneshot;
@@ -31,6 +42,22 @@ use super::StoreError;
 const MAX_BATCH: usize = 2048;
 /// Page cache of the appender connection in KiB (it touches the chain's tail pages only).
 const CACHE_KIB: i64 = 2048;
+/// Default commit delay under load in µs (`TOBIUME_AUDIT_COMMIT_DELAY_US`; 0 = off; see the module docs).
+pub(crate) const DEFAULT_DELAY_US: u64 = 0;
+/// Largest accepted commit delay in µs (it adds to the latency of every read under load).
+const MAX_DELAY_US: u64 = 10_000;
+
+/// The commit delay from `TOBIUME_AUDIT_COMMIT_DELAY_US` ([`parse_delay`]).
+fn delay_from_env() -> Duration {
+    parse_delay(std::env::var("TOBIUME_AUDIT_COMMIT_DELAY_US").ok().as_deref())
+}
+
+/// A commit delay setting in µs, capped at [`MAX_DELAY_US`]; unset or not a whole number:
+/// [`DEFAULT_DELAY_US`].
+fn parse_delay(setting: Option<&str>) -> Duration {
+    let us = setting.and_then(|v| v.trim().parse::<u64>().ok()).unwrap_or(DEFAULT_DELAY_US).min(MAX_DELAY_US);
+    Duration::from_micros(us)
+}
 
 struct Job {
     records: Vec<AuditRecord>,
@@ -58,6 +85,11 @@ impl AuditWriter {
     /// Opens the appender connection to the (existing, migrated) database file `path` and starts its
     /// thread. Errors: `Database` (cannot open, or cannot start the thread).
     pub(crate) fn open(path: &Path) -> Result<AuditWriter, StoreError> {
+        Self::open_with_delay(path, delay_from_env())
+    }
+
+    /// [`AuditWriter::open`] with an explicit commit delay under load (module docs). Errors: `Database`.
+    pub(crate) fn open_with_delay(path: &Path, delay: Duration) -> Result<AuditWriter, StoreError> {
         let conn = Connection::open(path).map_err(db)?;
         conn.busy_timeout(Duration::from_secs(10)).map_err(db)?;
         conn.execute_batch(&format!(
@@ -67,7 +99,7 @@ impl AuditWriter {
         let (tx, rx) = mpsc::channel::<Job>();
         std::thread::Builder::new()
             .name("tobiume-audit-append".into())
-            .spawn(move || run(conn, rx))
+            .spawn(move || run(conn, rx, delay))
             .map_err(|e| StoreError::Database(format!("cannot start the audit appender: {e}")))?;
         Ok(AuditWriter { tx })
     }
@@ -90,30 +122,28 @@ impl AuditWriter {
     }
 }
 
-fn run(conn: Connection, rx: mpsc::Receiver<Job>) {
+fn run(conn: Connection, rx: mpsc::Receiver<Job>, delay: Duration) {
     conn.set_prepared_statement_cache_capacity(8);
     let mut jobs: Vec<Job> = Vec::with_capacity(64);
+    let mut stats = Stats::default();
+    let mut last_batch = 0usize;
     while let Ok(first) = rx.recv() {
         let mut n = first.records.len();
         jobs.push(first);
-        // Collect what is queued; when the queue is empty, give the CPU away once so the requests running
-        // right now can enqueue too (on 2 cores the runtime's workers are usually runnable): bigger
-        // batches, fewer commits (each commit writes WAL frames and takes the shm locks), and no added
-        // latency when the server is idle (the yield returns at once).
-        let mut yielded = false;
-        while n < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(j) => {
-                    n += j.records.len();
-                    jobs.push(j);
-                }
-                Err(_) if !yielded => {
-                    yielded = true;
-                    std::thread::yield_now();
-                }
-                Err(_) => break,
-            }
+        n += drain(&rx, &mut jobs, MAX_BATCH.saturating_sub(n));
+        // Concurrent requests (this batch or the last one had company): let more of them join this
+        // commit. A lone request commits at once.
+        if !delay.is_zero() && (n > 1 || last_batch > 1) && n < MAX_BATCH {
+            std::thread::sleep(delay);
+            n += drain(&rx, &mut jobs, MAX_BATCH.saturating_sub(n));
+        } else if n < MAX_BATCH {
+            // give the CPU away once so that requests running right now can enqueue too (the yield
+            // returns at once when nothing else is runnable)
+            std::thread::yield_now();
+            n += drain(&rx, &mut jobs, MAX_BATCH.saturating_sub(n));
         }
+        last_batch = n;
+        stats.batch(n);
         match write_batch(&conn, &jobs) {
             Ok(outcomes) => {
                 for (j, out) in jobs.drain(..).zip(outcomes) {
@@ -129,6 +159,47 @@ fn run(conn: Connection, rx: mpsc::Receiver<Job>) {
                     let _ = j.reply.send(Err(msg.clone()));
                 }
             }
+        }
+    }
+}
+
+/// Moves up to `room` records' worth of queued jobs into `jobs` without waiting; returns their records.
+fn drain(rx: &mpsc::Receiver<Job>, jobs: &mut Vec<Job>, room: usize) -> usize {
+    let mut n = 0;
+    while n < room {
+        match rx.try_recv() {
+            Ok(j) => {
+                n += j.records.len();
+                jobs.push(j);
+            }
+            Err(_) => break,
+        }
+    }
+    n
+}
+
+/// Commits and records per 10 s, logged at debug level (`TOBIUME_LOG=tobiume_gateway::store::sqlite_append=debug`):
+/// the mean batch size shows whether group commit works under the current load.
+#[derive(Default)]
+struct Stats {
+    since: Option<Instant>,
+    commits: u64,
+    records: u64,
+}
+
+impl Stats {
+    fn batch(&mut self, records: usize) {
+        self.commits += 1;
+        self.records += records as u64;
+        let since = *self.since.get_or_insert_with(Instant::now);
+        if since.elapsed() >= Duration::from_secs(10) {
+            tracing::debug!(
+                commits = self.commits,
+                records = self.records,
+                mean_batch = self.records as f64 / self.commits as f64,
+                "audit appender"
+            );
+            *self = Stats { since: Some(Instant::now()), ..Stats::default() };
         }
     }
 }
@@ -183,4 +254,19 @@ fn write_batch(conn: &Connection, jobs: &[Job]) -> rusqlite::Result<Vec<AppendOu
     }
     conn.execute_batch("COMMIT")?;
     Ok(outcomes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commit_delay_setting() {
+        assert_eq!(parse_delay(None), Duration::from_micros(DEFAULT_DELAY_US));
+        assert_eq!(parse_delay(Some(" 0 ")), Duration::ZERO);
+        assert_eq!(parse_delay(Some("400")), Duration::from_micros(400));
+        assert_eq!(parse_delay(Some("1e9")), Duration::from_micros(DEFAULT_DELAY_US));
+        assert_eq!(parse_delay(Some("-5")), Duration::from_micros(DEFAULT_DELAY_US));
+        assert_eq!(parse_delay(Some("99999999")), Duration::from_micros(MAX_DELAY_US));
+    }
 }
