@@ -185,10 +185,12 @@ import_run() {
   R_RSS_MB=$(( $(sed -nE 's/.*maxrss_kb=([0-9]+).*/\1/p' "$out") / 1024 ))
   R_USER=$(sed -nE 's/.*user=([0-9.]+) sys=.*/\1/p' "$out")
   R_SYS=$(sed -nE 's/.*sys=([0-9.]+).*/\1/p' "$out")
+  # the rebuild of the bulk load's deferred search indexes (only the run that finishes the bulk load)
+  R_BUILD=$(sed -nE 's/^index build: ([0-9.]+) s$/\1/p' "$out"); R_BUILD=${R_BUILD:-0}
 }
 declare -A IMP
 imp_begin() { # NAME
-  IMP[$1.load]=$(load1); IMP[$1.secs]=0; IMP[$1.files]=0; IMP[$1.created]=0; IMP[$1.rss]=0; IMP[$1.user]=0; IMP[$1.sys]=0
+  IMP[$1.load]=$(load1); IMP[$1.secs]=0; IMP[$1.files]=0; IMP[$1.created]=0; IMP[$1.rss]=0; IMP[$1.user]=0; IMP[$1.sys]=0; IMP[$1.build]=0
   load_sampler "$RUN_DIR/load-import-$1" &
   LOAD_PID=$!
 }
@@ -199,6 +201,7 @@ imp_add() { # NAME: adds the R_* of the last import_run
   [ "$R_RSS_MB" -gt "${IMP[$n.rss]}" ] && IMP[$n.rss]=$R_RSS_MB
   IMP[$n.user]=$(awk -v a="${IMP[$n.user]}" -v b="$R_USER" 'BEGIN{printf "%.1f", a+b}')
   IMP[$n.sys]=$(awk -v a="${IMP[$n.sys]}" -v b="$R_SYS" 'BEGIN{printf "%.1f", a+b}')
+  IMP[$n.build]=$(awk -v a="${IMP[$n.build]}" -v b="$R_BUILD" 'BEGIN{printf "%.1f", a+b}')
 }
 imp_end() { # NAME
   local name=$1
@@ -208,7 +211,7 @@ imp_end() { # NAME
   IMP[$name.rps]=$(awk -v f="${IMP[$name.created]}" -v s="${IMP[$name.secs]}" 'BEGIN{printf "%.0f", f/s}')
   IMP[$name.cpu]="user ${IMP[$name.user]} s, sys ${IMP[$name.sys]} s"
   IMP[$name.cpums]=$(awk -v u="${IMP[$name.user]}" -v s="${IMP[$name.sys]}" -v f="${IMP[$name.files]}" 'BEGIN{printf "%.2f", 1000*(u+s)/f}')
-  log "$name: ${IMP[$name.files]} files in ${IMP[$name.secs]} s = ${IMP[$name.fps]} files/s, ${IMP[$name.rps]} resources/s (${IMP[$name.created]} resources, ${IMP[$name.cpu]} = ${IMP[$name.cpums]} ms CPU/file, peak RSS ${IMP[$name.rss]} MB)"
+  log "$name: ${IMP[$name.files]} files in ${IMP[$name.secs]} s = ${IMP[$name.fps]} files/s, ${IMP[$name.rps]} resources/s (${IMP[$name.created]} resources, ${IMP[$name.cpu]} = ${IMP[$name.cpums]} ms CPU/file, peak RSS ${IMP[$name.rss]} MB; of the seconds: index build ${IMP[$name.build]} s)"
 }
 import_into() { # NAME URL (one corpus)
   log "import ssmix2 -> $1 (load $(load1))"
@@ -519,6 +522,12 @@ json() {
   echo "## Import"
   echo
   imp_table
+  echo
+  for b in sqlite postgres; do
+    if [ -n "${IMP[$b.files]:-}" ]; then
+      echo "$b: of the seconds above, ${IMP[$b.build]} s rebuilt the bulk load's deferred search indexes (\`index build:\` line of the importer)."
+    fi
+  done
   echo
   echo "## HTTP"
   echo

@@ -60,6 +60,10 @@ pub struct ImportReport {
     pub unchanged_files: u64,
     /// Store totals (created, updated, unchanged, deleted resources).
     pub store: ImportSummary,
+    /// Wall time of the rebuild of the deferred search indexes at the end of a bulk load
+    /// ([`Store::finish_bulk_load`]); `None` when this import was not a bulk load or left it open
+    /// (`TOBIUME_IMPORT_CONTINUE_BULK_LOAD=1`).
+    pub index_build: Option<std::time::Duration>,
 }
 
 /// Errors that stop an import (per-file problems never do).
@@ -165,7 +169,9 @@ pub async fn import_ssmix2(
     // leave the bulk load open so the next import resumes it and the indexes are built once at the end.
     let keep_open = std::env::var("TOBIUME_IMPORT_CONTINUE_BULK_LOAD").is_ok_and(|v| v == "1");
     if bulk && !keep_open {
+        let started = std::time::Instant::now();
         store.finish_bulk_load().await?;
+        report.index_build = Some(started.elapsed());
     }
     report.unchanged_files = report.conversion.unchanged;
     if !keep_open && report.store.created + report.store.updated + report.store.deleted > 0 {

@@ -605,6 +605,10 @@ async fn import(
                 c.files, c.converted, c.superseded, c.deleted, c.failed, c.warnings, r.unchanged_files,
                 r.store.created, r.store.updated, r.store.unchanged, r.store.deleted, c.files as f64 / secs
             );
+            if let Some(d) = r.index_build {
+                // the bulk load's deferred search indexes, rebuilt at the end (part of the time above)
+                eprintln!("index build: {:.1} s", d.as_secs_f64());
+            }
             if c.failed > 0 {
                 eprintln!("failed files were copied to {} (report.ndjson)", quarantine.display());
                 ExitCode::from(2)

@@ -84,6 +84,7 @@ async fn parallel_import_writes_the_store_a_single_worker_import_writes() {
     assert_eq!(r1.store, r4.store);
     assert!(r1.conversion.failed >= 1 && r1.conversion.deleted >= 1, "{:?}", r1.conversion);
     assert!(r1.store.created > 24 * 10, "{:?}", r1.store);
+    assert!(r1.index_build.is_some() && r4.index_build.is_some(), "an import into an empty store is a bulk load");
     let (d1, d4) = (dump(&one), dump(&many));
     assert!(d1.len() > 1000, "the dump covers the store ({} rows)", d1.len());
     if let Some(i) = (0..d1.len().max(d4.len())).find(|&i| d1.get(i) != d4.get(i)) {
@@ -107,6 +108,7 @@ async fn parallel_import_writes_the_store_a_single_worker_import_writes() {
     let again = import(&root, &many, 3).await;
     assert_eq!(again.store.created + again.store.updated + again.store.deleted, 0, "{:?}", again.store);
     assert_eq!(again.unchanged_files + again.conversion.failed, again.conversion.files);
+    assert_eq!(again.index_build, None, "a re-import into a filled store is not a bulk load: no index rebuild");
     let d4b = dump(&many);
     assert!(d4 == d4b, "a re-import changed the store");
 }
