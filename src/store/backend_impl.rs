@@ -253,6 +253,10 @@ async fn write_plan(
     ids: &shared::Ids,
     p: &mut plan::Plan<'_>,
 ) -> Result<bool, StoreError> {
+    // PostgreSQL: one statement per table with array binds (`postgres::unnest`)
+    if let Some(pg) = (conn as &mut dyn std::any::Any).downcast_mut::<sqlx::PgConnection>() {
+        return super::postgres::unnest::write_plan(pg, ids, p).await;
+    }
     // 1. new resources rows (one statement per chunk; `RETURNING` gives their rids)
     let mut rids = Vec::with_capacity(p.insert.len());
     for chunk in p.insert.chunks(MAX_BINDS / 7) {

@@ -163,3 +163,198 @@ impl PgStore {
 
 include!("backend_impl.rs");
 include!("security_impl.rs");
+
+/// The PostgreSQL executor of a batch plan ([`super::plan::Plan`]): the same statements as the generic
+/// sqlx executor (`write_plan` in `backend_impl.rs`, the order of the `plan` module docs), but each table
+/// gets ONE statement per batch with one array bind per column (`INSERT … SELECT * FROM UNNEST($1::…[],
+/// …)`, `WHERE rid = ANY($1)`). Multi-row `VALUES` lists have a new SQL text for every row count, so
+/// PostgreSQL parses and plans each of them again, with up to 3,000 bind values; an `UNNEST` statement
+/// has a constant text (prepared once per connection by sqlx) and a handful of binds whatever the batch
+/// size. The rows, their order (new rows in slot order: the same rids) and the results are the same.
+pub(super) mod unnest {
+    use sqlx::{PgConnection, Row};
+
+    use crate::store::plan::Plan;
+    use crate::store::shared::Ids;
+    use crate::store::StoreError;
+
+    /// Writes `p` inside the caller's (sub)transaction. `Ok(false)`: some new rows were created
+    /// concurrently by another connection ([`Plan::raced`]); the caller rolls back and plans again.
+    /// Errors: `Database`.
+    pub(crate) async fn write_plan(conn: &mut PgConnection, ids: &Ids, p: &mut Plan<'_>) -> Result<bool, StoreError> {
+        // 1. new resources rows (`RETURNING` gives their rids)
+        if !p.insert.is_empty() {
+            let rows = &p.insert;
+            let rs = sqlx::query(
+                "INSERT INTO resources (rtype, id, version, last_updated, deleted, content_hash, json) \
+                 SELECT * FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::int8[], $5::bool[], $6::text[], $7::text[]) \
+                 ON CONFLICT (rtype, id) DO NOTHING RETURNING rid, rtype, id",
+            )
+            .bind(rows.iter().map(|r| r.rtype).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.id).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.version).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.last_updated).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.deleted).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.content_hash).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.json.as_str()).collect::<Vec<_>>())
+            .fetch_all(&mut *conn)
+            .await?;
+            let slot_of: std::collections::HashMap<(&str, &str), usize> =
+                rows.iter().map(|r| ((r.rtype, r.id), r.slot)).collect();
+            let mut rids = Vec::with_capacity(rs.len());
+            for r in rs {
+                let (rid, t, i): (i64, String, String) = (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?);
+                if let Some(&s) = slot_of.get(&(t.as_str(), i.as_str())) {
+                    rids.push((s, rid));
+                }
+            }
+            for (s, rid) in rids {
+                p.set_rid(s, rid);
+            }
+            if !p.raced().is_empty() {
+                return Ok(false);
+            }
+        }
+        // 2. changed existing rows: the replaced current version moves to the history first
+        if !p.update.is_empty() {
+            let rids: Vec<i64> = p.update.iter().map(|(rid, _)| *rid).collect();
+            sqlx::query(
+                "INSERT INTO resource_history (rtype, id, version, last_updated, deleted, json) \
+                 SELECT rtype, id, version, last_updated, deleted, json FROM resources WHERE rid = ANY($1::int8[]) \
+                 ORDER BY rid",
+            )
+            .bind(&rids)
+            .execute(&mut *conn)
+            .await?;
+            let rows = &p.update;
+            sqlx::query(
+                "UPDATE resources AS r SET version = v.version, last_updated = v.last_updated, deleted = v.deleted, \
+                 content_hash = v.content_hash, json = v.json \
+                 FROM UNNEST($1::int8[], $2::int8[], $3::int8[], $4::bool[], $5::text[], $6::text[]) \
+                 AS v (rid, version, last_updated, deleted, content_hash, json) WHERE r.rid = v.rid",
+            )
+            .bind(&rids)
+            .bind(rows.iter().map(|(_, r)| r.version).collect::<Vec<_>>())
+            .bind(rows.iter().map(|(_, r)| r.last_updated).collect::<Vec<_>>())
+            .bind(rows.iter().map(|(_, r)| r.deleted).collect::<Vec<_>>())
+            .bind(rows.iter().map(|(_, r)| r.content_hash).collect::<Vec<_>>())
+            .bind(rows.iter().map(|(_, r)| r.json.as_str()).collect::<Vec<_>>())
+            .execute(&mut *conn)
+            .await?;
+        }
+        // 3. index rows of the replaced versions
+        if !p.clear_index.is_empty() {
+            for table in super::INDEX_TABLES {
+                sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table} WHERE rid = ANY($1::int8[])")))
+                    .bind(&p.clear_index)
+                    .execute(&mut *conn)
+                    .await?;
+            }
+        }
+        // 4. history rows: versions of this batch that a later op of the same batch replaced
+        if !p.history.is_empty() {
+            let rows = &p.history;
+            sqlx::query(
+                "INSERT INTO resource_history (rtype, id, version, last_updated, deleted, json) \
+                 SELECT * FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::int8[], $5::bool[], $6::text[])",
+            )
+            .bind(rows.iter().map(|r| r.rtype).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.id).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.version).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.last_updated).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.deleted).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.json.as_str()).collect::<Vec<_>>())
+            .execute(&mut *conn)
+            .await?;
+        }
+        // 5. index rows of the current versions, one statement per table
+        let index = p.index_rows();
+        let mut rid = Vec::new();
+        let mut pid = Vec::new();
+        macro_rules! columns {
+            ($field:ident, |$r:ident| ($($col:ident: $ty:ty = $val:expr),*)) => {{
+                rid.clear();
+                pid.clear();
+                $(let mut $col: Vec<$ty> = Vec::new();)*
+                for &(x, rtype, rows) in &index {
+                    for $r in &rows.$field {
+                        rid.push(x);
+                        pid.push(ids.pid(rtype, &$r.0));
+                        $($col.push($val);)*
+                    }
+                }
+                ($($col),*)
+            }};
+        }
+        let (sid, code, display) = columns!(token, |r| (sid: Option<i64> = ids.sid(r.1.as_deref()),
+            code: &str = r.2.as_str(), display: Option<&str> = r.3.as_deref()));
+        if !rid.is_empty() {
+            sqlx::query(
+                "INSERT INTO idx_token (rid, pid, sid, code, display) \
+                 SELECT * FROM UNNEST($1::int8[], $2::int8[], $3::int8[], $4::text[], $5::text[])",
+            )
+            .bind(&rid).bind(&pid).bind(sid).bind(code).bind(display)
+            .execute(&mut *conn)
+            .await?;
+        }
+        let (exact, normalized) = columns!(string, |r| (exact: &str = r.1.as_str(), normalized: &str = r.2.as_str()));
+        if !rid.is_empty() {
+            sqlx::query(
+                "INSERT INTO idx_string (rid, pid, exact, normalized) \
+                 SELECT * FROM UNNEST($1::int8[], $2::int8[], $3::text[], $4::text[])",
+            )
+            .bind(&rid).bind(&pid).bind(exact).bind(normalized)
+            .execute(&mut *conn)
+            .await?;
+        }
+        let (lo, hi) = columns!(date, |r| (lo: i64 = r.1, hi: i64 = r.2));
+        if !rid.is_empty() {
+            sqlx::query(
+                "INSERT INTO idx_date (rid, pid, lo, hi) SELECT * FROM UNNEST($1::int8[], $2::int8[], $3::int8[], $4::int8[])",
+            )
+            .bind(&rid).bind(&pid).bind(lo).bind(hi)
+            .execute(&mut *conn)
+            .await?;
+        }
+        let (target_type, target_id, url) = columns!(reference, |r| (target_type: Option<&str> = r.1.as_deref(),
+            target_id: &str = r.2.as_str(), url: &str = r.3.as_str()));
+        if !rid.is_empty() {
+            sqlx::query(
+                "INSERT INTO idx_reference (rid, pid, target_type, target_id, url) \
+                 SELECT * FROM UNNEST($1::int8[], $2::int8[], $3::text[], $4::text[], $5::text[])",
+            )
+            .bind(&rid).bind(&pid).bind(target_type).bind(target_id).bind(url)
+            .execute(&mut *conn)
+            .await?;
+        }
+        let (value, lo, hi, system, code, unit) = columns!(quantity, |r| (value: f64 = r.1, lo: f64 = r.2, hi: f64 = r.3,
+            system: Option<&str> = r.4.as_deref(), code: Option<&str> = r.5.as_deref(), unit: Option<&str> = r.6.as_deref()));
+        if !rid.is_empty() {
+            sqlx::query(
+                "INSERT INTO idx_quantity (rid, pid, value, lo, hi, system, code, unit) \
+                 SELECT * FROM UNNEST($1::int8[], $2::int8[], $3::float8[], $4::float8[], $5::float8[], $6::text[], $7::text[], $8::text[])",
+            )
+            .bind(&rid).bind(&pid).bind(value).bind(lo).bind(hi).bind(system).bind(code).bind(unit)
+            .execute(&mut *conn)
+            .await?;
+        }
+        let (value, lo, hi) = columns!(number, |r| (value: f64 = r.1, lo: f64 = r.2, hi: f64 = r.3));
+        if !rid.is_empty() {
+            sqlx::query(
+                "INSERT INTO idx_number (rid, pid, value, lo, hi) \
+                 SELECT * FROM UNNEST($1::int8[], $2::int8[], $3::float8[], $4::float8[], $5::float8[])",
+            )
+            .bind(&rid).bind(&pid).bind(value).bind(lo).bind(hi)
+            .execute(&mut *conn)
+            .await?;
+        }
+        let uri = columns!(uri, |r| (uri: &str = r.1.as_str()));
+        if !rid.is_empty() {
+            sqlx::query("INSERT INTO idx_uri (rid, pid, uri) SELECT * FROM UNNEST($1::int8[], $2::int8[], $3::text[])")
+                .bind(&rid).bind(&pid).bind(uri)
+                .execute(&mut *conn)
+                .await?;
+        }
+        Ok(true)
+    }
+}
