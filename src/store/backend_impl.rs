@@ -58,6 +58,9 @@ async fn select_current(tx: &mut Tx, rtype: &str, id: &str) -> Result<Option<pla
 /// The current rows of `keys` (distinct), aligned with them (`None`: absent), with one statement per
 /// chunk (PostgreSQL: row-locked like [`select_current`]).
 async fn prefetch_current(tx: &mut Tx, keys: &[(&str, &str)]) -> Result<Vec<Option<plan::Current>>, StoreError> {
+    if let Some(pg) = (&mut **tx as &mut dyn std::any::Any).downcast_mut::<sqlx::PgConnection>() {
+        return super::postgres::unnest::prefetch_current(pg, keys).await;
+    }
     let at: HashMap<(&str, &str), usize> = keys.iter().enumerate().map(|(s, &k)| (k, s)).collect();
     let mut current: Vec<Option<plan::Current>> = vec![None; keys.len()];
     for chunk in keys.chunks(MAX_BINDS / 2) {
@@ -1411,6 +1414,18 @@ impl Me {
         let mut tx = self.begin_write().await?;
         let results = apply_ops_with(&mut tx, &self.interned, &ops, false).await.map_err(|(_, e)| e)?;
         let now = shared::now_ms();
+        if let Some(pg) = (&mut *tx as &mut dyn std::any::Any).downcast_mut::<sqlx::PgConnection>() {
+            super::postgres::unnest::ledger_done(pg, &ledger, now).await?;
+        } else {
+            self.ledger_done_values(&mut tx, &ledger, now).await?;
+        }
+        tx.commit().await?;
+        Ok(plan::summarize(&results))
+    }
+
+    /// Upserts the import ledger rows as done at `now` with multi-row `VALUES` (SQLite; PostgreSQL:
+    /// `postgres::unnest::ledger_done`). Errors: `Database`.
+    async fn ledger_done_values(&self, tx: &mut Tx, ledger: &[(String, String)], now: i64) -> Result<(), StoreError> {
         for chunk in ledger.chunks(MAX_BINDS / 5) {
             let mut qb =
                 QueryBuilder::<Db>::new("INSERT INTO import_files (path, content_sha256, status, error, imported_at) ");
@@ -1422,10 +1437,9 @@ impl Me {
                     .push_bind(now);
             });
             qb.push(LEDGER_UPSERT_TAIL);
-            qb.build().execute(&mut *tx).await?;
+            qb.build().execute(&mut **tx).await?;
         }
-        tx.commit().await?;
-        Ok(plan::summarize(&results))
+        Ok(())
     }
 
     /// Ledger rows of many paths in one query per 1,000 paths (absent paths are missing from the map).

@@ -174,9 +174,62 @@ include!("security_impl.rs");
 pub(super) mod unnest {
     use sqlx::{PgConnection, Row};
 
-    use crate::store::plan::Plan;
+    use crate::store::plan::{Current, Plan};
     use crate::store::shared::Ids;
     use crate::store::StoreError;
+
+    /// The current rows of `keys` (distinct) aligned with them, row-locked (`FOR UPDATE`) until commit:
+    /// one statement with two array binds. Errors: `Database`.
+    pub(crate) async fn prefetch_current(
+        conn: &mut PgConnection,
+        keys: &[(&str, &str)],
+    ) -> Result<Vec<Option<Current>>, StoreError> {
+        let at: std::collections::HashMap<(&str, &str), usize> =
+            keys.iter().enumerate().map(|(s, &k)| (k, s)).collect();
+        let mut current: Vec<Option<Current>> = vec![None; keys.len()];
+        let rows = sqlx::query(
+            "SELECT r.rid, r.version, r.deleted, r.last_updated, r.content_hash, r.rtype, r.id \
+             FROM UNNEST($1::text[], $2::text[]) AS k (rtype, id) JOIN resources r ON r.rtype = k.rtype AND r.id = k.id \
+             FOR UPDATE OF r",
+        )
+        .bind(keys.iter().map(|k| k.0).collect::<Vec<_>>())
+        .bind(keys.iter().map(|k| k.1).collect::<Vec<_>>())
+        .fetch_all(&mut *conn)
+        .await?;
+        for r in rows {
+            let (t, i): (String, String) = (r.try_get(5)?, r.try_get(6)?);
+            if let Some(&s) = at.get(&(t.as_str(), i.as_str())) {
+                current[s] = Some(Current {
+                    rid: r.try_get(0)?,
+                    version: r.try_get(1)?,
+                    deleted: r.try_get(2)?,
+                    last_updated: r.try_get(3)?,
+                    content_hash: r.try_get(4)?,
+                });
+            }
+        }
+        Ok(current)
+    }
+
+    /// Upserts the import ledger rows `(path, content sha256)` as done at `now` (epoch ms): one statement.
+    /// Errors: `Database`.
+    pub(crate) async fn ledger_done(conn: &mut PgConnection, ledger: &[(String, String)], now: i64) -> Result<(), StoreError> {
+        if ledger.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO import_files (path, content_sha256, status, error, imported_at) \
+             SELECT k.path, k.hash, $3, NULL, $4 FROM UNNEST($1::text[], $2::text[]) AS k (path, hash){}",
+            super::LEDGER_UPSERT_TAIL
+        )))
+        .bind(ledger.iter().map(|l| l.0.as_str()).collect::<Vec<_>>())
+        .bind(ledger.iter().map(|l| l.1.as_str()).collect::<Vec<_>>())
+        .bind(crate::store::LedgerStatus::Done.as_str())
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
+    }
 
     /// Writes `p` inside the caller's (sub)transaction. `Ok(false)`: some new rows were created
     /// concurrently by another connection ([`Plan::raced`]); the caller rolls back and plans again.
