@@ -410,7 +410,7 @@ run_scenario() { # BACKEND SCENARIO [CONNECTIONS]
     { errs = num("err_connect") + num("err_read") + num("err_write") + num("err_timeout")
       reqs = num("rps") * secs
       printf "%s\t%s\t%.0f\t%.2f\t%.2f\t%.2f\t%d\t%d\t%.0f\t%s\t%.0f\t%d\t%.1f\n", b, "'"$s"'", num("rps"), num("p50_us")/1000, num("p90_us")/1000,
-             num("p99_us")/1000, num("err_status"), errs, rss/1024, load, anon/1024, c, reqs > 0 ? cpu / hz * 1e6 / reqs : 0 }' <<<"$j" >>"$RESULTS"
+             num("p99_us")/1000, num("err_status"), errs, rss/1024, load, anon/1024, c, (reqs > 0 ? cpu / hz * 1e6 / reqs : 0) }' <<<"$j" >>"$RESULTS"
   tail -1 "$RESULTS" | awk -F'\t' '{printf "   %-8s %-12s c=%-3s %9s req/s  p50 %7s ms  p99 %7s ms  non-2xx %s  socket errors %s  RSS max %s MB (anon %s)  server CPU %s us/req  (load %s)\n", $1, $2, $12, $3, $4, $6, $7, $8, $9, $11, $13, $10}' >&2
 }
 

@@ -275,6 +275,24 @@ fn convert_options(a: &SourceArgs) -> Result<ConvertOptions, String> {
     })
 }
 
+/// `serve` only, glibc: SQLite allocates its page caches with the C `malloc`, not the Rust allocator. In
+/// WAL mode every commit (one per audit group commit, i.e. hundreds per second under read load) makes each
+/// read connection drop its page cache on its next statement; glibc then trims the freed heap top back to
+/// the kernel and the next read faults the same memory in again, zeroed — page faults and `sysmalloc`
+/// under `pcache1Alloc` in the read profile. A 64 MiB trim threshold keeps that memory for reuse (same-run
+/// A/B, 5,000 patients: 69.7 → 53.5 µs server CPU per read, RSS +4 MB); the caches stay bounded by their
+/// `cache_size`.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn keep_freed_c_heap() {
+    // SAFETY: mallopt only sets a malloc tuning parameter; called before the runtime starts any thread.
+    unsafe {
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 64 << 20);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn keep_freed_c_heap() {}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -294,7 +312,10 @@ fn main() -> ExitCode {
         Command::Import { source: ImportSource::Ssmix2 { args, database, quarantine, batch, jobs, quiet } } => {
             runtime().block_on(import(args, database, quarantine, batch, jobs.unwrap_or(0), quiet))
         }
-        Command::Serve { listen, database, config } => runtime().block_on(serve(listen, database, config)),
+        Command::Serve { listen, database, config } => {
+            keep_freed_c_heap();
+            runtime().block_on(serve(listen, database, config))
+        }
         Command::Health { listen } => health(listen),
         Command::Register { source } => runtime().block_on(register(source)),
         Command::Validate { files, profile } => validate_files(&files, &profile),

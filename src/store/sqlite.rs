@@ -103,7 +103,8 @@ impl SqliteStore {
             .test_before_acquire(false)
             .max_connections(READERS)
             .acquire_timeout(Duration::from_secs(30))
-            .connect_with(base.read_only(true))
+            // history only (point reads and searches use `sqlite_read`); small cache, see `sqlite_read::CACHE_KIB`
+            .connect_with(base.read_only(true).pragma("cache_size", "-2048"))
             .await?;
         Ok(SqliteStore { writer, reader, readers, audit_writer, registry, interned: Arc::default(), path })
     }

@@ -41,9 +41,13 @@ use super::{shared, StoreError, StoredResource};
 /// Idle connections kept for reuse; more are opened on demand under load and closed when returned to a
 /// full pool (each holds its own page cache, see [`CACHE_KIB`]).
 const MAX_IDLE: usize = 4;
-/// Page cache per read connection in KiB (negative `cache_size`): 8 MiB × [`MAX_IDLE`] stays within the
-/// 200 MB RSS budget next to the writer and sqlx's readers.
-const CACHE_KIB: i64 = 8192;
+/// Page cache per read connection in KiB (negative `cache_size`). Small on purpose: in WAL mode a
+/// connection drops its whole page cache at the start of its next statement whenever any other
+/// connection committed meanwhile (`pager_reset` on a changed WAL header), and every read commits an
+/// audit record — under read load a cache lives for about one statement, whose working set (a point
+/// read: ~10 b-tree pages; a search page with `_include`: a few hundred) fits in 2 MiB. A larger cache
+/// only added RSS (8 MiB × [`MAX_IDLE`]) against the 200 MB budget.
+const CACHE_KIB: i64 = 2048;
 /// Prepared statements cached per connection (search SQL varies with the query shape).
 const STATEMENT_CACHE: usize = 64;
 
