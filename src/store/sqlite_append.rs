@@ -43,7 +43,7 @@ const MAX_BATCH: usize = 2048;
 /// Page cache of the appender connection in KiB (it touches the chain's tail pages only).
 const CACHE_KIB: i64 = 2048;
 /// Default commit delay under load in µs (`TOBIUME_AUDIT_COMMIT_DELAY_US`; 0 = off; see the module docs).
-pub(crate) const DEFAULT_DELAY_US: u64 = 0;
+pub(crate) const DEFAULT_DELAY_US: u64 = 500;
 /// Largest accepted commit delay in µs (it adds to the latency of every read under load).
 const MAX_DELAY_US: u64 = 10_000;
 
