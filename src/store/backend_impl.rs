@@ -43,16 +43,55 @@ fn db_err(e: sqlx::Error) -> StoreError {
 
 async fn select_current(tx: &mut Tx, rtype: &str, id: &str) -> Result<Option<plan::Current>, StoreError> {
     let row = sqlx::query(SQL_SELECT_FOR_WRITE).bind(rtype).bind(id).fetch_optional(&mut **tx).await?;
-    match row {
-        None => Ok(None),
-        Some(r) => Ok(Some(plan::Current {
-            rid: r.try_get(0)?,
-            version: r.try_get(1)?,
-            deleted: r.try_get(2)?,
-            last_updated: r.try_get(3)?,
-            content_hash: r.try_get(4)?,
-        })),
+    row.as_ref().map(current_of).transpose()
+}
+
+/// [`plan::Current`] from the first five columns of a row: `rid, version, deleted, last_updated,
+/// content_hash` (the column order of `SQL_SELECT_FOR_WRITE` and of the batched prefetches). Errors:
+/// `Database` (a column of another type).
+fn current_of(r: &<Db as sqlx::Database>::Row) -> Result<plan::Current, StoreError> {
+    Ok(plan::Current {
+        rid: r.try_get(0)?,
+        version: r.try_get(1)?,
+        deleted: r.try_get(2)?,
+        last_updated: r.try_get(3)?,
+        content_hash: r.try_get(4)?,
+    })
+}
+
+/// The current rows of a batched prefetch — rows of `rid, version, deleted, last_updated, content_hash,
+/// rtype, id` — aligned with `keys` (`None`: no such resource). Errors: `Database`.
+fn align_current(
+    keys: &[(&str, &str)],
+    rows: &[<Db as sqlx::Database>::Row],
+) -> Result<Vec<Option<plan::Current>>, StoreError> {
+    let at: HashMap<(&str, &str), usize> = keys.iter().enumerate().map(|(s, &k)| (k, s)).collect();
+    let mut current: Vec<Option<plan::Current>> = vec![None; keys.len()];
+    for r in rows {
+        let (t, i): (String, String) = (r.try_get(5)?, r.try_get(6)?);
+        if let Some(&s) = at.get(&(t.as_str(), i.as_str())) {
+            current[s] = Some(current_of(r)?);
+        }
     }
+    Ok(current)
+}
+
+/// Gives the new rows of `p` the rids that `INSERT INTO resources … RETURNING rid, rtype, id` returned in
+/// `returned`. A row the insert skipped (`ON CONFLICT DO NOTHING`: created concurrently by another
+/// connection) gets none and shows in [`plan::Plan::raced`]. Errors: `Database`.
+fn set_inserted_rids(p: &mut plan::Plan<'_>, returned: &[<Db as sqlx::Database>::Row]) -> Result<(), StoreError> {
+    let slot_of: HashMap<(&str, &str), usize> = p.insert.iter().map(|r| ((r.rtype, r.id), r.slot)).collect();
+    let mut rids = Vec::with_capacity(returned.len());
+    for r in returned {
+        let (rid, t, i): (i64, String, String) = (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?);
+        if let Some(&s) = slot_of.get(&(t.as_str(), i.as_str())) {
+            rids.push((s, rid));
+        }
+    }
+    for (s, rid) in rids {
+        p.set_rid(s, rid);
+    }
+    Ok(())
 }
 
 /// The current rows of `keys` (distinct), aligned with them (`None`: absent), with one statement per
@@ -61,8 +100,7 @@ async fn prefetch_current(tx: &mut Tx, keys: &[(&str, &str)]) -> Result<Vec<Opti
     if let Some(pg) = (&mut **tx as &mut dyn std::any::Any).downcast_mut::<sqlx::PgConnection>() {
         return super::postgres::unnest::prefetch_current(pg, keys).await;
     }
-    let at: HashMap<(&str, &str), usize> = keys.iter().enumerate().map(|(s, &k)| (k, s)).collect();
-    let mut current: Vec<Option<plan::Current>> = vec![None; keys.len()];
+    let mut rows = Vec::new();
     for chunk in keys.chunks(MAX_BINDS / 2) {
         let mut qb = QueryBuilder::<Db>::new(
             "SELECT r.rid, r.version, r.deleted, r.last_updated, r.content_hash, r.rtype, r.id FROM (",
@@ -71,20 +109,9 @@ async fn prefetch_current(tx: &mut Tx, keys: &[(&str, &str)]) -> Result<Vec<Opti
             b.push_bind(t.to_string()).push_bind(i.to_string());
         });
         qb.push(") k JOIN resources r ON r.rtype = k.column1 AND r.id = k.column2").push(SQL_LOCK_SUFFIX);
-        for r in qb.build().fetch_all(&mut **tx).await? {
-            let (t, i): (String, String) = (r.try_get(5)?, r.try_get(6)?);
-            if let Some(&s) = at.get(&(t.as_str(), i.as_str())) {
-                current[s] = Some(plan::Current {
-                    rid: r.try_get(0)?,
-                    version: r.try_get(1)?,
-                    deleted: r.try_get(2)?,
-                    last_updated: r.try_get(3)?,
-                    content_hash: r.try_get(4)?,
-                });
-            }
-        }
+        rows.extend(qb.build().fetch_all(&mut **tx).await?);
     }
-    Ok(current)
+    align_current(keys, &rows)
 }
 
 /// The interned ids (`search_param.pid`, `token_system.sid`, migration 0006) of every key the index rows
@@ -261,7 +288,7 @@ async fn write_plan(
         return super::postgres::unnest::write_plan(pg, ids, p).await;
     }
     // 1. new resources rows (one statement per chunk; `RETURNING` gives their rids)
-    let mut rids = Vec::with_capacity(p.insert.len());
+    let mut returned = Vec::with_capacity(p.insert.len());
     for chunk in p.insert.chunks(MAX_BINDS / 7) {
         let mut qb = QueryBuilder::<Db>::new(
             "INSERT INTO resources (rtype, id, version, last_updated, deleted, content_hash, json) ",
@@ -276,17 +303,9 @@ async fn write_plan(
                 .push_bind(r.json.as_str());
         });
         qb.push(" ON CONFLICT (rtype, id) DO NOTHING RETURNING rid, rtype, id");
-        let slot_of: HashMap<(&str, &str), usize> = chunk.iter().map(|r| ((r.rtype, r.id), r.slot)).collect();
-        for r in qb.build().fetch_all(&mut *conn).await? {
-            let (rid, t, i): (i64, String, String) = (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?);
-            if let Some(&s) = slot_of.get(&(t.as_str(), i.as_str())) {
-                rids.push((s, rid));
-            }
-        }
+        returned.extend(qb.build().fetch_all(&mut *conn).await?);
     }
-    for (s, rid) in rids {
-        p.set_rid(s, rid);
-    }
+    set_inserted_rids(p, &returned)?;
     if !p.raced().is_empty() {
         return Ok(false);
     }

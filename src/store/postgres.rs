@@ -172,7 +172,7 @@ include!("security_impl.rs");
 /// has a constant text (prepared once per connection by sqlx) and a handful of binds whatever the batch
 /// size. The rows, their order (new rows in slot order: the same rids) and the results are the same.
 pub(super) mod unnest {
-    use sqlx::{PgConnection, Row};
+    use sqlx::PgConnection;
 
     use crate::store::plan::{Current, Plan};
     use crate::store::shared::Ids;
@@ -184,9 +184,6 @@ pub(super) mod unnest {
         conn: &mut PgConnection,
         keys: &[(&str, &str)],
     ) -> Result<Vec<Option<Current>>, StoreError> {
-        let at: std::collections::HashMap<(&str, &str), usize> =
-            keys.iter().enumerate().map(|(s, &k)| (k, s)).collect();
-        let mut current: Vec<Option<Current>> = vec![None; keys.len()];
         let rows = sqlx::query(
             "SELECT r.rid, r.version, r.deleted, r.last_updated, r.content_hash, r.rtype, r.id \
              FROM UNNEST($1::text[], $2::text[]) AS k (rtype, id) JOIN resources r ON r.rtype = k.rtype AND r.id = k.id \
@@ -196,19 +193,7 @@ pub(super) mod unnest {
         .bind(keys.iter().map(|k| k.1).collect::<Vec<_>>())
         .fetch_all(&mut *conn)
         .await?;
-        for r in rows {
-            let (t, i): (String, String) = (r.try_get(5)?, r.try_get(6)?);
-            if let Some(&s) = at.get(&(t.as_str(), i.as_str())) {
-                current[s] = Some(Current {
-                    rid: r.try_get(0)?,
-                    version: r.try_get(1)?,
-                    deleted: r.try_get(2)?,
-                    last_updated: r.try_get(3)?,
-                    content_hash: r.try_get(4)?,
-                });
-            }
-        }
-        Ok(current)
+        super::align_current(keys, &rows)
     }
 
     /// Upserts the import ledger rows `(path, content sha256)` as done at `now` (epoch ms): one statement.
@@ -238,7 +223,7 @@ pub(super) mod unnest {
         // 1. new resources rows (`RETURNING` gives their rids)
         if !p.insert.is_empty() {
             let rows = &p.insert;
-            let rs = sqlx::query(
+            let returned = sqlx::query(
                 "INSERT INTO resources (rtype, id, version, last_updated, deleted, content_hash, json) \
                  SELECT * FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::int8[], $5::bool[], $6::text[], $7::text[]) \
                  ON CONFLICT (rtype, id) DO NOTHING RETURNING rid, rtype, id",
@@ -252,18 +237,7 @@ pub(super) mod unnest {
             .bind(rows.iter().map(|r| r.json.as_str()).collect::<Vec<_>>())
             .fetch_all(&mut *conn)
             .await?;
-            let slot_of: std::collections::HashMap<(&str, &str), usize> =
-                rows.iter().map(|r| ((r.rtype, r.id), r.slot)).collect();
-            let mut rids = Vec::with_capacity(rs.len());
-            for r in rs {
-                let (rid, t, i): (i64, String, String) = (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?);
-                if let Some(&s) = slot_of.get(&(t.as_str(), i.as_str())) {
-                    rids.push((s, rid));
-                }
-            }
-            for (s, rid) in rids {
-                p.set_rid(s, rid);
-            }
+            super::set_inserted_rids(p, &returned)?;
             if !p.raced().is_empty() {
                 return Ok(false);
             }
