@@ -26,15 +26,57 @@ use crate::validation::schema;
 pub(crate) struct Entry<'a> {
     pub full_url: Option<String>,
     pub resource: Option<&'a str>,
+    /// `entry.search.mode` (`match`, `include`, `outcome`); written as `{"mode":…}`, the same text as
+    /// `search: Some(json!({"mode": …}))` without building a JSON value per entry. Ignored when `search`
+    /// is set.
+    pub search_mode: Option<&'static str>,
     pub search: Option<Value>,
     pub request: Option<Value>,
     pub response: Option<Value>,
 }
 
 /// Builds a Bundle's JSON text without re-serialising the contained resources.
+///
+/// The text is written into one buffer as it goes (no JSON value for the Bundle head, one per entry
+/// only for `search`/`request`/`response` values the caller built): byte for byte what serde_json
+/// writes for the same members in the same order (`resourceType`, `id`, `meta`, `type`, `total`,
+/// `link`, `entry`; compact, strings escaped as serde_json does).
 pub(crate) struct BundleWriter {
-    head: String,
-    entries: Vec<String>,
+    out: String,
+    entries: usize,
+}
+
+/// Appends `s` as a JSON string literal, escaped exactly as serde_json's compact formatter does
+/// (`"`, `\` and the C0 controls; `\b \f \n \r \t` short forms, others `\u00XX`; everything else,
+/// non-ASCII included, verbatim).
+pub(crate) fn push_json_str(out: &mut String, s: &str) {
+    out.push('"');
+    let mut start = 0;
+    for (i, b) in s.bytes().enumerate() {
+        let esc: &str = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0x08 => "\\b",
+            0x0c => "\\f",
+            0x00..=0x1f => "",
+            _ => continue,
+        };
+        out.push_str(&s[start..i]);
+        if esc.is_empty() {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            out.push_str("\\u00");
+            out.push(HEX[(b >> 4) as usize] as char);
+            out.push(HEX[(b & 0xf) as usize] as char);
+        } else {
+            out.push_str(esc);
+        }
+        start = i + 1;
+    }
+    out.push_str(&s[start..]);
+    out.push('"');
 }
 
 impl BundleWriter {
@@ -43,46 +85,86 @@ impl BundleWriter {
         let now = time::OffsetDateTime::now_utc()
             .format(&time::format_description::well_known::Rfc3339)
             .unwrap_or_default();
-        let mut head = json!({
-            "resourceType": "Bundle",
-            "id": uuid::Uuid::new_v4().to_string(),
-            "meta": {"lastUpdated": now},
-            "type": bundle_type,
-        });
+        let link_len: usize = links.iter().map(|(r, u)| r.len() + u.len() + 32).sum();
+        let mut out = String::with_capacity(160 + link_len);
+        out.push_str("{\"resourceType\":\"Bundle\",\"id\":\"");
+        out.push_str(uuid::Uuid::new_v4().hyphenated().encode_lower(&mut uuid::Uuid::encode_buffer()));
+        out.push_str("\",\"meta\":{\"lastUpdated\":");
+        push_json_str(&mut out, &now);
+        out.push_str("},\"type\":");
+        push_json_str(&mut out, bundle_type);
         if let Some(t) = total {
-            head["total"] = json!(t);
+            out.push_str(",\"total\":");
+            out.push_str(&t.to_string());
         }
         if !links.is_empty() {
-            head["link"] = Value::Array(links.iter().map(|(r, u)| json!({"relation": r, "url": u})).collect());
+            out.push_str(",\"link\":[");
+            for (i, (r, u)) in links.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str("{\"relation\":");
+                push_json_str(&mut out, r);
+                out.push_str(",\"url\":");
+                push_json_str(&mut out, u);
+                out.push('}');
+            }
+            out.push(']');
         }
-        let mut s = head.to_string();
-        s.pop(); // drop the closing brace
-        BundleWriter { head: s, entries: Vec::new() }
+        BundleWriter { out, entries: 0 }
     }
 
     /// Append one entry (members in FHIR order: fullUrl, resource, search, request, response).
     pub fn entry(&mut self, e: Entry<'_>) {
-        let mut parts: Vec<(&str, String)> = Vec::new();
+        let out = &mut self.out;
+        out.reserve(e.resource.map_or(0, str::len) + e.full_url.as_ref().map_or(0, String::len) + 48);
+        out.push_str(if self.entries == 0 { ",\"entry\":[" } else { "," });
+        self.entries += 1;
+        out.push('{');
+        let mut first = true;
+        let mut member = |out: &mut String, k: &str| {
+            if !first {
+                out.push(',');
+            }
+            first = false;
+            out.push('"');
+            out.push_str(k);
+            out.push_str("\":");
+        };
         if let Some(u) = &e.full_url {
-            parts.push(("fullUrl", serde_json::to_string(u).unwrap_or_default()));
+            member(out, "fullUrl");
+            push_json_str(out, u);
         }
         if let Some(r) = e.resource {
-            parts.push(("resource", r.to_string()));
+            member(out, "resource");
+            out.push_str(r);
         }
-        for (k, v) in [("search", &e.search), ("request", &e.request), ("response", &e.response)] {
+        match (&e.search, e.search_mode) {
+            (Some(v), _) => {
+                member(out, "search");
+                out.push_str(&v.to_string());
+            }
+            (None, Some(mode)) => {
+                member(out, "search");
+                out.push_str("{\"mode\":");
+                push_json_str(out, mode);
+                out.push('}');
+            }
+            (None, None) => {}
+        }
+        for (k, v) in [("request", &e.request), ("response", &e.response)] {
             if let Some(v) = v {
-                parts.push((k, v.to_string()));
+                member(out, k);
+                out.push_str(&v.to_string());
             }
         }
-        self.entries.push(rawjson::write_object(parts.iter().map(|(k, v)| (*k, v.as_str()))));
+        out.push('}');
     }
 
     /// The Bundle JSON text.
     pub fn finish(self) -> String {
-        let mut s = self.head;
-        if !self.entries.is_empty() {
-            s.push_str(",\"entry\":[");
-            s.push_str(&self.entries.join(","));
+        let mut s = self.out;
+        if self.entries > 0 {
             s.push(']');
         }
         s.push('}');
@@ -517,4 +599,59 @@ async fn run_batch(state: &AppState, ctx: &RequestContext, _headers: &HeaderMap,
         }
     }
     w.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The writer's text is what serde_json writes for the same Bundle built as a JSON value (the
+    /// representation before the writer wrote text directly), escapes included.
+    #[test]
+    fn writer_text_equals_serde_json_of_the_same_bundle() {
+        let odd = "a\"b\\c\nd\re\tf\u{8}g\u{c}h\u{1}i\u{1f}j/k\u{7f}l カンジャ 😀";
+        let links = vec![("self".to_string(), format!("http://h/fhir/Patient?name={odd}")), ("next".to_string(), "u2".to_string())];
+        let resource = r#"{"resourceType":"Patient","id":"p1","x":1.50}"#;
+        for (total, links) in [(Some(7usize), &links[..]), (None, &[][..])] {
+            let mut w = BundleWriter::new("searchset", total, links);
+            w.entry(Entry {
+                full_url: Some(format!("http://h/fhir/Patient/{odd}")),
+                resource: Some(resource),
+                search_mode: Some("match"),
+                ..Entry::default()
+            });
+            w.entry(Entry { resource: Some(resource), search: Some(json!({"mode": "include", "score": 0.5})), ..Entry::default() });
+            w.entry(Entry {
+                request: Some(json!({"method": "GET", "url": odd})),
+                response: Some(json!({"status": "200 OK"})),
+                ..Entry::default()
+            });
+            let text = w.finish();
+            let got: Value = serde_json::from_str(&text).unwrap();
+            let mut expected = json!({
+                "resourceType": "Bundle",
+                "id": got["id"].clone(),
+                "meta": {"lastUpdated": got["meta"]["lastUpdated"].clone()},
+                "type": "searchset",
+            });
+            if let Some(t) = total {
+                expected["total"] = json!(t);
+            }
+            if !links.is_empty() {
+                expected["link"] = Value::Array(links.iter().map(|(r, u)| json!({"relation": r, "url": u})).collect());
+            }
+            let res: Value = serde_json::from_str(resource).unwrap();
+            expected["entry"] = json!([
+                {"fullUrl": format!("http://h/fhir/Patient/{odd}"), "resource": res, "search": {"mode": "match"}},
+                {"resource": res, "search": {"mode": "include", "score": 0.5}},
+                {"request": {"method": "GET", "url": odd}, "response": {"status": "200 OK"}},
+            ]);
+            assert_eq!(text, expected.to_string());
+            assert!(text.contains("1.50"), "stored decimal text kept");
+            assert_eq!(got["id"].as_str().map(str::len), Some(36));
+        }
+        let empty = BundleWriter::new("history", Some(0), &[]).finish();
+        let v: Value = serde_json::from_str(&empty).unwrap();
+        assert_eq!(empty, json!({"resourceType": "Bundle", "id": v["id"], "meta": v["meta"], "type": "history", "total": 0}).to_string());
+    }
 }

@@ -667,23 +667,24 @@ pub(crate) async fn search_bundle(
     let total = if q.total == Some(TotalMode::None) { None } else { page.total.map(|t| t as usize) };
     let mut w = BundleWriter::new("searchset", total, &links);
     if !count_only {
-        for r in &page.matches {
-            let text = shape(&r.resource_type, &r.json, q.summary, &q.elements);
-            w.entry(Entry {
-                full_url: Some(format!("{base}/{}/{}", r.resource_type, r.id)),
-                resource: Some(&text),
-                search: Some(json!({"mode": "match"})),
-                ..Entry::default()
-            });
-        }
-        for r in &page.included {
-            let text = shape(&r.resource_type, &r.json, q.summary, &q.elements);
-            w.entry(Entry {
-                full_url: Some(format!("{base}/{}/{}", r.resource_type, r.id)),
-                resource: Some(&text),
-                search: Some(json!({"mode": "include"})),
-                ..Entry::default()
-            });
+        // The stored text is spliced in as it is unless `_summary`/`_elements` subset it.
+        let plain = !matches!(q.summary, Some(SummaryMode::True | SummaryMode::Text | SummaryMode::Data)) && q.elements.is_empty();
+        for (list, mode) in [(&page.matches, "match"), (&page.included, "include")] {
+            for r in list {
+                let shaped;
+                let text: &str = if plain {
+                    &r.json
+                } else {
+                    shaped = shape(&r.resource_type, &r.json, q.summary, &q.elements);
+                    &shaped
+                };
+                w.entry(Entry {
+                    full_url: Some(format!("{base}/{}/{}", r.resource_type, r.id)),
+                    resource: Some(text),
+                    search_mode: Some(mode),
+                    ..Entry::default()
+                });
+            }
         }
     }
     if !q.ignored.is_empty() {
@@ -698,7 +699,7 @@ pub(crate) async fn search_bundle(
             })
             .collect();
         let oo = operation_outcome(&issues).to_string();
-        w.entry(Entry { resource: Some(&oo), search: Some(json!({"mode": "outcome"})), ..Entry::default() });
+        w.entry(Entry { resource: Some(&oo), search_mode: Some("outcome"), ..Entry::default() });
     }
     Ok(w.finish())
 }
