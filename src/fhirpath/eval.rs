@@ -795,7 +795,10 @@ fn navigate<'a>(
         // a type name at the start of a path filters the focus by type
         let before = out.len();
         for i in focus {
-            if type_matches(i, name, false)? {
+            // Fast path, same answer as `type_matches`: a node typed exactly `name` (the resource root
+            // of every search-parameter expression, `Observation.code` on an Observation) — a known
+            // model type, so no type-table lookups and no `type_of` are needed.
+            if matches!(i, V::Node(n) if n.ty == Some(name) && !name.contains('.')) || type_matches(i, name, false)? {
                 out.push(i.clone());
             }
         }

@@ -53,13 +53,13 @@ pub fn extract(registry: &Registry, resource_type: &str, resource: &Value) -> Ve
         for item in &items {
             convert(p.def.param_type, item, &mut vals);
         }
-        let mut seen: Vec<&IndexValue> = Vec::with_capacity(vals.len());
-        for v in &vals {
-            if !seen.contains(&v) {
-                seen.push(v);
+        // first occurrence of each value, in order; the values move into the entries (no clone)
+        let start = out.len();
+        for v in vals.drain(..) {
+            if !out[start..].iter().any(|e| e.value == v) {
+                out.push(IndexEntry { param: p.def.code.clone(), value: v });
             }
         }
-        out.extend(seen.into_iter().map(|v| IndexEntry { param: p.def.code.clone(), value: v.clone() }));
     }
     out
 }

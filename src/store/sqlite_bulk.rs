@@ -199,23 +199,24 @@ fn write_ops(
     let mut p = plan::plan(ops, &current, shared::now_ms(), false).map_err(|(_, e)| e)?;
     // 1. new resources rows, in slot order (the same rids as the multi-row insert of the sqlx path)
     {
+        // No `RETURNING rid`: SQLite runs a RETURNING statement through an ephemeral table it opens and
+        // fills on every execution (`sqlite3BtreeOpen`/`CreateTable` per row in the import profile). A row
+        // that was inserted (`changes() == 1`; 0 = the key exists, `DO NOTHING`) has `rid` = the
+        // connection's last insert rowid (`rid` is the INTEGER PRIMARY KEY; the security-generation
+        // trigger only UPDATEs, and SQLite restores the rowid after a trigger anyway).
         let mut ins = tx
             .prepare_cached(
                 "INSERT INTO resources (rtype, id, version, last_updated, deleted, content_hash, json) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (rtype, id) DO NOTHING RETURNING rid",
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (rtype, id) DO NOTHING",
             )
             .map_err(db)?;
         let mut rids = Vec::with_capacity(p.insert.len());
         for r in &p.insert {
-            let rid = ins
-                .query_row(
-                    (r.rtype, r.id, r.version, r.last_updated, r.deleted, r.content_hash, r.json.as_str()),
-                    |row| row.get::<_, i64>(0),
-                )
-                .optional()
+            let n = ins
+                .execute((r.rtype, r.id, r.version, r.last_updated, r.deleted, r.content_hash, r.json.as_str()))
                 .map_err(db)?;
-            if let Some(rid) = rid {
-                rids.push((r.slot, rid));
+            if n == 1 {
+                rids.push((r.slot, tx.last_insert_rowid()));
             }
         }
         for (s, rid) in rids {
