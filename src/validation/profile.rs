@@ -162,7 +162,8 @@ pub struct Constraint {
     pub expr: Option<Expr>,
     /// The constraint's `source` is a core definition (already checked by the base walk).
     pub from_core: bool,
-    /// `ele-1` or `ext-1`: checked natively by the walk, never evaluated.
+    /// `ele-1` or `ext-1`: checked natively by the walk, never evaluated (the compiler does not keep
+    /// them, see [`Constraint::is_native`]; `true` only for one built directly with [`Constraint::new`]).
     pub native: bool,
     /// The element names the expression reads on its focus ([`Expr::focus_roots`]); `None` when it
     /// reads more (`$this`, `%resource`, …). When the focus is an object with none of them, the
@@ -177,9 +178,15 @@ pub struct Constraint {
 }
 
 impl Constraint {
+    /// `ele-1` and `ext-1`, the invariants the validator's walk checks natively (without FHIRPath) on
+    /// every element / extension.
+    pub fn is_native(key: &str) -> bool {
+        key == "ele-1" || key == "ext-1"
+    }
+
     /// The parsed constraint `key` / `expression` (with its precomputed absent-focus outcome).
     pub fn new(key: String, error: bool, human: String, expr: Option<Expr>, from_core: bool) -> Constraint {
-        let native = key == "ele-1" || key == "ext-1";
+        let native = Constraint::is_native(&key);
         let roots: Option<Box<[Box<str>]>> =
             expr.as_ref().and_then(|e| e.focus_roots()).map(|r| r.into_iter().map(Box::from).collect());
         let fails_when_absent = match (&roots, &expr) {
@@ -379,6 +386,12 @@ pub fn compile(sd: &Value) -> Option<Profile> {
         }
         for c in eo.get("constraint").and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[]) {
             let key = c.get("key").and_then(Value::as_str).unwrap_or("").to_string();
+            if Constraint::is_native(&key) {
+                // `ele-1` (on every element of every snapshot) and `ext-1`: the walk checks them itself
+                // and never evaluates them; their parsed expressions and messages were most of the memory
+                // of the compiled definitions
+                continue;
+            }
             let expr = c.get("expression").and_then(Value::as_str).and_then(|x| fhirpath::parse(x).ok());
             let source = c.get("source").and_then(Value::as_str).unwrap_or("");
             el.constraints.push(Constraint::new(
