@@ -425,6 +425,27 @@ pub fn evaluate<'a>(expr: &Expr, resource: &'a Value) -> Vec<Item<'a>> {
     run(expr, vec![root_node(resource)], resource, None, true).unwrap_or_default()
 }
 
+/// A resource prepared as the root of many evaluations: its FHIR type is looked up once (search-index
+/// extraction evaluates every search parameter of the type on the same resource). See [`evaluate_root`].
+pub struct Root<'a> {
+    resource: &'a Value,
+    node: V<'a>,
+}
+
+impl<'a> Root<'a> {
+    /// Prepares `resource` (a FHIR resource in JSON) as an evaluation root.
+    pub fn new(resource: &'a Value) -> Root<'a> {
+        Root { resource, node: root_node(resource) }
+    }
+}
+
+/// [`evaluate`] on a prepared root: the same collection as `evaluate(expr, resource)` for the resource the
+/// root was made from (document order, borrowing from it; never fails — errors give the empty
+/// collection). Spec: as [`evaluate`].
+pub fn evaluate_root<'a>(expr: &Expr, root: &Root<'a>) -> Vec<Item<'a>> {
+    run(expr, vec![root.node.clone()], root.resource, None, true).unwrap_or_default()
+}
+
 /// Evaluates `expr` on a given focus collection (e.g. a SearchParameter component expression on
 /// a `useContext` element), with `resource` as `%resource`.
 /// Input/output as [`evaluate`].

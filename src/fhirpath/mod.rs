@@ -47,7 +47,7 @@ mod parse;
 pub mod value;
 
 pub use eval::{
-    evaluate, evaluate_on, try_evaluate, try_evaluate_on, try_evaluate_with, Env, Item,
+    evaluate, evaluate_on, evaluate_root, try_evaluate, try_evaluate_on, try_evaluate_with, Env, Item, Root,
 };
 pub use parse::parse;
 pub use rust_decimal::Decimal;

@@ -38,6 +38,7 @@ pub fn extract(registry: &Registry, resource_type: &str, resource: &Value) -> Ve
     // In parameter-code order: the registry's maps are hashed (their order differs per process), and the
     // store interns (type, parameter) keys in order of first use — a fixed order keeps a store's ids
     // independent of the process that wrote it.
+    let root = fhirpath::Root::new(resource);
     let mut params = registry.params_for(resource_type);
     params.sort_unstable_by(|a, b| a.def.code.cmp(&b.def.code));
     for p in params {
@@ -45,7 +46,7 @@ pub fn extract(registry: &Registry, resource_type: &str, resource: &Value) -> Ve
         if matches!(p.def.param_type, ParamType::Composite | ParamType::Special) {
             continue;
         }
-        let items = fhirpath::evaluate(expr, resource);
+        let items = fhirpath::evaluate_root(expr, &root);
         if items.is_empty() {
             continue;
         }

@@ -161,7 +161,8 @@ pub(crate) fn summarize(results: &[OpResult]) -> ImportSummary {
 
 /// Plans `ops` (see the module docs). `current[s]`: the row of `keys(ops)[s]` before the batch (`None`:
 /// absent); `now`: epoch ms of the batch (a version's `lastUpdated` is `max(now, previous lastUpdated)`);
-/// `bodies = false` leaves `StoredResource::json` of the results empty (the importer only counts them).
+/// `bodies = false` leaves `StoredResource::json`, `resource_type` and `id` of the results empty (the
+/// importer only counts them).
 ///
 /// Per op: `If-Match` ≠ current version (0 when absent) → `VersionConflict` (HTTP 412); `PutMode::Create`
 /// on an existing id (even deleted) → `Invalid`; `PutMode::IfChanged` with the live version's content
@@ -245,7 +246,12 @@ pub(crate) fn plan<'a>(
                 let lu_s = shared::format_ms(lu);
                 let json = rawjson::stamp_text(&prep.text, &rawjson::Stamp { id, version_id: version, last_updated: &lu_s })
                     .map_err(|e| (i, e))?;
-                let body = if bodies { json.clone() } else { String::new() };
+                // `bodies = false` (the importer only counts the results): no copies of the body, type or id
+                let (body, rt, lid) = if bodies {
+                    (json.clone(), rtype.clone(), id.clone())
+                } else {
+                    (String::new(), String::new(), String::new())
+                };
                 slot.exists = true;
                 slot.version = version;
                 slot.deleted = false;
@@ -256,8 +262,8 @@ pub(crate) fn plan<'a>(
                 versions.push(Version { slot: s, version, last_updated: lu, deleted: false, json });
                 results.push(OpResult::Written(
                     StoredResource {
-                        resource_type: rtype.clone(),
-                        id: id.clone(),
+                        resource_type: rt,
+                        id: lid,
                         version_id: version,
                         last_updated: lu_s,
                         deleted: false,
