@@ -433,6 +433,47 @@ async fn concurrent_appends_are_committed_exactly_once_and_durable_on_return(db:
     assert_eq!(r.records, before + 301);
 }
 
+/// WAL checkpoints run on the appender's checkpointer thread, not inside its commits
+/// (`store::sqlite_append`): appended records reach the database file itself shortly after their commit,
+/// although the appender connection never checkpoints (`wal_autocheckpoint = 0`) and no data write
+/// follows. Read through an `immutable` connection, which ignores the WAL and sees the database file only.
+/// Polls up to 20 s: the checkpointer waits 100 ms after a commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appended_records_are_checkpointed_into_the_database_file() {
+    let app = app_with_trail(Db::Sqlite).await;
+    let auditor = audit::Auditor::new(app.store.clone(), audit::AuditConfig::default());
+    let mut last = 0;
+    for i in 0..50u32 {
+        let interaction = audit::Interaction {
+            code: "read".into(),
+            action: "R",
+            status: 200,
+            resources: vec![format!("Patient/c{i}")],
+            ..Default::default()
+        };
+        match auditor.append(audit::event::record(None, &interaction, audit::now_ms()), None).await.unwrap() {
+            audit::Ack::Written { seq, .. } => last = seq,
+            other => panic!("not written: {other:?}"),
+        }
+    }
+    let path = app.db.url.trim_start_matches("sqlite://").split('?').next().unwrap().to_string();
+    let uri = format!("file:{path}?immutable=1");
+    let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_URI;
+    let mut in_file = None;
+    for _ in 0..200 {
+        // a checkpoint copying pages right now can make the file read as inconsistent: try again
+        in_file = rusqlite::Connection::open_with_flags(&uri, flags)
+            .and_then(|c| c.query_row("SELECT max(seq) FROM audit_event", [], |r| r.get::<_, Option<i64>>(0)))
+            .ok()
+            .flatten();
+        if in_file == Some(last) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(in_file, Some(last), "the last appended record never reached the database file");
+}
+
 /// A small pool of its own on the test database (not the store's connections).
 #[derive(Clone)]
 enum Checker {
