@@ -40,43 +40,15 @@ pub(crate) struct Entry<'a> {
 /// The text is written into one buffer as it goes (no JSON value for the Bundle head, one per entry
 /// only for `search`/`request`/`response` values the caller built): byte for byte what serde_json
 /// writes for the same members in the same order (`resourceType`, `id`, `meta`, `type`, `total`,
-/// `link`, `entry`; compact, strings escaped as serde_json does).
+/// `link`, `entry`; compact, strings escaped by serde_json).
 pub(crate) struct BundleWriter {
     out: String,
     entries: usize,
 }
 
-/// Appends `s` as a JSON string literal, escaped exactly as serde_json's compact formatter does
-/// (`"`, `\` and the C0 controls; `\b \f \n \r \t` short forms, others `\u00XX`; everything else,
-/// non-ASCII included, verbatim).
-pub(crate) fn push_json_str(out: &mut String, s: &str) {
-    out.push('"');
-    let mut start = 0;
-    for (i, b) in s.bytes().enumerate() {
-        let esc: &str = match b {
-            b'"' => "\\\"",
-            b'\\' => "\\\\",
-            b'\n' => "\\n",
-            b'\r' => "\\r",
-            b'\t' => "\\t",
-            0x08 => "\\b",
-            0x0c => "\\f",
-            0x00..=0x1f => "",
-            _ => continue,
-        };
-        out.push_str(&s[start..i]);
-        if esc.is_empty() {
-            const HEX: &[u8; 16] = b"0123456789abcdef";
-            out.push_str("\\u00");
-            out.push(HEX[(b >> 4) as usize] as char);
-            out.push(HEX[(b & 0xf) as usize] as char);
-        } else {
-            out.push_str(esc);
-        }
-        start = i + 1;
-    }
-    out.push_str(&s[start..]);
-    out.push('"');
+/// Appends `s` as a JSON string literal, escaped by serde_json.
+fn push_json_str(out: &mut String, s: &str) {
+    out.push_str(&serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into()));
 }
 
 impl BundleWriter {

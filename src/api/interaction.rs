@@ -1,5 +1,7 @@
 //! Handlers for the instance- and type-level interactions (FHIR R4 §3.1.0.2–§3.1.0.9).
 
+use std::borrow::Cow;
+
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -168,9 +170,16 @@ pub(crate) async fn conditional_matches(
     access::search_ids(state, ctx, &q, 2).await
 }
 
-/// Apply `_summary` / `_elements` to one resource text (FHIR R4 `search.html#summary`, `#elements`).
-pub(crate) fn shape(resource_type: &str, text: &str, summary: Option<SummaryMode>, elements: &[String]) -> String {
-    match summary {
+/// Apply `_summary` / `_elements` to one resource text (FHIR R4 `search.html#summary`, `#elements`):
+/// the subset text, or `text` itself (borrowed, no copy) when neither asks for a subset (`_summary`
+/// absent, `false` or `count`, no `_elements`).
+pub(crate) fn shape<'a>(
+    resource_type: &str,
+    text: &'a str,
+    summary: Option<SummaryMode>,
+    elements: &[String],
+) -> Cow<'a, str> {
+    Cow::Owned(match summary {
         Some(SummaryMode::True) => rawjson::filter_top_level(text, |k| is_summary_element(resource_type, k), true),
         Some(SummaryMode::Text) => {
             rawjson::filter_top_level(text, |k| matches!(k, "id" | "meta" | "text" | "implicitRules"), true)
@@ -184,8 +193,8 @@ pub(crate) fn shape(resource_type: &str, text: &str, summary: Option<SummaryMode
             },
             true,
         ),
-        _ => text.to_string(),
-    }
+        _ => return Cow::Borrowed(text),
+    })
 }
 
 fn summary_of(params: &[(String, String)]) -> (Option<SummaryMode>, Vec<String>) {
@@ -240,10 +249,9 @@ pub async fn read(
 fn resource_ok(state: &AppState, mut sr: StoredResource, params: &[(String, String)]) -> Response {
     let (summary, elements) = if params.is_empty() { (None, Vec::new()) } else { summary_of(params) };
     let text = std::mem::take(&mut sr.json);
-    let body = if summary.is_some() && summary != Some(SummaryMode::False) || !elements.is_empty() {
-        shape(&sr.resource_type, &text, summary, &elements).into_bytes()
-    } else {
-        text.into_bytes()
+    let body = match shape(&sr.resource_type, &text, summary, &elements) {
+        Cow::Owned(subset) => subset.into_bytes(),
+        Cow::Borrowed(_) => text.into_bytes(),
     };
     let mut r = fhir_bytes(StatusCode::OK, body);
     response::version_headers(&mut r, &state.config.base_url, &sr, false);
@@ -668,19 +676,12 @@ pub(crate) async fn search_bundle(
     let mut w = BundleWriter::new("searchset", total, &links);
     if !count_only {
         // The stored text is spliced in as it is unless `_summary`/`_elements` subset it.
-        let plain = !matches!(q.summary, Some(SummaryMode::True | SummaryMode::Text | SummaryMode::Data)) && q.elements.is_empty();
         for (list, mode) in [(&page.matches, "match"), (&page.included, "include")] {
             for r in list {
-                let shaped;
-                let text: &str = if plain {
-                    &r.json
-                } else {
-                    shaped = shape(&r.resource_type, &r.json, q.summary, &q.elements);
-                    &shaped
-                };
+                let text = shape(&r.resource_type, &r.json, q.summary, &q.elements);
                 w.entry(Entry {
                     full_url: Some(format!("{base}/{}/{}", r.resource_type, r.id)),
-                    resource: Some(text),
+                    resource: Some(&text),
                     search_mode: Some(mode),
                     ..Entry::default()
                 });

@@ -641,7 +641,7 @@ pub async fn patient_match(
     if let Some(t) = &outcome_text {
         w.entry(Entry {
             resource: Some(t),
-            search: Some(json!({"mode": "outcome"})),
+            search_mode: Some("outcome"),
             ..Entry::default()
         });
     }
