@@ -39,9 +39,8 @@ pub fn extract(registry: &Registry, resource_type: &str, resource: &Value) -> Ve
     // store interns (type, parameter) keys in order of first use — a fixed order keeps a store's ids
     // independent of the process that wrote it.
     let root = fhirpath::Root::new(resource);
-    let mut params = registry.params_for(resource_type);
-    params.sort_unstable_by(|a, b| a.def.code.cmp(&b.def.code));
-    for p in params {
+    let params = registry.params_sorted(resource_type);
+    for p in params.iter() {
         let Some(expr) = p.expression else { continue };
         if matches!(p.def.param_type, ParamType::Composite | ParamType::Special) {
             continue;

@@ -16,7 +16,7 @@ use crate::fhirpath::{self, BinOp, Expr, FhirPathError};
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, RwLock};
 
 const R4_BUNDLE: &str = include_str!("../../conformance/searchparameters/search-parameters.json");
 
@@ -227,9 +227,34 @@ struct CompIn {
 #[derive(Debug, Default)]
 pub struct Registry {
     /// resource type (incl. `Resource`, `DomainResource`) → code → binding
-    types: HashMap<String, HashMap<String, Bound>>,
+    types: HashMap<String, HashMap<String, Arc<Bound>>>,
     /// url → definition (for composite components)
     by_url: HashMap<String, Arc<SearchParamDef>>,
+    /// resource type → its applicable bindings sorted by code ([`Registry::params_sorted`]), built on
+    /// first use and dropped whenever a definition is added.
+    sorted: RwLock<HashMap<String, ParamList>>,
+}
+
+/// The parameters applicable to one resource type, sorted by code (each code once): a cheap clone of a
+/// shared list. Iterate with [`ParamList::iter`].
+#[derive(Debug, Clone)]
+pub struct ParamList(Arc<[Arc<Bound>]>);
+
+impl ParamList {
+    /// The parameters in code order, with their compiled expressions (parsed on first use).
+    pub fn iter(&self) -> impl Iterator<Item = BoundParam<'_>> {
+        self.0.iter().map(|b| BoundParam { def: &b.def, expression: b.expression().ok().flatten() })
+    }
+
+    /// Number of parameters.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether the type has no parameters.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
 }
 
 impl Registry {
@@ -329,9 +354,10 @@ impl Registry {
         for base in &def.base {
             self.types.entry(base.clone()).or_default().insert(
                 def.code.clone(),
-                Bound { def: def.clone(), base: base.clone(), compiled: OnceLock::new() },
+                Arc::new(Bound { def: def.clone(), base: base.clone(), compiled: OnceLock::new() }),
             );
         }
+        self.sorted.get_mut().unwrap_or_else(|p| p.into_inner()).clear();
     }
 
     /// Whether `resource_type` is a FHIR R4 resource type or has parameters registered.
@@ -349,12 +375,14 @@ impl Registry {
         self.types
             .get(resource_type)
             .and_then(|m| m.get(code))
+            .map(|b| &**b)
             .or_else(|| {
                 Self::is_domain_resource(resource_type)
                     .then(|| self.types.get("DomainResource").and_then(|m| m.get(code)))
                     .flatten()
+                    .map(|b| &**b)
             })
-            .or_else(|| self.types.get("Resource").and_then(|m| m.get(code)))
+            .or_else(|| self.types.get("Resource").and_then(|m| m.get(code)).map(|b| &**b))
     }
 
     /// Looks up parameter `code` for `resource_type`, including the parameters defined on
@@ -375,14 +403,23 @@ impl Registry {
     }
 
     /// Every parameter applicable to `resource_type` (own, `DomainResource`, `Resource`), with
-    /// compiled expressions. Order is unspecified. Used by [`super::index::extract`].
+    /// compiled expressions. Order is unspecified. For the code-sorted list see [`Self::params_sorted`].
     pub fn params_for(&self, resource_type: &str) -> Vec<BoundParam<'_>> {
+        self.bindings_for(resource_type)
+            .into_iter()
+            .map(|b| BoundParam { def: &b.def, expression: b.expression().ok().flatten() })
+            .collect()
+    }
+
+    /// The bindings applicable to `resource_type`: its own, then `DomainResource`'s (for domain
+    /// resources) and `Resource`'s that it does not override (each code once).
+    fn bindings_for(&self, resource_type: &str) -> Vec<&Arc<Bound>> {
         let mut out = Vec::new();
         let mut push = |t: &str, skip: &dyn Fn(&str) -> bool| {
             if let Some(m) = self.types.get(t) {
                 for (code, b) in m {
                     if !skip(code) {
-                        out.push(BoundParam { def: &b.def, expression: b.expression().ok().flatten() });
+                        out.push(b);
                     }
                 }
             }
@@ -396,6 +433,24 @@ impl Registry {
         let dom = self.types.get("DomainResource");
         push("Resource", &|c| has_own(c) || (Self::is_domain_resource(resource_type) && dom.is_some_and(|m| m.contains_key(c))));
         out
+    }
+
+    /// The parameters applicable to `resource_type` (as [`Self::params_for`]) sorted by code — the
+    /// order search-index extraction interns (type, parameter) keys in. Built once per type and shared
+    /// (a clone is one reference count), so the per-resource extraction neither collects nor sorts.
+    pub fn params_sorted(&self, resource_type: &str) -> ParamList {
+        if let Some(l) = self.sorted.read().unwrap_or_else(|p| p.into_inner()).get(resource_type) {
+            return l.clone();
+        }
+        let mut v: Vec<Arc<Bound>> = self.bindings_for(resource_type).into_iter().cloned().collect();
+        v.sort_unstable_by(|a, b| a.def.code.cmp(&b.def.code));
+        let list = ParamList(v.into());
+        let mut w = self.sorted.write().unwrap_or_else(|p| p.into_inner());
+        // an unknown type name (from input) is not cached: the map stays bounded by the registry's types
+        if self.is_resource_type(resource_type) {
+            w.insert(resource_type.to_string(), list.clone());
+        }
+        list
     }
 
     /// Codes of every parameter applicable to `resource_type` (for CapabilityStatement), sorted.
@@ -459,6 +514,30 @@ mod tests {
         assert!(!r.is_resource_type("Resource"));
         let codes = r.codes_for("Patient");
         assert!(codes.contains(&"name") && codes.contains(&"_id") && codes.contains(&"phonetic"));
+    }
+
+    /// The cached code-sorted list is `params_for` sorted by code, for every type, and a definition
+    /// added later is in it (the cache is dropped on insert).
+    #[test]
+    fn params_sorted_is_params_for_by_code() {
+        let mut r = Registry::standard();
+        for t in R4_RESOURCE_TYPES.iter().copied().chain(["NotAType"]) {
+            let mut want: Vec<(&str, Option<*const Expr>)> =
+                r.params_for(t).iter().map(|p| (p.def.code.as_str(), p.expression.map(|e| e as *const Expr))).collect();
+            want.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            for _ in 0..2 {
+                let got = r.params_sorted(t);
+                let got: Vec<_> = got.iter().map(|p| (p.def.code.as_str(), p.expression.map(|e| e as *const Expr))).collect();
+                assert_eq!(got, want, "{t}");
+            }
+        }
+        assert!(r.params_sorted("Patient").iter().all(|p| p.def.code != "aaa-custom"));
+        let sp = r#"{"resourceType":"SearchParameter","url":"http://example.org/sp","code":"aaa-custom","type":"token","base":["Patient"],"expression":"Patient.gender"}"#;
+        assert_eq!(r.add_json_str("t", sp).unwrap(), 1);
+        let list = r.params_sorted("Patient");
+        let added = list.iter().find(|p| p.def.code == "aaa-custom").expect("the added parameter is listed");
+        assert!(added.expression.is_some());
+        assert!(list.iter().zip(list.iter().skip(1)).all(|(a, b)| a.def.code < b.def.code), "sorted, each code once");
     }
 
     #[test]

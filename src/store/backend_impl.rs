@@ -1510,6 +1510,12 @@ const BULK_INDEXES: [(&str, &str); 11] = [
     ("idx_uri_lookup", "idx_uri (pid, uri, rid)"),
 ];
 
+/// Helper threads of SQLite's sorter during the index builds of [`Me::finish_bulk_load`]: one per
+/// further core (`available_parallelism() - 1`, at most 3; 0 on one core).
+fn bulk_sort_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get()).saturating_sub(1).min(3)
+}
+
 impl Me {
     /// Starts or resumes a bulk load: when the store holds no resource yet, or an earlier bulk load did not
     /// finish (a `bulk_load` row exists), records the load and drops the [`BULK_INDEXES`] (searches stay
@@ -1559,6 +1565,10 @@ impl Me {
             // the importer's RSS during the build from ~480 MB to ~40 MB of page cache.
             let mut tx = self.begin_write().await?;
             sqlx::query("PRAGMA cache_size = -16384").execute(&mut *tx).await?;
+            // SQLite's multi-threaded sorter: helper threads sort and merge the runs of each CREATE INDEX
+            // while the main thread scans the table (the conversion workers are done by now, so the other
+            // cores are free). Reset to 0 at the end: the server's writer never sorts in the background.
+            QueryBuilder::<Db>::new(format!("PRAGMA threads = {}", bulk_sort_threads())).build().execute(&mut *tx).await?;
             tx.commit().await?;
         }
         for (name, def) in BULK_INDEXES {
@@ -1574,6 +1584,7 @@ impl Me {
         if !use_savepoint() {
             sqlx::query("PRAGMA wal_autocheckpoint = 1000").execute(&mut *tx).await?;
             sqlx::query("PRAGMA cache_size = -8192").execute(&mut *tx).await?;
+            sqlx::query("PRAGMA threads = 0").execute(&mut *tx).await?;
         }
         tx.commit().await?;
         if !use_savepoint() {

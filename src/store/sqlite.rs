@@ -126,6 +126,15 @@ impl SqliteStore {
         Ok(())
     }
 
+    /// The value of `PRAGMA name` on the writer connection (tests: connection settings a bulk load
+    /// changes must be restored). `name` is a PRAGMA name, e.g. `threads`.
+    #[cfg(test)]
+    pub(crate) async fn test_writer_pragma(&self, name: &'static str) -> i64 {
+        use sqlx::Row;
+        let sql = sqlx::AssertSqlSafe(format!("PRAGMA {name}"));
+        sqlx::query(sql).fetch_one(&self.writer).await.unwrap().get(0)
+    }
+
     /// `PRAGMA temp_store` of the writer connection (`file` / `memory`; not allowed inside a transaction).
     async fn set_temp_store(&self, mode: &'static str) -> Result<(), StoreError> {
         let sql = if mode == "file" { "PRAGMA temp_store = file" } else { "PRAGMA temp_store = memory" };

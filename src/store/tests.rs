@@ -552,6 +552,13 @@ async fn bulk_load(url: &str) {
     // …or `serve` repairs it
     assert!(s.repair_bulk_load().await.unwrap());
     assert_eq!(index_names(url).await, migrated, "every migrated index is back");
+    if let Store::Sqlite(w) = &s {
+        // the build's connection settings (sorter threads, small page cache, file temp store) are the
+        // server's again afterwards
+        for (pragma, server) in [("threads", 0), ("cache_size", -8192), ("temp_store", 2), ("wal_autocheckpoint", 1000)] {
+            assert_eq!(w.test_writer_pragma(pragma).await, server, "PRAGMA {pragma} after the bulk load");
+        }
+    }
     assert_eq!(ids(&s, &by_name).await, vec!["p1"]);
     assert!(!s.repair_bulk_load().await.unwrap(), "nothing left to repair");
     assert!(!s.begin_bulk_load().await.unwrap(), "a store with resources is not bulk-loaded");
