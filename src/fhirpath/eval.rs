@@ -439,6 +439,108 @@ impl<'a> Root<'a> {
     }
 }
 
+/// One step of a [`super::compiled::Plan`] path (see `compiled.rs`): the evaluator's own operation for
+/// that syntax, without the tree walk.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum Step {
+    /// A type name at the head of a path (`Observation` in `Observation.code`): keeps the focus items of
+    /// that type (as `navigate` in root position).
+    RootType(String),
+    /// `.name`: the children named `name` (choice types and primitive extensions as `navigate_node`).
+    Member(String),
+    /// `as T` / `.as(T)` / `.ofType(T)`: the items of type `T` (lenient `as`: filters like `ofType`).
+    As(String),
+    /// `.where(resolve() is T)`: the items whose `resolve()` is one item of type `T`.
+    WhereResolveIs(String),
+}
+
+/// The type name of a one-argument `as(…)` / `ofType(…)` call (`Quantity`, `FHIR.string`), as the
+/// evaluator reads it; `None` when the argument is not a type name.
+pub(super) fn type_arg_name(e: &Expr) -> Option<String> {
+    type_arg(Some(e)).ok().map(Cow::into_owned)
+}
+
+/// Runs a compiled plan on a prepared root: the result of the general evaluator on the expression the
+/// plan was compiled from (same steps, same functions; an error gives the empty collection).
+pub(super) fn run_plan<'a>(plan: &super::compiled::Plan, root: &Root<'a>) -> Vec<Item<'a>> {
+    let focus = [root.node.clone()];
+    let ctx = Ctx {
+        resource: root.resource,
+        context: &focus,
+        env: None,
+        lenient: true,
+        strict: false,
+        check_ordered: false,
+        now: std::cell::Cell::new(None),
+        memo: std::cell::RefCell::new(Vec::new()),
+        descendants: std::cell::RefCell::new(Vec::new()),
+    };
+    match plan_values(plan, &focus, &ctx) {
+        Ok(out) => out.into_iter().filter_map(to_item).collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+fn plan_values<'a>(plan: &super::compiled::Plan, focus: &[V<'a>], ctx: &Ctx<'a, '_>) -> Res<Vec<V<'a>>> {
+    use super::compiled::Plan;
+    match plan {
+        Plan::Union(l, r) => {
+            let a = plan_values(l, focus, ctx)?;
+            let b = plan_values(r, focus, ctx)?;
+            Ok(distinct(a.into_iter().chain(b)))
+        }
+        Plan::Path(steps) => {
+            let mut cur: Vec<V<'a>> = focus.to_vec();
+            let mut next: Vec<V<'a>> = Vec::new();
+            for step in steps {
+                next.clear();
+                match step {
+                    Step::RootType(name) => {
+                        for i in &cur {
+                            if matches!(i, V::Node(n) if n.ty == Some(name.as_str()) && !name.contains('.'))
+                                || type_matches(i, name, false)?
+                            {
+                                next.push(i.clone());
+                            }
+                        }
+                    }
+                    Step::Member(name) => {
+                        for i in &cur {
+                            if let V::Node(n) = i {
+                                navigate_node(n, name, false, false, &mut next)?;
+                            }
+                        }
+                    }
+                    Step::As(t) => {
+                        for i in cur.drain(..) {
+                            if type_matches(&i, t, true)? {
+                                next.push(i);
+                            }
+                        }
+                    }
+                    Step::WhereResolveIs(t) => {
+                        let mut r = Vec::new();
+                        for i in &cur {
+                            r.clear();
+                            resolve(i, ctx, &mut r);
+                            if let Some(v) = single(&r, "is")? {
+                                if type_matches(v, t, false)? {
+                                    next.push(i.clone());
+                                }
+                            }
+                        }
+                    }
+                }
+                std::mem::swap(&mut cur, &mut next);
+                if cur.is_empty() {
+                    break;
+                }
+            }
+            Ok(cur)
+        }
+    }
+}
+
 /// [`evaluate`] on a prepared root: the same collection as `evaluate(expr, resource)` for the resource the
 /// root was made from (document order, borrowing from it; never fails — errors give the empty
 /// collection). Spec: as [`evaluate`].

@@ -41,6 +41,7 @@
 use serde_json::Value;
 use std::borrow::Cow;
 
+mod compiled;
 mod eval;
 mod model;
 mod parse;
@@ -49,6 +50,7 @@ pub mod value;
 pub use eval::{
     evaluate, evaluate_on, evaluate_root, try_evaluate, try_evaluate_on, try_evaluate_with, Env, Item, Root,
 };
+pub use compiled::Compiled;
 pub use parse::parse;
 pub use rust_decimal::Decimal;
 pub use value::{Dt, Qty};

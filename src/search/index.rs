@@ -41,11 +41,12 @@ pub fn extract(registry: &Registry, resource_type: &str, resource: &Value) -> Ve
     let root = fhirpath::Root::new(resource);
     let params = registry.params_sorted(resource_type);
     for p in params.iter() {
-        let Some(expr) = p.expression else { continue };
+        let Some(expr) = p.compiled else { continue };
         if matches!(p.def.param_type, ParamType::Composite | ParamType::Special) {
             continue;
         }
-        let items = fhirpath::evaluate_root(expr, &root);
+        // a direct navigation plan for plain paths, the general evaluator otherwise (same result)
+        let items = expr.evaluate_root(&root);
         if items.is_empty() {
             continue;
         }

@@ -12,7 +12,7 @@
 //! Spec: FHIR R4 `searchparameter.html`, `search.html#all` (parameters for all resources).
 
 use super::ParamType;
-use crate::fhirpath::{self, BinOp, Expr, FhirPathError};
+use crate::fhirpath::{self, BinOp, Compiled, Expr, FhirPathError};
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::path::Path;
@@ -129,15 +129,24 @@ struct Bound {
     def: Arc<SearchParamDef>,
     /// The resource type this binding is for (`Patient`, or `Resource` / `DomainResource`).
     base: String,
-    compiled: OnceLock<Result<Option<Expr>, FhirPathError>>,
+    compiled: OnceLock<Result<Option<Compiled>, FhirPathError>>,
 }
 
 impl Bound {
-    fn expression(&self) -> Result<Option<&Expr>, &FhirPathError> {
+    fn compiled(&self) -> Result<Option<&Compiled>, &FhirPathError> {
         self.compiled
-            .get_or_init(|| compile_for(&self.def, &self.base))
+            .get_or_init(|| compile_for(&self.def, &self.base).map(|e| e.map(Compiled::new)))
             .as_ref()
             .map(Option::as_ref)
+    }
+
+    fn expression(&self) -> Result<Option<&Expr>, &FhirPathError> {
+        self.compiled().map(|c| c.map(Compiled::expr))
+    }
+
+    fn param(&self) -> BoundParam<'_> {
+        let compiled = self.compiled().ok().flatten();
+        BoundParam { def: &self.def, expression: compiled.map(Compiled::expr), compiled }
     }
 }
 
@@ -172,6 +181,9 @@ pub struct BoundParam<'r> {
     /// expression (`_text`, `_content`), no branch applies, or it failed to parse (see
     /// [`Registry::compile_all`]).
     pub expression: Option<&'r Expr>,
+    /// The same expression with its direct navigation plan when it has one ([`Compiled`]); `Some`
+    /// exactly when `expression` is. Extraction evaluates this.
+    pub compiled: Option<&'r Compiled>,
 }
 
 /// Errors from loading SearchParameter definitions.
@@ -243,7 +255,7 @@ pub struct ParamList(Arc<[Arc<Bound>]>);
 impl ParamList {
     /// The parameters in code order, with their compiled expressions (parsed on first use).
     pub fn iter(&self) -> impl Iterator<Item = BoundParam<'_>> {
-        self.0.iter().map(|b| BoundParam { def: &b.def, expression: b.expression().ok().flatten() })
+        self.0.iter().map(|b| b.param())
     }
 
     /// Number of parameters.
@@ -394,7 +406,7 @@ impl Registry {
 
     /// Like [`Self::get`] with the compiled expression for `resource_type` (parsed on first use).
     pub fn get_bound(&self, resource_type: &str, code: &str) -> Option<BoundParam<'_>> {
-        self.bound(resource_type, code).map(|b| BoundParam { def: &b.def, expression: b.expression().ok().flatten() })
+        self.bound(resource_type, code).map(Bound::param)
     }
 
     /// A definition by canonical URL (used for composite components).
@@ -407,7 +419,7 @@ impl Registry {
     pub fn params_for(&self, resource_type: &str) -> Vec<BoundParam<'_>> {
         self.bindings_for(resource_type)
             .into_iter()
-            .map(|b| BoundParam { def: &b.def, expression: b.expression().ok().flatten() })
+            .map(|b| b.param())
             .collect()
     }
 
@@ -538,6 +550,34 @@ mod tests {
         let added = list.iter().find(|p| p.def.code == "aaa-custom").expect("the added parameter is listed");
         assert!(added.expression.is_some());
         assert!(list.iter().zip(list.iter().skip(1)).all(|(a, b)| a.def.code < b.def.code), "sorted, each code once");
+    }
+
+    /// The parameters search-index extraction evaluates on the gateway's SS-MIX2 resources run as
+    /// direct navigation plans, nearly all parameters of those types do (`fhirpath::Compiled`).
+    #[test]
+    fn common_parameters_have_plans() {
+        let r = Registry::standard();
+        for (t, code) in [
+            ("Patient", "name"),
+            ("Patient", "birthdate"),
+            ("Observation", "code"),
+            ("Observation", "patient"),
+            ("Observation", "value-quantity"),
+            ("Observation", "date"),
+            ("Condition", "patient"),
+            ("MedicationRequest", "medication"),
+            ("Patient", "_id"),
+        ] {
+            let p = r.get_bound(t, code).unwrap();
+            assert!(p.compiled.is_some_and(|c| c.has_plan()), "{t}.{code}: {:?}", p.expression);
+        }
+        for t in ["Patient", "Observation", "Condition", "MedicationRequest", "AllergyIntolerance", "Encounter"] {
+            let list = r.params_sorted(t);
+            let with = list.iter().filter(|p| p.compiled.is_some_and(|c| c.has_plan())).count();
+            let total = list.iter().filter(|p| p.compiled.is_some()).count();
+            eprintln!("{t}: {with} of {total} expressions with a plan");
+            assert!(with * 10 >= total * 8, "{t}: {with} of {total}");
+        }
     }
 
     #[test]
