@@ -403,3 +403,35 @@ fn write_index(
     })?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The multi-row inserts write every row once, in the given order (rowid = position), around the
+    /// 16-row boundary and with NULLs.
+    #[test]
+    fn insert_rows_keeps_order_and_rowids() {
+        for n in [0usize, 1, 15, 16, 17, 33, 40] {
+            let c = Connection::open_in_memory().unwrap();
+            c.execute_batch("CREATE TABLE t (a INTEGER NOT NULL, b TEXT)").unwrap();
+            let rows: Vec<(i64, Option<String>)> =
+                (0..n as i64).map(|i| (i * 10, (i % 3 != 0).then(|| format!("v{i}")))).collect();
+            insert_rows(&c, "INSERT INTO t (a, b)", 2, &rows, |st, i, r| {
+                st.raw_bind_parameter(i, r.0)?;
+                st.raw_bind_parameter(i + 1, r.1.as_deref())
+            })
+            .unwrap();
+            let got: Vec<(i64, i64, Option<String>)> = c
+                .prepare("SELECT rowid, a, b FROM t ORDER BY rowid")
+                .unwrap()
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect();
+            let want: Vec<(i64, i64, Option<String>)> =
+                rows.iter().enumerate().map(|(i, r)| (i as i64 + 1, r.0, r.1.clone())).collect();
+            assert_eq!(got, want, "{n} rows");
+        }
+    }
+}
