@@ -501,3 +501,27 @@ impl Checker {
         }
     }
 }
+
+both_db!(events_name_the_caller_also_without_a_data_access);
+/// The authentication layer puts the caller into the request's audit scope itself (no per-route layer):
+/// requests answered before any data access — an id that is not a FHIR id (404 from the handler), a URL
+/// with no endpoint (404 from the router's fallback) — are audited with their caller, and the chain still
+/// verifies.
+async fn events_name_the_caller_also_without_a_data_access(db: Db) {
+    let app = app_with_trail(db).await;
+    let a = principal("clinic-a");
+    get_as(&app, &a, "/fhir/Patient/not*an*id").await.assert_outcome(404);
+    get_as(&app, &a, "/fhir/Patient/p1/no-such-endpoint/x/y").await.assert_outcome(404);
+    let (rows, _) = app
+        .store
+        .audit_search(&tobiume_gateway::store::audit::AuditFilter { limit: 100, ascending: true, ..Default::default() })
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 8, "6 + the two 404s");
+    for r in &rows[6..] {
+        let e: serde_json::Value = serde_json::from_str(&r.event_json()).unwrap();
+        assert_eq!(e["agent"][0]["who"]["identifier"]["value"], "user-at-clinic-a", "{e}");
+        assert_eq!(e["agent"][1]["who"]["identifier"]["value"], "test-client", "{e}");
+    }
+    assert!(verify(&app.store).await.unwrap().broken.is_none());
+}

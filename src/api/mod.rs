@@ -39,7 +39,8 @@
 //! (`crate::audit::http_layer`: the request's AuditEvent is committed before the response is sent) →
 //! authentication (`auth::layer`: Bearer token → principal in the request extensions, 401/403 with a
 //! `auth::Denial` in the response extensions; `/health`, `/fhir/metadata` and the SMART configuration are
-//! public) → routes (`crate::audit::capture_principal` copies the principal into the audit scope).
+//! public; it also copies the principal into the audit scope) → routes. No per-route layers: each
+//! `from_fn` layer costs a boxed future and a clone of the inner service per request.
 //!
 //! # Raw JSON
 //!
@@ -223,9 +224,7 @@ pub fn router(state: AppState) -> Router {
                 .delete(interaction::delete),
         )
         .route("/{type}/{id}/_history", get(interaction::history_instance))
-        .route("/{type}/{id}/_history/{vid}", get(interaction::vread))
-        // innermost, after authentication: the caller into the audit scope
-        .route_layer(axum::middleware::from_fn(crate::audit::capture_principal));
+        .route("/{type}/{id}/_history/{vid}", get(interaction::vread));
 
     let x_request_id = HeaderName::from_static("x-request-id");
     let auth = state.config.auth.clone();
@@ -233,10 +232,7 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(health))
         .route("/.well-known/smart-configuration", get(smart_configuration))
         .route("/fhir/.well-known/smart-configuration", get(smart_configuration))
-        .route(
-            "/view/patient/{id}",
-            get(view::patient).route_layer(axum::middleware::from_fn(crate::audit::capture_principal)),
-        )
+        .route("/view/patient/{id}", get(view::patient))
         .nest("/fhir", fhir)
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)

@@ -279,21 +279,6 @@ pub fn current() -> Option<Arc<RequestScope>> {
     SCOPE.try_with(|s| s.clone()).ok()
 }
 
-/// Route layer (innermost, after authentication): copies the principal the authentication layer put
-/// into the request extensions (`Arc<Principal>` or `Principal`) into the audit scope, so every event
-/// names its caller — also for requests that never reach a data access.
-pub async fn capture_principal(req: Request, next: Next) -> Response {
-    let p = req
-        .extensions()
-        .get::<Arc<Principal>>()
-        .cloned()
-        .or_else(|| req.extensions().get::<Principal>().cloned().map(Arc::new));
-    if let (Some(p), Some(scope)) = (p, current()) {
-        scope.with(|c| c.principal = Some(p));
-    }
-    next.run(req).await
-}
-
 /// What the audit layer needs from the application state.
 pub trait AuditState: Clone + Send + Sync + 'static {
     /// The appender.

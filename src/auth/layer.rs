@@ -10,7 +10,8 @@
 //!   `$summary` and `/view/patient/{id}` → `Patient` `r`; `$match` → `Patient` `s`; `$register` →
 //!   `Patient` `c` and `u`; `$validate` → any valid token.
 //! * The verified [`Principal`] and a [`DenialSlot`] go into the request extensions (read by
-//!   `api::access::RequestContext`); a 401/403 response carries a [`Denial`] in its extensions.
+//!   `api::access::RequestContext`), and the principal into the request's audit scope
+//!   (`audit::RequestScope`); a 401/403 response carries a [`Denial`] in its extensions.
 //! * `TOBIUME_AUTH=none`: the [`AuthenticationDisabled`] marker instead.
 
 use std::sync::Arc;
@@ -68,6 +69,11 @@ pub async fn authenticate(State(auth): State<Arc<Authenticator>>, mut req: Reque
         }
     }
     let slot = Arc::new(DenialSlot::default());
+    // the caller into the request's audit scope (set by the audit layer outside this one), so every
+    // event names its caller — also for requests that never reach a data access
+    if let Some(scope) = crate::audit::current() {
+        scope.with(|c| c.principal = Some(principal.clone()));
+    }
     req.extensions_mut().insert(principal);
     req.extensions_mut().insert(slot.clone());
     let mut resp = next.run(req).await;

@@ -250,7 +250,8 @@ impl Stats {
 
 /// One transaction for all `jobs`; per job its [`AppendOutcome`].
 fn write_batch(conn: &Connection, jobs: &[Job]) -> rusqlite::Result<Vec<AppendOutcome>> {
-    conn.execute_batch("BEGIN IMMEDIATE")?;
+    // cached statements: `execute_batch` would parse and plan BEGIN and COMMIT again for every batch
+    conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
     let (mut seq, mut hash, generation): (i64, String, i64) = conn
         .prepare_cached(
             "SELECT h.seq, h.hash, s.generation FROM audit_head h CROSS JOIN security_state s \
@@ -296,7 +297,7 @@ fn write_batch(conn: &Connection, jobs: &[Job]) -> rusqlite::Result<Vec<AppendOu
     if wrote {
         conn.prepare_cached("UPDATE audit_head SET seq = ?1, hash = ?2 WHERE id = 1")?.execute((seq, &hash))?;
     }
-    conn.execute_batch("COMMIT")?;
+    conn.prepare_cached("COMMIT")?.execute([])?;
     Ok(outcomes)
 }
 
