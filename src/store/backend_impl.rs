@@ -1510,10 +1510,15 @@ const BULK_INDEXES: [(&str, &str); 11] = [
     ("idx_uri_lookup", "idx_uri (pid, uri, rid)"),
 ];
 
-/// Helper threads of SQLite's sorter during the index builds of [`Me::finish_bulk_load`]: one per
-/// further core (`available_parallelism() - 1`, at most 3; 0 on one core).
+/// Helper threads of SQLite's sorter during the index builds of [`Me::finish_bulk_load`]:
+/// `TOBIUME_IMPORT_SORT_THREADS` (0-8) when set, else one per further core (`available_parallelism() - 1`,
+/// at most 3; 0 on one core). On a loaded machine (no idle core) the helper threads cost CPU and wall time
+/// (bench/results/import-2026-11-21-s7.md); `0` switches them off.
 fn bulk_sort_threads() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get()).saturating_sub(1).min(3)
+    match std::env::var("TOBIUME_IMPORT_SORT_THREADS").ok().and_then(|v| v.trim().parse::<usize>().ok()) {
+        Some(n) => n.min(8),
+        None => std::thread::available_parallelism().map_or(1, |n| n.get()).saturating_sub(1).min(3),
+    }
 }
 
 impl Me {
