@@ -1,7 +1,7 @@
 //! `batch` and `transaction` (FHIR R4 §3.1.0.11, http.html#transaction) end to end on SQLite and PostgreSQL.
 
 #[macro_use]
-#[path = "api_support.rs"]
+#[path = "common/api_support.rs"]
 mod support;
 
 use support::Db;

@@ -8,10 +8,10 @@
 //! 187 generated `*-questionnaire.json` lacking `Questionnaire.item.linkId` and the SearchParameter examples
 //! lacking `base` (invalid R4 the JSON schema cannot see).
 //!
-//! Every test runs on SQLite and on PostgreSQL (`api_support.rs`).
+//! Every test runs on SQLite and on PostgreSQL (`common/api_support.rs`).
 
 #[macro_use]
-#[path = "api_support.rs"]
+#[path = "common/api_support.rs"]
 mod support;
 
 use std::collections::BTreeMap;

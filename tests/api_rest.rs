@@ -2,7 +2,7 @@
 //! error statuses, each error being an OperationOutcome.
 
 #[macro_use]
-#[path = "api_support.rs"]
+#[path = "common/api_support.rs"]
 mod support;
 
 use support::Db;

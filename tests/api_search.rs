@@ -3,7 +3,7 @@
 //! parameters.
 
 #[macro_use]
-#[path = "api_support.rs"]
+#[path = "common/api_support.rs"]
 mod support;
 
 use support::Db;

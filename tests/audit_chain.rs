@@ -6,7 +6,7 @@
 //! PostgreSQL.
 
 #[macro_use]
-#[path = "api_support.rs"]
+#[path = "common/api_support.rs"]
 mod support;
 
 use std::sync::Arc;

@@ -8,7 +8,7 @@
 //! Mutable fixtures are re-seeded with a full-access token before each cell, so each write really runs.
 
 #[macro_use]
-#[path = "api_support.rs"]
+#[path = "common/api_support.rs"]
 mod support;
 
 use serde_json::{json, Value};

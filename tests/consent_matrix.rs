@@ -16,7 +16,7 @@
 //! | `p-er` | no consent; emergency referral hospital `hosp-er` (registration extension) |
 
 #[macro_use]
-#[path = "api_support.rs"]
+#[path = "common/api_support.rs"]
 mod support;
 
 use std::collections::{BTreeSet, HashSet};

@@ -3,7 +3,7 @@
 //! re-import.
 
 #[macro_use]
-#[path = "api_support.rs"]
+#[path = "common/api_support.rs"]
 mod support;
 
 use std::path::{Path, PathBuf};

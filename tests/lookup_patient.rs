@@ -4,7 +4,7 @@
 //! `Patient/$match` (FHIR R4 §Patient-match / IHE PDQm ITI-119) with scores and match grades.
 
 #[macro_use]
-#[path = "api_support.rs"]
+#[path = "common/api_support.rs"]
 mod support;
 mod register_support;
 

@@ -5,7 +5,7 @@
 //! `from_fhir`.
 
 #[macro_use]
-#[path = "api_support.rs"]
+#[path = "common/api_support.rs"]
 mod support;
 mod register_support;
 

@@ -5,7 +5,7 @@
 //! with row numbers while the rest goes on). The results are checked through the REST API.
 
 #[macro_use]
-#[path = "api_support.rs"]
+#[path = "common/api_support.rs"]
 mod support;
 mod register_support;
 

@@ -7,7 +7,7 @@
 //! PostgreSQL.
 
 #[macro_use]
-#[path = "api_support.rs"]
+#[path = "common/api_support.rs"]
 mod support;
 
 use std::path::{Path, PathBuf};

@@ -4,7 +4,7 @@
 //! source, a mode switch, HTML-escaped data and HTML error pages.
 
 #[macro_use]
-#[path = "api_support.rs"]
+#[path = "common/api_support.rs"]
 mod support;
 
 use std::path::Path;

@@ -6,7 +6,7 @@
 //!
 //! ```ignore
 //! #[macro_use]
-//! #[path = "api_support.rs"]
+//! #[path = "common/api_support.rs"]
 //! mod support;
 //! use support::Db;
 //!
@@ -23,7 +23,7 @@
 //! `authorization` header. [`token`] mints other tokens; [`App::send_as`] sends with a given one (or none).
 #![allow(dead_code)]
 
-#[path = "common/pg.rs"]
+#[path = "pg.rs"]
 pub mod pg;
 
 use std::sync::Arc;
