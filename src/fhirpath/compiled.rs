@@ -86,14 +86,8 @@ fn plan(e: &Expr) -> Option<Plan> {
 /// Appends the steps of a path expression to `out`; `None` for any other shape.
 fn path(e: &Expr, out: &mut Vec<Step>) -> Option<()> {
     match e {
-        Expr::Member(None, name) => {
-            // at the head of a path a type name filters the root by type; a member name navigates
-            out.push(if name.starts_with(|c: char| c.is_ascii_uppercase()) {
-                Step::RootType(name.clone())
-            } else {
-                Step::Member(name.clone())
-            });
-        }
+        // a type name at the head filters the root by type, a member name navigates (as the evaluator)
+        Expr::Member(None, name) => out.push(Step::Head(name.clone())),
         Expr::Member(Some(b), name) => {
             path(b, out)?;
             out.push(Step::Member(name.clone()));

@@ -443,9 +443,9 @@ impl<'a> Root<'a> {
 /// that syntax, without the tree walk.
 #[derive(Debug, Clone, PartialEq)]
 pub(super) enum Step {
-    /// A type name at the head of a path (`Observation` in `Observation.code`): keeps the focus items of
-    /// that type (as `navigate` in root position).
-    RootType(String),
+    /// The first name of a path, navigated in root position: a type name (`Observation` in
+    /// `Observation.code`) keeps the focus items of that type, a member name navigates.
+    Head(String),
     /// `.name`: the children named `name` (choice types and primitive extensions as `navigate_node`).
     Member(String),
     /// `as T` / `.as(T)` / `.ofType(T)`: the items of type `T` (lenient `as`: filters like `ofType`).
@@ -495,22 +495,8 @@ fn plan_values<'a>(plan: &super::compiled::Plan, focus: &[V<'a>], ctx: &Ctx<'a, 
             for step in steps {
                 next.clear();
                 match step {
-                    Step::RootType(name) => {
-                        for i in &cur {
-                            if matches!(i, V::Node(n) if n.ty == Some(name.as_str()) && !name.contains('.'))
-                                || type_matches(i, name, false)?
-                            {
-                                next.push(i.clone());
-                            }
-                        }
-                    }
-                    Step::Member(name) => {
-                        for i in &cur {
-                            if let V::Node(n) = i {
-                                navigate_node(n, name, false, false, &mut next)?;
-                            }
-                        }
-                    }
+                    Step::Head(name) => navigate(&cur, name, true, ctx, &mut next)?,
+                    Step::Member(name) => navigate(&cur, name, false, ctx, &mut next)?,
                     Step::As(t) => {
                         for i in cur.drain(..) {
                             if type_matches(&i, t, true)? {
