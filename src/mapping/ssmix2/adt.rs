@@ -24,7 +24,7 @@ pub(super) fn adt00(cx: &mut Ctx, pid: Segment) -> Result<(), MappingError> {
         );
     }
     ident.insert("value".into(), json!(cx.src.patient_id));
-    p.insert("identifier".into(), json!([Value::Object(ident)]));
+    p.insert("identifier".into(), Value::Array(vec![Value::Object(ident)]));
     put(&mut p, "name", names(pid.field(5)));
     put(&mut p, "telecom", Value::Array(telecoms(pid.field(13), None).into_iter().chain(telecoms(pid.field(14), Some("work"))).collect()));
     if let Some(g) = codes::translate(map::GENDER, &pid.field(8).text()) {
@@ -64,9 +64,9 @@ pub(super) fn adt00(cx: &mut Ctx, pid: Segment) -> Result<(), MappingError> {
             coding.insert("system".into(), json!("http://terminology.hl7.org/CodeSystem/v2-0063"));
             coding.insert("code".into(), json!(code));
             put(&mut coding, "display", s(rel.comp(2).opt()));
-            cc.insert("coding".into(), json!([Value::Object(coding)]));
+            cc.insert("coding".into(), Value::Array(vec![Value::Object(coding)]));
             put(&mut cc, "text", s(rel.comp(2).opt()));
-            c.insert("relationship".into(), json!([Value::Object(cc)]));
+            c.insert("relationship".into(), Value::Array(vec![Value::Object(cc)]));
         }
         if let Some(Value::Object(first)) = names(nk1.field(2)).as_array().and_then(|a| a.first().cloned()) {
             c.insert("name".into(), Value::Object(first));
@@ -304,7 +304,7 @@ pub(super) fn obx_value(cx: &mut Ctx, ob: &mut Map<String, Value>, o: Segment, p
             }
         }
         rr.insert("text".into(), json!(range));
-        ob.insert("referenceRange".into(), json!([Value::Object(rr)]));
+        ob.insert("referenceRange".into(), Value::Array(vec![Value::Object(rr)]));
     }
     let interp: Vec<Value> = o
         .field(8)
@@ -344,11 +344,11 @@ pub(super) fn allergy_from_al1(cx: &mut Ctx, al1: Segment, n: usize) {
     }
     if !manifest.is_empty() {
         reaction.insert("manifestation".into(), Value::Array(manifest));
-        a.insert("reaction".into(), json!([Value::Object(reaction)]));
+        a.insert("reaction".into(), Value::Array(vec![Value::Object(reaction)]));
     } else if reaction.contains_key("severity") {
         // FHIR requires a manifestation in a reaction; keep the severity as criticality-free note.
         reaction.insert("manifestation".into(), json!([{"text": "不明"}]));
-        a.insert("reaction".into(), json!([Value::Object(reaction)]));
+        a.insert("reaction".into(), Value::Array(vec![Value::Object(reaction)]));
     }
     cx.push(a);
 }
@@ -417,7 +417,7 @@ pub(super) fn coverage(cx: &mut Ctx, in1: Segment, part: &str) {
         payor.insert("display".into(), json!("保険者不明"));
         cx.warn(WarningKind::Value, format!("{part}-3"), "insurer number and name missing");
     }
-    c.insert("payor".into(), json!([Value::Object(payor)]));
+    c.insert("payor".into(), Value::Array(vec![Value::Object(payor)]));
     cx.push(c);
 }
 
@@ -533,7 +533,7 @@ pub(super) fn adt61(cx: &mut Ctx) -> Result<(), MappingError> {
             let manifestation = if text.is_empty() { "不明".to_string() } else { text.into_owned() };
             reaction.insert("manifestation".into(), json!([{"text": manifestation}]));
             reaction.insert("description".into(), json!(manifestation));
-            a.insert("reaction".into(), json!([Value::Object(reaction)]));
+            a.insert("reaction".into(), Value::Array(vec![Value::Object(reaction)]));
         }
         cx.push(a);
     }

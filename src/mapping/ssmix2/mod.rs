@@ -22,7 +22,7 @@ mod omp;
 mod ppr;
 
 use super::codes::{self, map};
-use super::json::{put, s};
+use super::json::{obj, put, s};
 use super::{Mapped, MappingError, MappingWarning, WarningKind};
 use crate::hl7v2::{Message, Segment, Value as V};
 use serde_json::{json, Map, Value};
@@ -284,7 +284,7 @@ impl<'a> Ctx<'a> {
         c.insert("system".into(), json!(codes::named_system("departmentSystem")));
         c.insert("code".into(), json!(code));
         put(&mut c, "display", s(v.comp(2).opt()));
-        json!({ "coding": [Value::Object(c)] })
+        obj([("coding", Value::Array(vec![Value::Object(c)]))])
     }
 
     /// HL7 DTM → FHIR date/dateTime (see [`hl7_datetime`]), warning on a malformed value.

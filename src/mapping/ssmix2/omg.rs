@@ -8,7 +8,7 @@
 
 use super::adt::obx_value;
 use super::*;
-use crate::mapping::json::resource;
+use crate::mapping::json::{obj, resource};
 use crate::mapping::profile;
 
 fn kind(data_type: &str) -> (&'static str, Value) {
@@ -74,7 +74,7 @@ pub(super) fn omg(cx: &mut Ctx) -> Result<(), MappingError> {
             let status = if performed { "completed" } else { order_status(orc.field(1).raw(), orc.field(5).raw()) };
             sr.insert("status".into(), json!(status));
             sr.insert("intent".into(), json!(if orc.field(1).raw() == "CH" { "order" } else { "original-order" }));
-            sr.insert("category".into(), json!([category.clone()]));
+            sr.insert("category".into(), Value::Array(vec![category.clone()]));
             if let Some(tq1) = g.iter().find(|s| s.id() == "TQ1") {
                 let pr = match tq1.field(9).comp(1).raw() {
                     "S" => Some("stat"),
@@ -128,7 +128,7 @@ pub(super) fn omg(cx: &mut Ctx) -> Result<(), MappingError> {
             let started = cx.dt(obr.field(7), &format!("OBR[{n}]-7"));
             put(&mut st, "started", started);
             st.insert("basedOn".into(), json!([{"reference": format!("ServiceRequest/{sr_id}")}]));
-            put(&mut st, "procedureCode", json!([cx.cwe(obr.field(4))]));
+            put(&mut st, "procedureCode", Value::Array(vec![cx.cwe(obr.field(4))]));
             cx.push(st);
         }
         // Procedure for the performed child order (one per ZE1, or the OBR itself).
@@ -162,7 +162,7 @@ fn procedure(cx: &mut Ctx, g: &[Segment], key: &str, sr_id: &str, obr: Segment, 
             "XCN" => {
                 let who = cx.xcn(obx.field(5));
                 if !who.is_null() {
-                    performers.push(json!({"function": {"text": obx.field(3).comp(2).text()}, "actor": who}));
+                    performers.push(obj([("function", json!({"text": obx.field(3).comp(2).text()})), ("actor", who)]));
                 }
             }
             "TS" => {
@@ -191,7 +191,7 @@ fn procedure(cx: &mut Ctx, g: &[Segment], key: &str, sr_id: &str, obr: Segment, 
     if let Some(z) = ze1 {
         let who = cx.xcn(z.field(7));
         if !who.is_null() {
-            performers.push(json!({"actor": who}));
+            performers.push(obj([("actor", who)]));
         }
     }
     if start.is_null() {
@@ -201,7 +201,7 @@ fn procedure(cx: &mut Ctx, g: &[Segment], key: &str, sr_id: &str, obr: Segment, 
         if end.is_null() {
             p.insert("performedDateTime".into(), start);
         } else {
-            p.insert("performedPeriod".into(), json!({"start": start, "end": end}));
+            p.insert("performedPeriod".into(), obj([("start", start), ("end", end)]));
         }
     }
     put(&mut p, "performer", Value::Array(performers));
@@ -216,7 +216,7 @@ fn observation(cx: &mut Ctx, obx: Segment, part: &str, loc: &str, category: &Val
     ob.insert("status".into(), json!(observation_status(obx.field(11).raw())));
     ob.insert(
         "category".into(),
-        json!([{"coding": [{"system": "http://jpfhir.jp/fhir/core/CodeSystem/JP_SimpleObservationCategory_CS", "code": "procedure", "display": "Procedure"}]}, category]),
+        Value::Array(vec![json!({"coding": [{"system": "http://jpfhir.jp/fhir/core/CodeSystem/JP_SimpleObservationCategory_CS", "code": "procedure", "display": "Procedure"}]}), category.clone()]),
     );
     let mut code = cx.cwe(obx.field(3));
     if code.get("text").is_none() {
@@ -256,7 +256,7 @@ fn physiology_result(cx: &mut Ctx, segs: &[Segment]) -> Result<(), MappingError>
             ob.insert("status".into(), json!(observation_status(obx.field(11).raw())));
             ob.insert(
                 "category".into(),
-                json!([{"coding": [{"system": "http://jpfhir.jp/fhir/core/CodeSystem/JP_SimpleObservationCategory_CS", "code": "procedure", "display": "Procedure"}]}, category]),
+                Value::Array(vec![json!({"coding": [{"system": "http://jpfhir.jp/fhir/core/CodeSystem/JP_SimpleObservationCategory_CS", "code": "procedure", "display": "Procedure"}]}), category.clone()]),
             );
             // OBX-3.1 may carry subcomponents (MFER code & lead, `58368&7`): keep them as one code.
             let c1 = obx.field(3).comp(1);
@@ -264,7 +264,7 @@ fn physiology_result(cx: &mut Ctx, segs: &[Segment]) -> Result<(), MappingError>
             let disp = obx.field(3).comp(2).raw().replace('&', " ");
             let table = obx.field(3).comp(3).text();
             let coding = cx.coding(&code_text, &disp, &table);
-            ob.insert("code".into(), json!({"coding": [coding], "text": disp}));
+            ob.insert("code".into(), obj([("coding", Value::Array(vec![coding])), ("text", Value::String(disp))]));
             ob.insert("subject".into(), cx.patient());
             let eff = cx.dt(obx.field(14), &format!("{loc}-14"));
             put(&mut ob, "effectiveDateTime", if eff.is_null() { effective.clone() } else { eff });
@@ -296,7 +296,7 @@ fn physiology_result(cx: &mut Ctx, segs: &[Segment]) -> Result<(), MappingError>
             dr.insert("identifier".into(), json!([{"value": p}]));
         }
         dr.insert("status".into(), json!(match obr.field(25).raw() { "P" | "I" => "preliminary", "C" => "corrected", _ => "final" }));
-        dr.insert("category".into(), json!([category.clone()]));
+        dr.insert("category".into(), Value::Array(vec![category.clone()]));
         dr.insert("code".into(), cx.cwe(obr.field(4)));
         dr.insert("subject".into(), cx.patient());
         put(&mut dr, "effectiveDateTime", effective);
@@ -306,7 +306,7 @@ fn physiology_result(cx: &mut Ctx, segs: &[Segment]) -> Result<(), MappingError>
         }
         put(&mut dr, "resultsInterpreter", match cx.xcn(obr.field(32)) {
             Value::Null => Value::Null,
-            v => json!([v]),
+            v => Value::Array(vec![v]),
         });
         put(&mut dr, "result", Value::Array(results));
         cx.push(dr);

@@ -132,7 +132,7 @@ pub(super) fn lab_result(cx: &mut Ctx) -> Result<(), MappingError> {
         } else if let Some(o) = obr {
             put(&mut sr, "requester", cx.xcn(o.field(16)));
         }
-        sr.insert("specimen".into(), json!([spec_ref.clone()]));
+        sr.insert("specimen".into(), Value::Array(vec![spec_ref.clone()]));
         cx.push(sr);
 
         // Observations.
@@ -193,7 +193,7 @@ pub(super) fn lab_result(cx: &mut Ctx) -> Result<(), MappingError> {
                     dr.insert("issued".into(), issued.clone());
                 }
             }
-            dr.insert("specimen".into(), json!([spec_ref.clone()]));
+            dr.insert("specimen".into(), Value::Array(vec![spec_ref.clone()]));
             put(&mut dr, "result", Value::Array(results));
             cx.push(dr);
         }

@@ -5,7 +5,7 @@
 //! "Segment OMP_12_RXA to MedicationAdministration"; JP Core JP_MedicationDosage for dosage structure.
 
 use super::*;
-use crate::mapping::json::resource;
+use crate::mapping::json::{obj, resource};
 use crate::mapping::profile;
 
 const MERIT9_UNIT: &str = "http://jpfhir.jp/fhir/core/mhlw/CodeSystem/MedicationUnitMERIT9Code";
@@ -114,16 +114,16 @@ pub(super) fn prescription_order(cx: &mut Ctx, injection: bool) -> Result<(), Ma
                 }
                 ing.insert(
                     "strength".into(),
-                    json!({"numerator": Value::Object(num), "denominator": {"value": 1, "unit": "回", "system": MERIT9_UNIT, "code": "TIME"}}),
+                    obj([("numerator", Value::Object(num)), ("denominator", json!({"value": 1, "unit": "回", "system": MERIT9_UNIT, "code": "TIME"}))]),
                 );
                 ingredients.push(Value::Object(ing));
             }
             if ingredients.is_empty() {
                 // The give code itself is the drug.
-                ingredients.push(json!({"itemCodeableConcept": cx.cwe(rxe.field(2)), "strength": {"numerator": {"value": 1}, "denominator": {"value": 1, "unit": "回", "system": MERIT9_UNIT, "code": "TIME"}}}));
+                ingredients.push(obj([("itemCodeableConcept", cx.cwe(rxe.field(2))), ("strength", json!({"numerator": {"value": 1}, "denominator": {"value": 1, "unit": "回", "system": MERIT9_UNIT, "code": "TIME"}}))]));
             }
             med.insert("ingredient".into(), Value::Array(ingredients));
-            m.insert("contained".into(), json!([Value::Object(med)]));
+            m.insert("contained".into(), Value::Array(vec![Value::Object(med)]));
             let display = rxcs.iter().map(|r| r.field(2).comp(2).text().into_owned()).collect::<Vec<_>>().join("＋");
             let mut r = json!({"reference": format!("#{med_id}")});
             if !display.is_empty() {
@@ -153,7 +153,7 @@ pub(super) fn prescription_order(cx: &mut Ctx, injection: bool) -> Result<(), Ma
                 let unit = dur.comp(2).text();
                 if unit.is_empty() || unit == "d" || unit == "D" {
                     let d = json!({"value": days, "unit": "日", "system": UCUM, "code": "d"});
-                    dext.push(json!({"url": format!("{EXT}JP_MedicationDosage_UsageDuration"), "valueDuration": d.clone()}));
+                    dext.push(obj([("url", Value::String(format!("{EXT}JP_MedicationDosage_UsageDuration"))), ("valueDuration", d.clone())]));
                     supply = Some(d);
                 }
             }
@@ -164,13 +164,13 @@ pub(super) fn prescription_order(cx: &mut Ctx, injection: bool) -> Result<(), Ma
                 put(&mut bp, "start", start);
                 put(&mut bp, "end", end);
                 if !bp.is_empty() {
-                    dosage.insert("timing".into(), json!({"repeat": {"boundsPeriod": Value::Object(bp)}}));
+                    dosage.insert("timing".into(), obj([("repeat", obj([("boundsPeriod", Value::Object(bp))]))]));
                 }
             } else if !start.is_null() {
                 let mut p = Map::new();
                 p.insert("start".into(), start);
                 put(&mut p, "end", end);
-                dext.push(json!({"url": format!("{EXT}JP_MedicationDosage_PeriodOfUse"), "valuePeriod": Value::Object(p)}));
+                dext.push(obj([("url", Value::String(format!("{EXT}JP_MedicationDosage_PeriodOfUse"))), ("valuePeriod", Value::Object(p))]));
             }
             // TQ1-3 repeat pattern: JAMI 16-digit 用法 code (sent as subcomponents of TQ1-3.1).
             let pattern = tq1.field(3).comp(1);
@@ -181,7 +181,7 @@ pub(super) fn prescription_order(cx: &mut Ctx, injection: bool) -> Result<(), Ma
                 coding.insert("code".into(), json!(code));
                 put(&mut coding, "display", s(Some(text.clone())));
                 let timing = dosage.entry("timing").or_insert_with(|| json!({}));
-                timing["code"] = json!({"coding": [Value::Object(coding)], "text": text});
+                timing["code"] = obj([("coding", Value::Array(vec![Value::Object(coding)])), ("text", json!(text))]);
                 if !text.is_empty() {
                     dosage.insert("text".into(), json!(text));
                 }
@@ -193,7 +193,7 @@ pub(super) fn prescription_order(cx: &mut Ctx, injection: bool) -> Result<(), Ma
                 None => instr.into_owned(),
             };
             dosage.insert("text".into(), json!(t));
-            dosage.insert("additionalInstruction".into(), json!([cx.cwe(rxe.field(7))]));
+            dosage.insert("additionalInstruction".into(), Value::Array(vec![cx.cwe(rxe.field(7))]));
         }
         put(&mut dosage, "extension", Value::Array(dext));
         if let Some(rxr) = rxr {
@@ -204,11 +204,11 @@ pub(super) fn prescription_order(cx: &mut Ctx, injection: bool) -> Result<(), Ma
                 // RXR-3 administration device (HL7 0164, e.g. IVP 点滴ポンプ): the JP Core extension takes a
                 // Reference(Device), so the device is a contained Device with that type.
                 let device_type = cx.cwe(rxr.field(3));
-                let device = json!({"resourceType": "Device", "id": "device", "type": device_type});
+                let device = obj([("resourceType", json!("Device")), ("id", json!("device")), ("type", device_type)]);
                 match m.get_mut("contained").and_then(Value::as_array_mut) {
                     Some(c) => c.push(device),
                     None => {
-                        m.insert("contained".into(), json!([device]));
+                        m.insert("contained".into(), Value::Array(vec![device]));
                     }
                 }
                 let display = rxr.field(3).comp(2).text().into_owned();
@@ -218,7 +218,7 @@ pub(super) fn prescription_order(cx: &mut Ctx, injection: bool) -> Result<(), Ma
                 }
                 let ext = dosage.entry("extension").or_insert_with(|| json!([]));
                 if let Some(a) = ext.as_array_mut() {
-                    a.push(json!({"url": format!("{EXT}JP_MedicationDosage_Device"), "valueReference": r}));
+                    a.push(obj([("url", Value::String(format!("{EXT}JP_MedicationDosage_Device"))), ("valueReference", r)]));
                 }
             }
         }
@@ -250,7 +250,7 @@ pub(super) fn prescription_order(cx: &mut Ctx, injection: bool) -> Result<(), Ma
                 }
                 dr.insert(
                     "rateRatio".into(),
-                    json!({"numerator": Value::Object(num), "denominator": {"value": 1, "unit": "日", "system": UCUM, "code": "d"}}),
+                    obj([("numerator", Value::Object(num)), ("denominator", json!({"value": 1, "unit": "日", "system": UCUM, "code": "d"}))]),
                 );
             }
         } else if injection {
@@ -258,10 +258,10 @@ pub(super) fn prescription_order(cx: &mut Ctx, injection: bool) -> Result<(), Ma
             put(&mut dr, "rateQuantity", rate);
         }
         if !dr.is_empty() {
-            dosage.insert("doseAndRate".into(), json!([Value::Object(dr)]));
+            dosage.insert("doseAndRate".into(), Value::Array(vec![Value::Object(dr)]));
         }
         if !dosage.is_empty() {
-            m.insert("dosageInstruction".into(), json!([Value::Object(dosage)]));
+            m.insert("dosageInstruction".into(), Value::Array(vec![Value::Object(dosage)]));
         }
         // dispenseRequest: RXE-10/11 total dispense amount, supply duration.
         let mut disp = Map::new();
@@ -324,9 +324,9 @@ pub(super) fn administration(cx: &mut Ctx, injection: bool) -> Result<(), Mappin
             }
             med.insert(
                 "ingredient".into(),
-                json!([{"itemCodeableConcept": cx.cwe(rxa.field(5)), "strength": {"numerator": Value::Object(num), "denominator": {"value": 1, "unit": "回", "system": MERIT9_UNIT, "code": "TIME"}}}]),
+                Value::Array(vec![obj([("itemCodeableConcept", cx.cwe(rxa.field(5))), ("strength", obj([("numerator", Value::Object(num)), ("denominator", json!({"value": 1, "unit": "回", "system": MERIT9_UNIT, "code": "TIME"}))]))])]),
             );
-            a.insert("contained".into(), json!([Value::Object(med)]));
+            a.insert("contained".into(), Value::Array(vec![Value::Object(med)]));
             let mut r = json!({"reference": "#medication"});
             if let Some(d) = rxa.field(5).comp(2).opt() {
                 r["display"] = json!(d);
@@ -347,11 +347,11 @@ pub(super) fn administration(cx: &mut Ctx, injection: bool) -> Result<(), Mappin
         } else if end.is_null() || end == start {
             a.insert("effectiveDateTime".into(), start);
         } else {
-            a.insert("effectivePeriod".into(), json!({"start": start, "end": end}));
+            a.insert("effectivePeriod".into(), obj([("start", start), ("end", end)]));
         }
         let performer = cx.xcn(rxa.field(10));
         if !performer.is_null() {
-            a.insert("performer".into(), json!([{"actor": performer}]));
+            a.insert("performer".into(), Value::Array(vec![obj([("actor", performer)])]));
         }
         let mut dosage = Map::new();
         if let Some(site) = rxa.field(9).comp(2).opt() {
@@ -430,14 +430,14 @@ pub(super) fn diet_order(cx: &mut Ctx) -> Result<(), MappingError> {
             coding.insert("system".into(), json!("http://terminology.hl7.org/CodeSystem/v3-GTSAbbreviation"));
             coding.insert("code".into(), json!(pat.sub(1).text()));
             put(&mut coding, "display", s(pat.sub(2).opt()));
-            timing.insert("code".into(), json!({"coding": [Value::Object(coding)], "text": pat.sub(2).text()}));
+            timing.insert("code".into(), obj([("coding", Value::Array(vec![Value::Object(coding)])), ("text", json!(pat.sub(2).text()))]));
         }
         let start = cx.dt(tq1.field(7), "TQ1-7");
         if !start.is_null() {
             timing.insert("repeat".into(), json!({"boundsPeriod": {"start": start}}));
         }
         if !timing.is_empty() {
-            diet.insert("schedule".into(), json!([Value::Object(timing)]));
+            diet.insert("schedule".into(), Value::Array(vec![Value::Object(timing)]));
         }
     }
     if diet.is_empty() {
