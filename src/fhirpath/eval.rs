@@ -490,39 +490,50 @@ fn plan_values<'a>(plan: &super::compiled::Plan, focus: &[V<'a>], ctx: &Ctx<'a, 
             Ok(distinct(a.into_iter().chain(b)))
         }
         Plan::Path(steps) => {
-            let mut cur: Vec<V<'a>> = focus.to_vec();
+            // The first step reads the focus in place (no copy of it per evaluation: one allocation less
+            // for each search parameter of each resource); then two buffers alternate.
+            let Some((first, rest)) = steps.split_first() else { return Ok(focus.to_vec()) };
+            let mut cur: Vec<V<'a>> = Vec::new();
+            plan_step(first, focus, ctx, &mut cur)?;
             let mut next: Vec<V<'a>> = Vec::new();
-            for step in steps {
-                next.clear();
-                match step {
-                    Step::Head(name) => navigate(&cur, name, true, ctx, &mut next)?,
-                    Step::Member(name) => navigate(&cur, name, false, ctx, &mut next)?,
-                    Step::As(t) => {
-                        for i in cur.drain(..) {
-                            if type_matches(&i, t, true)? {
-                                next.push(i);
-                            }
-                        }
-                    }
-                    Step::WhereResolveIs(t) => {
-                        let mut r = Vec::new();
-                        for i in &cur {
-                            r.clear();
-                            resolve(i, ctx, &mut r);
-                            if let Some(v) = single(&r, "is")? {
-                                if type_matches(v, t, false)? {
-                                    next.push(i.clone());
-                                }
-                            }
-                        }
-                    }
-                }
-                std::mem::swap(&mut cur, &mut next);
+            for step in rest {
                 if cur.is_empty() {
                     break;
                 }
+                next.clear();
+                plan_step(step, &cur, ctx, &mut next)?;
+                std::mem::swap(&mut cur, &mut next);
             }
             Ok(cur)
+        }
+    }
+}
+
+/// One [`Step`] of a plan path on `src`, appending its result to `out`.
+fn plan_step<'a>(step: &Step, src: &[V<'a>], ctx: &Ctx<'a, '_>, out: &mut Vec<V<'a>>) -> Res<()> {
+    match step {
+        Step::Head(name) => navigate(src, name, true, ctx, out),
+        Step::Member(name) => navigate(src, name, false, ctx, out),
+        Step::As(t) => {
+            for i in src {
+                if type_matches(i, t, true)? {
+                    out.push(i.clone());
+                }
+            }
+            Ok(())
+        }
+        Step::WhereResolveIs(t) => {
+            let mut r = Vec::new();
+            for i in src {
+                r.clear();
+                resolve(i, ctx, &mut r);
+                if let Some(v) = single(&r, "is")? {
+                    if type_matches(v, t, false)? {
+                        out.push(i.clone());
+                    }
+                }
+            }
+            Ok(())
         }
     }
 }
