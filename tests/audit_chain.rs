@@ -81,6 +81,12 @@ async fn tamper(app: &App, db: Db, statements: &[&str]) {
     }
 }
 
+/// The whole trail, oldest first (up to 100 rows), and the number of rows.
+async fn trail(app: &App) -> (Vec<tobiume_gateway::store::audit::AuditRow>, u64) {
+    let all = tobiume_gateway::store::audit::AuditFilter { limit: 100, ascending: true, ..Default::default() };
+    app.store.audit_search(&all).await.unwrap()
+}
+
 async fn broken_seq(app: &App) -> Option<i64> {
     verify(&app.store).await.unwrap().broken.map(|b| b.seq)
 }
@@ -92,11 +98,7 @@ async fn every_interaction_is_chained_and_verifies(db: Db) {
     assert!(r.broken.is_none(), "{r:?}");
     // 2 writes + 4 reads
     assert_eq!(r.records, 6, "{r:?}");
-    let (rows, total) = app
-        .store
-        .audit_search(&tobiume_gateway::store::audit::AuditFilter { limit: 100, ascending: true, ..Default::default() })
-        .await
-        .unwrap();
+    let (rows, total) = trail(&app).await;
     assert_eq!(total, 6);
     let ev: Vec<serde_json::Value> = rows.iter().map(|r| serde_json::from_str(&r.event_json()).unwrap()).collect();
     // writes: BALP PatientUpdate/Create in the write's transaction
@@ -293,11 +295,7 @@ async fn failed_authentication_and_scope_refusals_are_audited(db: Db) {
     get_as(&app, &narrow, "/fhir/Observation?subject=Patient/p1").await.assert_outcome(403);
     // the public metadata is not an access to data: not audited
     assert_eq!(app.send_as(None, "GET", "/fhir/metadata", &[], Body::empty()).await.status, 200);
-    let (rows, _) = app
-        .store
-        .audit_search(&tobiume_gateway::store::audit::AuditFilter { limit: 100, ascending: true, ..Default::default() })
-        .await
-        .unwrap();
+    let (rows, _) = trail(&app).await;
     assert_eq!(rows.len(), 9, "6 + 2 failed authentications + 1 scope refusal");
     let ev: Vec<serde_json::Value> = rows[6..].iter().map(|r| serde_json::from_str(&r.event_json()).unwrap()).collect();
     for e in &ev[..2] {
@@ -335,11 +333,7 @@ async fn format_1_rows_and_compact_entries_verify_in_one_chain(db: Db) {
     app.store.audit_append(&new, &[None, None]).await.unwrap();
     let r = verify(&app.store).await.unwrap();
     assert!(r.broken.is_none() && r.records == 5, "{r:?}");
-    let (rows, _) = app
-        .store
-        .audit_search(&tobiume_gateway::store::audit::AuditFilter { limit: 10, ascending: true, ..Default::default() })
-        .await
-        .unwrap();
+    let (rows, _) = trail(&app).await;
     assert!(rows[0].json.contains("\"resourceType\":\"AuditEvent\""), "format 1 stored: {}", rows[0].json);
     assert!(rows[3].json.starts_with("{\"id\":\"4\",\"v\":2,"), "format 2 stored: {}", rows[3].json);
     assert!(rows[3].json.len() * 3 < rows[0].json.len(), "{} vs {}", rows[3].json.len(), rows[0].json.len());
@@ -512,11 +506,7 @@ async fn events_name_the_caller_also_without_a_data_access(db: Db) {
     let a = principal("clinic-a");
     get_as(&app, &a, "/fhir/Patient/not*an*id").await.assert_outcome(404);
     get_as(&app, &a, "/fhir/Patient/p1/no-such-endpoint/x/y").await.assert_outcome(404);
-    let (rows, _) = app
-        .store
-        .audit_search(&tobiume_gateway::store::audit::AuditFilter { limit: 100, ascending: true, ..Default::default() })
-        .await
-        .unwrap();
+    let (rows, _) = trail(&app).await;
     assert_eq!(rows.len(), 8, "6 + the two 404s");
     for r in &rows[6..] {
         let e: serde_json::Value = serde_json::from_str(&r.event_json()).unwrap();
