@@ -24,6 +24,7 @@ pub mod sqlite;
 mod sql;
 mod sqlite_bulk;
 mod sqlite_read;
+mod sqlite_cache;
 mod sqlite_append;
 #[cfg(test)]
 mod tests;

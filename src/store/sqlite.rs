@@ -151,6 +151,12 @@ impl SqliteStore {
         self.audit_writer.append(records, expected).await
     }
 
+    /// Hits and misses of the resource cache of point reads (`None`: `TOBIUME_RESOURCE_CACHE_MIB=0`).
+    #[cfg(test)]
+    pub(crate) fn resource_cache_stats(&self) -> Option<super::sqlite_cache::CacheStats> {
+        self.readers.cache_stats()
+    }
+
     /// The database file.
     pub(crate) fn path(&self) -> &std::path::Path {
         &self.path

@@ -36,6 +36,9 @@ use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
 use super::sql::Sql;
+#[cfg(test)]
+use super::sqlite_cache::CacheStats;
+use super::sqlite_cache::ResourceCache;
 use super::{shared, StoreError, StoredResource};
 
 /// Idle connections kept for reuse; more are opened on demand under load and closed when returned to a
@@ -64,6 +67,8 @@ pub(crate) struct Readers {
 struct Inner {
     path: PathBuf,
     idle: Mutex<Vec<Connection>>,
+    /// Current rows for [`Readers::read`] (`None`: `TOBIUME_RESOURCE_CACHE_MIB=0`).
+    cache: Option<ResourceCache>,
 }
 
 impl std::fmt::Debug for Readers {
@@ -77,9 +82,12 @@ pub(crate) type CurrentRow = (i64, i64, bool, String);
 
 impl Readers {
     /// Opens one connection to `path` to check it (the file must exist: the writer created and
-    /// migrated it). Errors: `Database`.
+    /// migrated it), with a resource cache of `TOBIUME_RESOURCE_CACHE_MIB` (`sqlite_cache`). Errors:
+    /// `Database`.
     pub(crate) fn open(path: &Path) -> Result<Readers, StoreError> {
-        let r = Readers { inner: Arc::new(Inner { path: path.to_path_buf(), idle: Mutex::new(Vec::new()) }) };
+        let bytes = super::sqlite_cache::capacity_bytes(std::env::var("TOBIUME_RESOURCE_CACHE_MIB").ok().as_deref());
+        let inner = Inner { path: path.to_path_buf(), idle: Mutex::new(Vec::new()), cache: ResourceCache::new(bytes) };
+        let r = Readers { inner: Arc::new(inner) };
         let c = r.connect()?;
         r.give_back(c);
         Ok(r)
@@ -130,13 +138,23 @@ impl Readers {
         }
     }
 
-    /// The current row of `rtype/id` (`None` when absent), inline. Errors: `Database`.
+    /// The current row of `rtype/id` (`None` when absent), inline, through the resource cache when there
+    /// is one. Errors: `Database`.
     pub(crate) fn read(&self, rtype: &str, id: &str) -> Result<Option<CurrentRow>, StoreError> {
+        if let Some(cache) = &self.inner.cache {
+            return self.with(|c| cache.read(c, rtype, id));
+        }
         self.with(|c| {
             c.prepare_cached("SELECT version, last_updated, deleted, json FROM resources WHERE rtype = ?1 AND id = ?2")?
                 .query_row((rtype, id), |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
                 .optional()
         })
+    }
+
+    /// Hits and misses of the resource cache (`None` without one).
+    #[cfg(test)]
+    pub(crate) fn cache_stats(&self) -> Option<CacheStats> {
+        self.inner.cache.as_ref().map(ResourceCache::stats)
     }
 
     /// `(last_updated, deleted, json)` of version `version` of `rtype/id` from the history, inline.

@@ -678,3 +678,56 @@ async fn migrate_0006_postgres() {
         migrate_0006(&url).await;
     }
 }
+
+/// The SQLite resource cache (`sqlite_cache`) through the real write paths: a read after an update or a
+/// delete — committed by this store or by a second store on the same file, as another process would —
+/// returns the new version, never the cached one; unchanged rows are served from the cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resource_cache_follows_writes_of_every_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("c.db").display());
+    let a = Store::connect(&url).await.unwrap();
+    let b = Store::connect(&url).await.unwrap();
+    let stats = |s: &Store| match s {
+        Store::Sqlite(s) => s.resource_cache_stats().expect("cache on by default"),
+        Store::Postgres(_) => unreachable!(),
+    };
+    let patient =
+        |family: &str| serde_json::json!({"resourceType": "Patient", "name": [{"family": family}]});
+    let p = a.create("Patient", patient("Yamada")).await.unwrap();
+    let other = a.create("Patient", patient("Sato")).await.unwrap();
+    assert_eq!(a.read("Patient", &p.id).await.unwrap().version_id, 1);
+    assert_eq!(a.read("Patient", &p.id).await.unwrap().version_id, 1);
+    assert_eq!(a.read("Patient", &other.id).await.unwrap().version_id, 1);
+    let before = stats(&a);
+    assert_eq!(before.hits, 1);
+
+    // an update through the other store (other connections, as another process)
+    b.update("Patient", &p.id, patient("Tanaka"), Some(1))
+        .await
+        .unwrap();
+    let r = a.read("Patient", &p.id).await.unwrap();
+    assert_eq!(r.version_id, 2);
+    assert!(r.json.contains("Tanaka"), "{}", r.json);
+    // every entry was retired by that write, the untouched one too; then it is served again
+    assert_eq!(a.read("Patient", &other.id).await.unwrap().version_id, 1);
+    assert_eq!(stats(&a).hits, before.hits);
+    assert_eq!(a.read("Patient", &other.id).await.unwrap().version_id, 1);
+    assert_eq!(stats(&a).hits, before.hits + 1);
+
+    // this store's own update and delete
+    a.update("Patient", &p.id, patient("Suzuki"), Some(2))
+        .await
+        .unwrap();
+    assert!(a
+        .read("Patient", &p.id)
+        .await
+        .unwrap()
+        .json
+        .contains("Suzuki"));
+    b.delete("Patient", &p.id).await.unwrap();
+    assert!(
+        matches!(a.read("Patient", &p.id).await, Err(StoreError::Gone(..))),
+        "a deleted resource reads as gone"
+    );
+}
