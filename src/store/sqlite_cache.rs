@@ -20,8 +20,8 @@
 //! **Size.** Bounded by weight — the bytes of the JSON and the key plus a fixed overhead —
 //! to `TOBIUME_RESOURCE_CACHE_MIB` (default [`DEFAULT_MIB`]; `0` = no cache), with quick_cache's eviction
 //! (CLOCK-Pro). Rows larger than [`MAX_ENTRY_BYTES`] are never cached. History (`vread`) and searches are
-//! not cached. PostgreSQL has no such cache: several gateway replicas write one database and no trigger
-//! can reach another process's memory, but neither can here — the check is in the database.
+//! not cached. PostgreSQL has no such cache: its shared buffers survive commits, and a hit's generation
+//! check would be a round trip to the server like the read it replaces.
 
 use std::hash::Hash;
 use std::sync::atomic::{AtomicU64, Ordering};
