@@ -111,16 +111,11 @@ impl AuditWriter {
     /// Opens the appender connection to the (existing, migrated) database file `path` and starts its
     /// thread. Errors: `Database` (cannot open, or cannot start the thread).
     pub(crate) fn open(path: &Path) -> Result<AuditWriter, StoreError> {
-        Self::open_with_delay(path, delay_from_env())
+        Self::open_with(path, delay_from_env(), RESTART_FRAMES)
     }
 
-    /// [`AuditWriter::open`] with an explicit commit delay under load (module docs). Errors: `Database`.
-    pub(crate) fn open_with_delay(path: &Path, delay: Duration) -> Result<AuditWriter, StoreError> {
-        Self::open_with(path, delay, RESTART_FRAMES)
-    }
-
-    /// [`AuditWriter::open_with_delay`] with the WAL length (frames) that triggers a restart (module docs).
-    /// Errors: `Database`.
+    /// [`AuditWriter::open`] with an explicit commit delay under load and WAL length (frames) that
+    /// triggers a restart (module docs). Errors: `Database`.
     fn open_with(path: &Path, delay: Duration, restart_frames: i64) -> Result<AuditWriter, StoreError> {
         let conn = open_connection(path)?;
         // checkpoints run on their own thread (module docs), never inside an appender commit

@@ -24,7 +24,6 @@
 //! check would be a round trip to the server like the read it replaces.
 
 use std::hash::Hash;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use quick_cache::sync::Cache;
@@ -59,7 +58,7 @@ pub(crate) fn capacity_bytes(setting: Option<&str>) -> u64 {
     mib * 1024 * 1024
 }
 
-#[derive(Debug, Hash, PartialEq, Eq)]
+#[derive(Hash, PartialEq, Eq)]
 struct Key {
     rtype: Box<str>,
     id: Box<str>,
@@ -96,7 +95,8 @@ impl Weighter<Key, Arc<Entry>> for Weigh {
     }
 }
 
-/// Hits and misses since the cache was made (a stale entry counts as a miss).
+/// Hits and misses since the cache was made (a stale entry counts as a miss); counted in test builds only.
+#[cfg(test)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct CacheStats {
     pub hits: u64,
@@ -106,17 +106,9 @@ pub(crate) struct CacheStats {
 /// The resource cache of one SQLite database file (module docs). Shared by all reader connections.
 pub(crate) struct ResourceCache {
     map: Cache<Key, Arc<Entry>, Weigh>,
-    hits: AtomicU64,
-    misses: AtomicU64,
-}
-
-impl std::fmt::Debug for ResourceCache {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ResourceCache")
-            .field("bytes", &self.map.weight())
-            .field("stats", &self.stats())
-            .finish()
-    }
+    /// Hits and misses for the tests ([`ResourceCache::stats`]); a build counts nothing on the read path.
+    #[cfg(test)]
+    counts: [std::sync::atomic::AtomicU64; 2],
 }
 
 impl ResourceCache {
@@ -128,8 +120,8 @@ impl ResourceCache {
         let items = (bytes / 1500).max(16) as usize;
         Some(ResourceCache {
             map: Cache::with_weighter(items, bytes, Weigh),
-            hits: AtomicU64::new(0),
-            misses: AtomicU64::new(0),
+            #[cfg(test)]
+            counts: Default::default(),
         })
     }
 
@@ -144,7 +136,7 @@ impl ResourceCache {
         if let Some(e) = self.map.get(&KeyRef { rtype, id }) {
             let committed: i64 = c.prepare_cached(GENERATION)?.query_row([], |r| r.get(0))?;
             if committed == e.generation {
-                self.hits.fetch_add(1, Ordering::Relaxed);
+                self.count(true);
                 return Ok(Some((
                     e.version,
                     e.last_updated_ms,
@@ -153,7 +145,7 @@ impl ResourceCache {
                 )));
             }
         }
-        self.misses.fetch_add(1, Ordering::Relaxed);
+        self.count(false);
         let (generation, row): (i64, Option<CurrentRow>) = c
             .prepare_cached(ROW_AND_GENERATION)?
             .query_row((rtype, id), |r| {
@@ -184,12 +176,17 @@ impl ResourceCache {
         Ok(row)
     }
 
+    /// Counts a hit or a miss (test builds only).
+    fn count(&self, _hit: bool) {
+        #[cfg(test)]
+        self.counts[usize::from(!_hit)].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Hits and misses so far.
+    #[cfg(test)]
     pub(crate) fn stats(&self) -> CacheStats {
-        CacheStats {
-            hits: self.hits.load(Ordering::Relaxed),
-            misses: self.misses.load(Ordering::Relaxed),
-        }
+        let n = |i: usize| self.counts[i].load(std::sync::atomic::Ordering::Relaxed);
+        CacheStats { hits: n(0), misses: n(1) }
     }
 }
 
