@@ -328,6 +328,9 @@ pub async fn http_layer<S: AuditState>(State(state): State<S>, req: Request, nex
     // (`MatchedPath` is a shared `Arc<str>`: no copy of the route per request)
     let route = req.extensions().get::<MatchedPath>().cloned();
     let public = public_path(req.uri().path());
+    // held until this request's record is appended: the SQLite appender closes its group commit once
+    // every registered request is waiting on it (`Store::audit_intent`)
+    let _intent = (!public).then(|| state.auditor().store().audit_intent());
     let (parts, body) = req.into_parts();
     let bytes = match axum::body::to_bytes(body, state.max_body_bytes()).await {
         Ok(b) => b,

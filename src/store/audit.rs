@@ -19,7 +19,7 @@
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::{Store, StoreError, TxEntry, TxError, TxResult};
+use super::{AuditIntent, Store, StoreError, TxEntry, TxError, TxResult};
 
 /// `prev_hash` of the first record of a chain.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -266,6 +266,17 @@ impl Store {
         match self {
             Store::Sqlite(s) => s.audit_append_owned(records, expected).await,
             Store::Postgres(s) => s.audit_append(&records, &expected).await,
+        }
+    }
+
+    /// Registers a request that will append to the trail, until the returned guard is dropped: lets
+    /// SQLite's appender close a group commit as soon as every registered request's record is in,
+    /// instead of sleeping out its commit delay (`store::sqlite_append`, "Closing the batch before the
+    /// delay ends"). Only timing depends on it. PostgreSQL: a guard that does nothing.
+    pub fn audit_intent(&self) -> AuditIntent {
+        match self {
+            Store::Sqlite(s) => s.audit_intent(),
+            Store::Postgres(_) => AuditIntent::none(),
         }
     }
 

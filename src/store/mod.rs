@@ -30,6 +30,7 @@ mod sqlite_append;
 mod tests;
 
 pub use postgres::PgStore;
+pub use sqlite_append::AuditIntent;
 pub use sqlite::SqliteStore;
 
 /// One stored version of a resource.

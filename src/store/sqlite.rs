@@ -151,6 +151,11 @@ impl SqliteStore {
         self.audit_writer.append(records, expected).await
     }
 
+    /// Registers a request that will append (see [`crate::store::Store::audit_intent`]).
+    pub(crate) fn audit_intent(&self) -> super::AuditIntent {
+        self.audit_writer.intent()
+    }
+
     /// Hits and misses of the resource cache of point reads (`None`: `TOBIUME_RESOURCE_CACHE_MIB=0`).
     #[cfg(test)]
     pub(crate) fn resource_cache_stats(&self) -> Option<super::sqlite_cache::CacheStats> {
