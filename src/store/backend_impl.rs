@@ -20,7 +20,7 @@ use serde_json::Value;
 use sqlx::{QueryBuilder, Row};
 use std::collections::{HashMap, HashSet};
 
-type Tx = sqlx::Transaction<'static, Db>;
+// `Tx`: the dialect's write transaction (defined by the including file), dereferencing to its connection.
 
 /// Max bind parameters per multi-row statement (SQLite allows 32766, PostgreSQL 65535).
 const MAX_BINDS: usize = 3000;

@@ -513,14 +513,15 @@ pub struct ImportWriter {
 }
 
 enum WriterKind {
-    Bulk(Option<sqlite_bulk::BulkWriter>),
+    /// The writer, and the store whose resource cache must know of its writes (`sqlite_cache`).
+    Bulk(Option<sqlite_bulk::BulkWriter>, SqliteStore),
     Store(Store),
 }
 
 impl std::fmt::Debug for ImportWriter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let kind = match self.kind {
-            WriterKind::Bulk(_) => "sqlite-bulk",
+            WriterKind::Bulk(..) => "sqlite-bulk",
             WriterKind::Store(_) => "store",
         };
         f.debug_struct("ImportWriter").field("kind", &kind).finish()
@@ -533,7 +534,9 @@ impl ImportWriter {
     pub async fn apply(&mut self, prepared: PreparedImport) -> Result<ImportSummary, StoreError> {
         match &mut self.kind {
             WriterKind::Store(s) => s.apply_import(prepared).await,
-            WriterKind::Bulk(slot) => {
+            WriterKind::Bulk(slot, store) => {
+                // held until the batch is committed (or failed): cached reads check the database meanwhile
+                let _guard = store.write_guard();
                 let mut w = slot.take().ok_or_else(|| StoreError::Database("import writer failed earlier".into()))?;
                 let (w, r) = tokio::task::spawn_blocking(move || {
                     let r = w.apply(prepared);
@@ -557,7 +560,7 @@ impl Store {
     pub fn import_writer(&self, bulk: bool) -> Result<ImportWriter, StoreError> {
         let sqlx = std::env::var("TOBIUME_IMPORT_WRITER").is_ok_and(|v| v == "sqlx");
         let kind = match self {
-            Store::Sqlite(s) if !sqlx => WriterKind::Bulk(Some(sqlite_bulk::BulkWriter::open(s.path(), bulk)?)),
+            Store::Sqlite(s) if !sqlx => WriterKind::Bulk(Some(sqlite_bulk::BulkWriter::open(s.path(), bulk)?), s.clone()),
             _ => WriterKind::Store(self.clone()),
         };
         Ok(ImportWriter { kind })

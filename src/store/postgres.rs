@@ -161,6 +161,9 @@ impl PgStore {
     }
 }
 
+/// A write transaction ([`PgStore::begin_write`]).
+type Tx = sqlx::Transaction<'static, Db>;
+
 include!("backend_impl.rs");
 include!("security_impl.rs");
 

@@ -171,8 +171,18 @@ impl SqliteStore {
         &self.reader
     }
 
-    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, Db>, StoreError> {
-        Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
+    /// A write transaction (`BEGIN IMMEDIATE` on the writer) that holds the resource cache's write guard
+    /// from before it begins until after it ends (`sqlite_cache`, "Checks without a statement").
+    /// Errors: `Database`.
+    async fn begin_write(&self) -> Result<WriteTx, StoreError> {
+        let guard = self.readers.write_guard();
+        Ok(WriteTx { tx: self.writer.begin_with("BEGIN IMMEDIATE").await?, _guard: guard })
+    }
+
+    /// The resource cache's write guard for a write that does not go through [`SqliteStore::begin_write`]
+    /// (the import writer's own connection, `store::sqlite_bulk`); `None` without a cache.
+    pub(crate) fn write_guard(&self) -> Option<super::sqlite_cache::WriteGuard> {
+        self.readers.write_guard()
     }
 
     /// `(version, last_updated ms, deleted, json)` of the current row of `rtype/id` (rusqlite, inline).
@@ -198,6 +208,44 @@ impl SqliteStore {
     /// `(last_updated ms, deleted, json)` of one version from the history (rusqlite, inline).
     async fn version_row(&self, rtype: &str, id: &str, version: i64) -> Result<Option<(i64, bool, String)>, StoreError> {
         self.readers.vread(rtype, id, version)
+    }
+}
+
+/// A write transaction of the SQLite store ([`SqliteStore::begin_write`]): the sqlx transaction (its
+/// connection through `Deref`, as `sqlx::Transaction` itself) and the resource cache's write guard,
+/// released only after `commit` or `rollback` returns (or, for a transaction dropped unfinished, after
+/// its rollback is queued).
+type Tx = WriteTx;
+
+struct WriteTx {
+    tx: sqlx::Transaction<'static, Db>,
+    _guard: Option<super::sqlite_cache::WriteGuard>,
+}
+
+impl std::ops::Deref for WriteTx {
+    type Target = sqlx::SqliteConnection;
+    fn deref(&self) -> &Self::Target {
+        &self.tx
+    }
+}
+
+impl std::ops::DerefMut for WriteTx {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.tx
+    }
+}
+
+impl WriteTx {
+    /// `COMMIT`; the guard ends after it. Errors: sqlx's.
+    async fn commit(self) -> Result<(), sqlx::Error> {
+        let WriteTx { tx, _guard } = self;
+        tx.commit().await
+    }
+
+    /// `ROLLBACK`; the guard ends after it. Errors: sqlx's.
+    async fn rollback(self) -> Result<(), sqlx::Error> {
+        let WriteTx { tx, _guard } = self;
+        tx.rollback().await
     }
 }
 

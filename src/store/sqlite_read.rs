@@ -142,6 +142,9 @@ impl Readers {
     /// is one. Errors: `Database`.
     pub(crate) fn read(&self, rtype: &str, id: &str) -> Result<Option<CurrentRow>, StoreError> {
         if let Some(cache) = &self.inner.cache {
+            if let Some(row) = cache.hit(rtype, id) {
+                return Ok(Some(row));
+            }
             return self.with(|c| cache.read(c, rtype, id));
         }
         self.with(|c| {
@@ -149,6 +152,12 @@ impl Readers {
                 .query_row((rtype, id), |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
                 .optional()
         })
+    }
+
+    /// Marks a write of this process to the file as begun until the guard is dropped (after its commit
+    /// or rollback; `sqlite_cache`, "Checks without a statement"); `None` without a cache.
+    pub(crate) fn write_guard(&self) -> Option<super::sqlite_cache::WriteGuard> {
+        self.inner.cache.as_ref().map(|c| c.freshness().write())
     }
 
     /// Hits and misses of the resource cache (`None` without one).

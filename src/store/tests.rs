@@ -680,8 +680,9 @@ async fn migrate_0006_postgres() {
 }
 
 /// The SQLite resource cache (`sqlite_cache`) through the real write paths: a read after an update or a
-/// delete — committed by this store or by a second store on the same file, as another process would —
-/// returns the new version, never the cached one; unchanged rows are served from the cache.
+/// delete returns the new version, never the cached one — at once when this store committed it, after at
+/// most `CROSS_PROCESS_WINDOW` when a second store on the same file did (as another process would);
+/// unchanged rows are served from the cache.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resource_cache_follows_writes_of_every_connection() {
     let dir = tempfile::tempdir().unwrap();
@@ -702,10 +703,12 @@ async fn resource_cache_follows_writes_of_every_connection() {
     let before = stats(&a);
     assert_eq!(before.hits, 1);
 
+    let window = crate::store::sqlite_cache::CROSS_PROCESS_WINDOW;
     // an update through the other store (other connections, as another process)
     b.update("Patient", &p.id, patient("Tanaka"), Some(1))
         .await
         .unwrap();
+    tokio::time::sleep(window).await;
     let r = a.read("Patient", &p.id).await.unwrap();
     assert_eq!(r.version_id, 2);
     assert!(r.json.contains("Tanaka"), "{}", r.json);
@@ -715,7 +718,8 @@ async fn resource_cache_follows_writes_of_every_connection() {
     assert_eq!(a.read("Patient", &other.id).await.unwrap().version_id, 1);
     assert_eq!(stats(&a).hits, before.hits + 1);
 
-    // this store's own update and delete
+    // this store's own update, right after a hit (the generation is fresh): seen at once, and its
+    // own delete too
     a.update("Patient", &p.id, patient("Suzuki"), Some(2))
         .await
         .unwrap();
@@ -725,7 +729,11 @@ async fn resource_cache_follows_writes_of_every_connection() {
         .unwrap()
         .json
         .contains("Suzuki"));
+    assert_eq!(a.read("Patient", &other.id).await.unwrap().version_id, 1);
+    a.delete("Patient", &other.id).await.unwrap();
+    assert!(matches!(a.read("Patient", &other.id).await, Err(StoreError::Gone(..))));
     b.delete("Patient", &p.id).await.unwrap();
+    tokio::time::sleep(window).await;
     assert!(
         matches!(a.read("Patient", &p.id).await, Err(StoreError::Gone(..))),
         "a deleted resource reads as gone"
