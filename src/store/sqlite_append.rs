@@ -221,10 +221,12 @@ impl AuditWriter {
         expected: Vec<Option<i64>>,
     ) -> Result<AppendOutcome, StoreError> {
         let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Job { records, expected, reply })
-            .map_err(|_| StoreError::Database("audit appender stopped".into()))?;
+        // counted before the send, so that the thread's decrement after the commit never comes first
         self.gauge.waiting.fetch_add(1, Ordering::AcqRel);
+        if self.tx.send(Job { records, expected, reply }).is_err() {
+            self.gauge.waiting.fetch_sub(1, Ordering::AcqRel);
+            return Err(StoreError::Database("audit appender stopped".into()));
+        }
         self.gauge.wake_if_complete();
         rx.await
             .map_err(|_| StoreError::Database("audit appender stopped".into()))?
