@@ -460,17 +460,7 @@ mod tests {
         let (mut largest, mut commits) = (0, 0);
         let start = Instant::now();
         while start.elapsed() < Duration::from_millis(1500) {
-            let record = AuditRecord {
-                json: format!("{{\"n\":{commits},\"pad\":\"{}\"}}", "x".repeat(2000)),
-                recorded_ms: commits as i64,
-                type_code: "rest".into(),
-                subtype: Some("read".into()),
-                action: "R".into(),
-                outcome: "0".into(),
-                patients: vec![format!("p{commits}")],
-                agents: vec![],
-            };
-            writer.append(vec![record], vec![None]).await.unwrap();
+            writer.append(vec![record(commits, 2000)], vec![None]).await.unwrap();
             commits += 1;
             largest = largest.max(std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0));
         }
@@ -499,9 +489,10 @@ mod tests {
         );
     }
 
-    fn record(n: usize) -> AuditRecord {
+    /// A read record numbered `n` whose JSON carries `pad` bytes of padding.
+    fn record(n: usize, pad: usize) -> AuditRecord {
         AuditRecord {
-            json: format!("{{\"n\":{n}}}"),
+            json: format!("{{\"n\":{n},\"pad\":\"{}\"}}", "x".repeat(pad)),
             recorded_ms: n as i64,
             type_code: "rest".into(),
             subtype: Some("read".into()),
@@ -528,7 +519,7 @@ mod tests {
         let a = {
             let w = writer.clone();
             tokio::spawn(async move {
-                let out = w.append(vec![record(1), record(2)], vec![None, None]).await.unwrap();
+                let out = w.append(vec![record(1, 0), record(2, 0)], vec![None, None]).await.unwrap();
                 drop(a_guard);
                 out
             })
@@ -537,7 +528,7 @@ mod tests {
         let b = {
             let w = writer.clone();
             tokio::spawn(async move {
-                let out = w.append(vec![record(3)], vec![None]).await.unwrap();
+                let out = w.append(vec![record(3, 0)], vec![None]).await.unwrap();
                 drop(b_guard);
                 out
             })
